@@ -1,0 +1,3 @@
+"""Courier: reliable event delivery into immutable hourly buckets."""
+
+__version__ = "0.1.0"

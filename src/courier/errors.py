@@ -1,0 +1,75 @@
+"""One exception hierarchy for Courier.
+
+Library exceptions (nats, pyarrow, OS) are translated into these at the
+boundary where they happen, with ``raise ... from exc``. Messages say what
+happened, to what, and what happens next.
+"""
+
+from __future__ import annotations
+
+
+class CourierError(Exception):
+    """Base of every error Courier raises on purpose."""
+
+
+class ConfigError(CourierError):
+    """Settings or files on disk are invalid; the process refuses to start."""
+
+
+class SchemaError(CourierError):
+    """An Avro schema or type settings document is invalid."""
+
+
+class IncompatibleSchemaError(SchemaError):
+    """A new schema version is not backward compatible with the current one."""
+
+
+class UnknownEventTypeError(CourierError):
+    """The event type is not registered."""
+
+
+class TransportError(CourierError):
+    """The transport (NATS JetStream) failed; callers should retry later."""
+
+
+class TransportUnavailableError(TransportError):
+    """The transport is not reachable right now (not connected, no responders)."""
+
+
+class PublishOutcomeUnknownError(TransportError):
+    """A publish timed out: the message may or may not have been stored.
+
+    Safe to retry: ids and Nats-Msg-Id make the retry idempotent downstream.
+    """
+
+
+class StreamFullError(TransportError):
+    """The stream refused the message because it reached its limits (discard=new)."""
+
+
+class ProvisioningError(TransportError):
+    """Streams, consumers or KV buckets are missing or configured differently."""
+
+
+class PortInUseError(CourierError):
+    """A server could not bind its port because another process holds it."""
+
+
+class StorageError(CourierError):
+    """Reading or writing bucket, staging or checkpoint files failed."""
+
+
+class ManifestError(StorageError):
+    """A `_SUCCESS` manifest is missing, unreadable or of an unknown format."""
+
+
+class BucketNotClosedError(CourierError):
+    """A bucket that was asked for is not closed (yet)."""
+
+
+class ConcurrentUpdateError(CourierError):
+    """A compare-and-set on a KV entry lost: someone else changed it first."""
+
+
+class KeyExistsError(ConcurrentUpdateError):
+    """A KV create found the key already present."""

@@ -1,0 +1,193 @@
+"""Typed settings: one frozen object per process.
+
+Sources, later ones win: defaults < TOML file < ``COURIER_*`` environment <
+CLI flags (passed as keyword overrides). Nested sections use ``__`` in the
+environment: ``COURIER_WRITER__FLUSH_INTERVAL_SECS=2``. Every duration and
+size carries its unit in its name.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from courier.errors import ConfigError
+from courier.model import validate_bucket_width
+
+MIB = 1024 * 1024
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NatsSettings(_Section):
+    """The embedded server and the client connection."""
+
+    host: str = "127.0.0.1"
+    port: int = 4222
+    #: Store directory; default ``<data_dir>/_nats``.
+    store_dir: Path | None = None
+    max_payload_bytes: int = 8 * MIB
+    connect_timeout_secs: float = 5.0
+    #: Per-request timeout of JetStream API calls (info, KV, provisioning).
+    request_timeout_secs: float = 5.0
+    stream_max_age_secs: int = 7 * 86_400
+    stream_max_bytes: int = 10 * 1024 * MIB
+    duplicate_window_secs: int = 120
+    replicas: int = 1
+
+
+class GatewaySettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 4 * MIB
+    max_events_per_batch: int = 10_000
+    max_event_bytes: int = 256 * 1024
+    max_json_depth: int = 32
+    #: Upper bound of one stored message; several events travel in each.
+    max_message_bytes: int = 1 * MIB
+    #: Concurrent publishes in flight per event type (group commit pipelining).
+    publishes_in_flight_per_type: int = 4
+    publish_timeout_secs: float = 5.0
+    retry_after_secs: int = 2
+    #: How often the schema registry is re-read from KV.
+    registry_refresh_secs: float = 2.0
+
+
+class WriterSettings(_Section):
+    #: Identifies this writer in staging file names; default ``<hostname>-<pid>``.
+    writer_id: str | None = None
+    fetch_batch_messages: int = 256
+    fetch_wait_secs: float = 0.5
+    flush_interval_secs: float = 5.0
+    flush_max_rows: int = 500_000
+    flush_max_bytes: int = 128 * MIB
+    #: Memory pressure: total buffered bytes across all types and buckets.
+    max_buffer_bytes: int = 512 * MIB
+    ack_wait_secs: float = 60.0
+    max_ack_pending: int = 20_000
+    max_deliveries: int = 5
+    backoff_initial_secs: float = 0.5
+    backoff_max_secs: float = 30.0
+    registry_refresh_secs: float = 2.0
+
+
+class CloserSettings(_Section):
+    closer_id: str | None = None
+    poll_interval_secs: float = 1.0
+    #: A claim older than this is considered abandoned by a crashed closer.
+    claim_lease_secs: float = 60.0
+    max_rows_per_file: int = 2_000_000
+    target_file_bytes: int = 256 * MIB
+    #: Grace for types whose settings do not give one.
+    default_grace_secs: int = 10
+
+
+class Settings(BaseSettings):
+    """All of a process's settings. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COURIER_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    data_dir: Path = Path("courier-data")
+    nats_url: str | None = None
+    bucket_width_secs: int = 3600
+    #: How far the clocks of the hosts may disagree; watermarks stay this far behind "now".
+    max_clock_skew_secs: float = 2.0
+    log_level: str = "INFO"
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    writer: WriterSettings = Field(default_factory=WriterSettings)
+    closer: CloserSettings = Field(default_factory=CloserSettings)
+
+    @field_validator("bucket_width_secs")
+    @classmethod
+    def _width_divides_a_day(cls, v: int) -> int:
+        return validate_bucket_width(v)
+
+    @property
+    def resolved_nats_url(self) -> str:
+        return self.nats_url or f"nats://{self.nats.host}:{self.nats.port}"
+
+    @property
+    def nats_store_dir(self) -> Path:
+        return self.nats.store_dir or self.data_dir / "_nats"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by ``COURIER_CONFIG`` (set by ``load_settings``)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("COURIER_CONFIG")
+        if not path:
+            return {}
+        try:
+            with open(path, "rb") as f:
+                return tomllib.load(f)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"settings file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"settings file {path} is not valid TOML: {exc}") from exc
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings of this process.
+
+    ``config`` names a TOML file (else ``COURIER_CONFIG``); ``overrides`` are
+    CLI flags, as nested dicts for sections (``writer={"flush_interval_secs": 1}``).
+    None values in ``overrides`` are ignored so unset CLI flags do not mask others.
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    old = os.environ.get("COURIER_CONFIG")
+    if config is not None:
+        os.environ["COURIER_CONFIG"] = str(config)
+    try:
+        # Init kwargs replace whole sections, so merge section overrides onto
+        # what the environment and file say rather than passing them raw.
+        if any(isinstance(v, dict) for v in overrides.values()):
+            base = Settings().model_dump()
+            overrides = _deep_merge(base, overrides)
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc
+    finally:
+        if config is not None:
+            if old is None:
+                os.environ.pop("COURIER_CONFIG", None)
+            else:
+                os.environ["COURIER_CONFIG"] = old
