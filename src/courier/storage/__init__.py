@@ -1,0 +1,41 @@
+"""Storage: bucket layout, atomic writes, manifests and readers (local filesystem).
+
+Object stores (S3, GCS) come later behind the same layout and protocols.
+"""
+
+from courier.storage.atomic import (
+    FileInfo,
+    fsync_dir,
+    remove_stale_temps,
+    sha256_file,
+    write_bytes_atomic,
+    write_parquet_atomic,
+)
+from courier.storage.layout import Layout
+from courier.storage.manifest import (
+    Manifest,
+    ManifestFile,
+    SeqRange,
+    read_manifest,
+    seq_ranges,
+    write_manifest,
+)
+from courier.storage.reader import BucketReader, BucketState
+
+__all__ = [
+    "BucketReader",
+    "BucketState",
+    "FileInfo",
+    "Layout",
+    "Manifest",
+    "ManifestFile",
+    "SeqRange",
+    "fsync_dir",
+    "read_manifest",
+    "remove_stale_temps",
+    "seq_ranges",
+    "sha256_file",
+    "write_bytes_atomic",
+    "write_manifest",
+    "write_parquet_atomic",
+]

@@ -1,0 +1,278 @@
+"""The data consumers' interface (DESIGN §7): read buckets, list states, wait, SQL.
+
+A bucket is complete iff its ``_SUCCESS`` manifest exists; only the files it
+lists are read, so a half-finished close (files written, manifest not yet)
+is invisible. Open buckets are read from staging only when asked, and then
+contain duplicates (staging is deduplicated by the closer, not here).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from courier.errors import BucketNotClosedError, StorageError
+from courier.model import INVALID_TYPE, BucketKey, bucket_start, iso_utc
+from courier.storage.layout import Layout
+from courier.storage.manifest import Manifest, read_manifest
+
+#: Columns staging files carry on top of the bucket columns.
+STAGING_COLUMNS: tuple[str, ...] = ("_seq", "_idx")
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """One bucket as seen on disk: closed (has a manifest) or open (has staging files)."""
+
+    event_type: str
+    start: int
+    end: int
+    state: Literal["closed", "open"]
+    #: Rows in the closed bucket; None while open.
+    events: int | None
+    #: Final files listed by the manifest (0 while open).
+    files: int
+    close_delay_secs: float | None
+    #: Staging files present (normally 0 once closed).
+    staging_files: int
+
+
+class BucketReader:
+    """Read-only access to the buckets under a data root."""
+
+    def __init__(self, root: Path, bucket_width_secs: int) -> None:
+        self.layout = Layout(root, bucket_width_secs)
+
+    @property
+    def width(self) -> int:
+        return self.layout.width
+
+    def read(
+        self,
+        event_type: str,
+        start: float,
+        end: float,
+        *,
+        include_open: bool = False,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
+        """Rows of the buckets of ``event_type`` whose start is in ``[bucket_start(start), end)``.
+
+        Closed buckets are read from the files their manifest lists. Open
+        buckets are skipped unless ``include_open``, which adds their staging
+        files (``_seq``/``_idx`` dropped, duplicates kept). Files written under
+        older schema versions are merged by column name, missing columns as
+        nulls. ``columns`` selects and orders columns; names present in no file
+        are left out. With nothing to read, the result is an empty table with
+        the schema of the type's latest closed file (no columns if none exists).
+        """
+        first = bucket_start(start, self.width)
+        closed = [s for s in self.layout.closed_bucket_starts(event_type) if first <= s < end]
+        open_: list[int] = []
+        if include_open:
+            closed_set = set(closed)
+            open_ = [
+                s
+                for s in self.layout.staging_bucket_starts(event_type)
+                if first <= s < end and s not in closed_set
+            ]
+        open_set = set(open_)
+        tables: list[pa.Table] = []
+        for s in sorted([*closed, *open_]):
+            key = BucketKey(event_type, s)
+            if s in open_set:
+                tables.extend(self._read_open(key, columns))
+            else:
+                tables.extend(self._read_closed(key, columns))
+        if not tables:
+            return self._empty(event_type, columns)
+        try:
+            table = pa.concat_tables(tables, promote_options="default")
+        except (pa.ArrowException, ValueError) as exc:
+            raise StorageError(
+                f"files of {event_type} in [{iso_utc(first)}, {iso_utc(end)}) have "
+                f"incompatible schemas: {exc}"
+            ) from exc
+        return _select(table, columns)
+
+    def states(
+        self, event_type: str | None = None, *, since: float | None = None
+    ) -> list[BucketState]:
+        """Closed and open buckets, sorted by (type, start); ``since`` keeps buckets ending after it.
+
+        Without ``event_type`` every event type is listed (not ``_invalid``).
+        """
+        types = [event_type] if event_type is not None else self.layout.event_types()
+        out: list[BucketState] = []
+        for t in types:
+            closed = set(self.layout.closed_bucket_starts(t))
+            starts = closed | set(self.layout.staging_bucket_starts(t))
+            for s in sorted(starts):
+                if since is not None and s + self.width <= since:
+                    continue
+                out.append(self._state(BucketKey(t, s), closed=s in closed))
+        return out
+
+    def wait_closed(
+        self, event_type: str, start: float, timeout_secs: float, poll_secs: float = 0.2
+    ) -> Manifest:
+        """Block until the bucket containing ``start`` is closed; return its manifest.
+
+        Raises BucketNotClosedError when ``timeout_secs`` pass first.
+        """
+        key = BucketKey(event_type, bucket_start(start, self.width))
+        path = self.layout.manifest_path(key)
+        deadline = time.monotonic() + timeout_secs
+        while True:
+            # The manifest is renamed into place whole, so existing means readable.
+            if path.exists():
+                return read_manifest(path)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BucketNotClosedError(
+                    f"bucket {event_type} {iso_utc(key.start)} was not closed within "
+                    f"{timeout_secs}s (no {path}); it may still be inside its grace period"
+                )
+            time.sleep(min(poll_secs, remaining))
+
+    def manifest(self, event_type: str, start: float) -> Manifest | None:
+        """The manifest of the bucket containing ``start``, or None while it is open."""
+        path = self.layout.manifest_path(BucketKey(event_type, bucket_start(start, self.width)))
+        if not path.exists():
+            return None
+        return read_manifest(path)
+
+    def duckdb(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with one view per type over its closed files.
+
+        View names are the type names (``_invalid`` included when it has
+        closed data); a type with no closed file gets no view. The file list
+        is taken now: buckets closed later need a new connection.
+        """
+        con = duckdb.connect(":memory:")
+        for t in [*self.layout.event_types(), INVALID_TYPE]:
+            paths = [str(p) for p in self._closed_files(t)]
+            if not paths:
+                continue
+            files_sql = ", ".join(_sql_string(p) for p in paths)
+            sql = (
+                f"CREATE VIEW {_sql_identifier(t)} AS "
+                f"SELECT * FROM read_parquet([{files_sql}], union_by_name = true, hive_partitioning = false)"
+            )
+            try:
+                con.execute(sql)
+            except duckdb.Error as exc:
+                con.close()
+                raise StorageError(f"could not create the DuckDB view of {t}: {exc}") from exc
+        return con
+
+    # -- helpers -------------------------------------------------------------
+
+    def _closed_files(self, event_type: str) -> list[Path]:
+        files: list[Path] = []
+        for s in self.layout.closed_bucket_starts(event_type):
+            key = BucketKey(event_type, s)
+            manifest = read_manifest(self.layout.manifest_path(key))
+            files.extend(self.layout.bucket_dir(key) / f.name for f in manifest.files)
+        return files
+
+    def _read_closed(self, key: BucketKey, columns: list[str] | None) -> list[pa.Table]:
+        manifest = read_manifest(self.layout.manifest_path(key))
+        directory = self.layout.bucket_dir(key)
+        return [_read_file(directory / f.name, columns) for f in manifest.files]
+
+    def _read_open(self, key: BucketKey, columns: list[str] | None) -> list[pa.Table]:
+        try:
+            tables = [
+                _drop_staging_columns(_read_file(p, columns, missing_ok=False))
+                for p in self.layout.list_staging_files(key)
+            ]
+        except FileNotFoundError:
+            # The closer deletes staging files only after writing the manifest
+            # (close step 7), so a vanished file means the bucket just closed.
+            if self.layout.manifest_path(key).exists():
+                return self._read_closed(key, columns)
+            raise StorageError(
+                f"staging files of {key.label()} vanished while reading and the bucket "
+                "has no manifest; retry the read"
+            ) from None
+        return tables
+
+    def _state(self, key: BucketKey, *, closed: bool) -> BucketState:
+        staging = len(self.layout.list_staging_files(key))
+        end = key.end(self.width)
+        if not closed:
+            return BucketState(
+                key.event_type,
+                key.start,
+                end,
+                "open",
+                events=None,
+                files=0,
+                close_delay_secs=None,
+                staging_files=staging,
+            )
+        m = read_manifest(self.layout.manifest_path(key))
+        return BucketState(
+            key.event_type,
+            key.start,
+            end,
+            "closed",
+            events=m.events,
+            files=len(m.files),
+            close_delay_secs=m.close_delay_secs,
+            staging_files=staging,
+        )
+
+    def _empty(self, event_type: str, columns: list[str] | None) -> pa.Table:
+        for s in reversed(self.layout.closed_bucket_starts(event_type)):
+            key = BucketKey(event_type, s)
+            for f in read_manifest(self.layout.manifest_path(key)).files:
+                path = self.layout.bucket_dir(key) / f.name
+                return _select(_read_file(path, columns).schema.empty_table(), columns)
+        return pa.table({})
+
+
+def _read_file(path: Path, columns: list[str] | None, *, missing_ok: bool = True) -> pa.Table:
+    """Read one Parquet file (only the wanted columns it has); StorageError on failure.
+
+    With ``missing_ok=False`` a missing file raises FileNotFoundError for the caller.
+    """
+    try:
+        # ParquetFile reads exactly this file: no Hive partition columns from its path.
+        with pq.ParquetFile(path) as f:
+            wanted = None
+            if columns is not None:
+                names = set(f.schema_arrow.names)
+                wanted = [c for c in columns if c in names]
+            return f.read(columns=wanted)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+        raise StorageError(f"{path} is listed by its bucket's manifest but missing") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"could not read {path}: {exc}") from exc
+
+
+def _drop_staging_columns(table: pa.Table) -> pa.Table:
+    return table.drop_columns([c for c in STAGING_COLUMNS if c in table.column_names])
+
+
+def _select(table: pa.Table, columns: list[str] | None) -> pa.Table:
+    if columns is None:
+        return table
+    return table.select([c for c in columns if c in table.column_names])
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _sql_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
