@@ -1,0 +1,359 @@
+"""The ``courier`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import click
+
+from courier.errors import CourierError
+from courier.runtime import configure_logging
+from courier.settings import Settings, load_settings
+
+
+class _Ctx:
+    def __init__(self, config: Path | None, overrides: dict[str, Any]) -> None:
+        self.config = config
+        self.overrides = overrides
+
+    def settings(self, **more: Any) -> Settings:
+        merged = dict(self.overrides)
+        for k, v in more.items():
+            if isinstance(v, dict):
+                v = {kk: vv for kk, vv in v.items() if vv is not None}
+                if not v:
+                    continue
+            if v is not None:
+                merged[k] = v
+        s = load_settings(self.config, **merged)
+        configure_logging(s.log_level)
+        return s
+
+
+pass_ctx = click.make_pass_decorator(_Ctx)
+
+
+def example_schemas_dir() -> Path:
+    return Path(str(files("courier") / "examples" / "schemas"))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", type=click.Path(path_type=Path), help="TOML settings file.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Root of buckets and staging.")
+@click.option("--nats-url", help="NATS server URL (default: the embedded server's).")
+@click.option("--bucket-width-secs", type=int, help="Bucket width; must divide a day.")
+@click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    config: Path | None,
+    data_dir: Path | None,
+    nats_url: str | None,
+    bucket_width_secs: int | None,
+    log_level: str | None,
+) -> None:
+    """Courier: reliable event delivery into immutable hourly buckets."""
+    ctx.obj = _Ctx(
+        config,
+        {
+            "data_dir": data_dir,
+            "nats_url": nats_url,
+            "bucket_width_secs": bucket_width_secs,
+            "log_level": log_level,
+        },
+    )
+
+
+# -- running ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--http-port", type=int, help="Gateway port (default 8080).")
+@click.option("--nats-port", type=int, help="Embedded NATS port (default 4222).")
+@click.option(
+    "--demo", is_flag=True, help="Apply the example schemas (PlaySong, Search, AdImpression)."
+)
+@pass_ctx
+def up(c: _Ctx, http_port: int | None, nats_port: int | None, demo: bool) -> None:
+    """Start the whole local stack: embedded NATS, gateway, writer, closer."""
+    from courier.cli.admin import apply_schemas, provision_all, sync
+    from courier.supervisor import Supervisor
+
+    s = c.settings(gateway={"port": http_port}, nats={"port": nats_port})
+    if s.nats_url:
+        raise click.UsageError("`courier up` runs its own NATS; drop --nats-url/COURIER_NATS_URL")
+    sup = Supervisor(s, config=c.config)
+    url = sup.start_nats()
+    try:
+        admin = load_settings(c.config, **{**c.overrides, "nats_url": url})
+        if demo:
+            for r in sync(apply_schemas(admin, example_schemas_dir(), force=False)):
+                click.echo(f"schema {r.name}: {r.action} (version {r.version})")
+        else:
+            sync(provision_all(admin))
+        sup.start_children()
+    except BaseException:
+        sup.stop()
+        raise
+    click.echo(
+        f"Courier is up: gateway http://{s.gateway.host}:{s.gateway.port}  "
+        f"NATS {sup.nats.url}  data {s.data_dir.resolve()}  (Ctrl-C stops)"
+    )
+    sup.run_forever()
+
+
+@cli.command()
+@click.option("--port", type=int)
+@pass_ctx
+def nats(c: _Ctx, port: int | None) -> None:
+    """Run the embedded NATS server (JetStream, sync_interval: always)."""
+    from courier.cli.services import run_nats
+
+    run_nats(c.settings(nats={"port": port}))
+
+
+@cli.command()
+@click.option("--host")
+@click.option("--port", type=int)
+@pass_ctx
+def gateway(c: _Ctx, host: str | None, port: int | None) -> None:
+    """Run one gateway (HTTP ingest) process."""
+    from courier.gateway import serve
+
+    serve(c.settings(gateway={"host": host, "port": port}))
+
+
+@cli.command()
+@click.option("--writer-id")
+@pass_ctx
+def writer(c: _Ctx, writer_id: str | None) -> None:
+    """Run one writer process (several may share the durable consumers)."""
+    from courier.cli.services import run_writer
+
+    run_writer(c.settings(writer={"writer_id": writer_id}))
+
+
+@cli.command()
+@click.option("--closer-id")
+@pass_ctx
+def closer(c: _Ctx, closer_id: str | None) -> None:
+    """Run one closer process."""
+    from courier.cli.services import run_closer
+
+    run_closer(c.settings(closer={"closer_id": closer_id}))
+
+
+# -- schemas ------------------------------------------------------------------------
+
+
+@cli.group()
+def schema() -> None:
+    """Register and list event types."""
+
+
+@schema.command("apply")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Accept backward-incompatible changes.")
+@pass_ctx
+def schema_apply(c: _Ctx, directory: Path, force: bool) -> None:
+    """Register the <Type>.avsc (+ <Type>.toml) files of DIRECTORY. Idempotent."""
+    from courier.cli.admin import apply_schemas, sync
+
+    for r in sync(apply_schemas(c.settings(), directory, force=force)):
+        click.echo(f"{r.name}: {r.action} (version {r.version})")
+
+
+@schema.command("list")
+@pass_ctx
+def schema_list(c: _Ctx) -> None:
+    """List registered types with their latest version and settings."""
+    from courier.cli.admin import list_schemas, sync
+
+    for r in sync(list_schemas(c.settings())):
+        st = r.settings
+        click.echo(
+            f"{r.name:24} v{r.latest.version:<3} tier={st.tier:6} finance={str(st.finance).lower():5} "
+            f"owner={st.owner} grace_secs={st.grace_secs}"
+        )
+
+
+@cli.command()
+@pass_ctx
+def provision(c: _Ctx) -> None:
+    """Create or update streams and consumers of every registered type to match the settings."""
+    from courier.cli.admin import provision_all, sync
+
+    for name in sync(provision_all(c.settings())):
+        click.echo(f"provisioned {name}")
+
+
+# -- producing ----------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("event_type")
+@click.argument("data")
+@click.option("--id", "event_id", help="Idempotency key (default: generated UUIDv7).")
+@click.option("--url", help="Gateway base URL (default from settings).")
+@pass_ctx
+def send(c: _Ctx, event_type: str, data: str, event_id: str | None, url: str | None) -> None:
+    """Post one event: courier send PlaySong '{"track_id": "t1", "ms_played": 1000}'."""
+    import httpx
+
+    from courier.model import uuid7
+
+    s = c.settings()
+    base = url or f"http://{s.gateway.host}:{s.gateway.port}"
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"DATA is not JSON: {exc}") from exc
+    event = {"type": event_type, "id": event_id or uuid7(), "data": payload}
+    try:
+        resp = httpx.post(f"{base}/v1/events", json={"events": [event]}, timeout=30)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach the gateway at {base}: {exc}") from exc
+    click.echo(resp.text)
+    body = (
+        resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+    )
+    if resp.status_code != 200 or body.get("rejected"):
+        sys.exit(1)
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+def _parse_when(text: str | None, default: float) -> float:
+    if text is None:
+        return default
+    from courier.model import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not a time (RFC 3339 or epoch seconds)") from exc
+
+
+@cli.command()
+@click.option("--type", "event_type", help="Only this type.")
+@click.option("--since", help="Only buckets ending after this time.")
+@pass_ctx
+def buckets(c: _Ctx, event_type: str | None, since: str | None) -> None:
+    """Bucket states and counts per type."""
+    from courier.model import iso_utc
+    from courier.storage import BucketReader
+
+    s = c.settings()
+    reader = BucketReader(s.data_dir, s.bucket_width_secs)
+    states = reader.states(event_type, since=_parse_when(since, 0) if since else None)
+    click.echo(
+        f"{'type':20} {'bucket_start':25} {'state':7} {'events':>9} {'files':>5} {'delay_s':>8}"
+    )
+    for b in states:
+        events = "" if b.events is None else str(b.events)
+        delay = "" if b.close_delay_secs is None else f"{b.close_delay_secs:.1f}"
+        click.echo(
+            f"{b.event_type:20} {iso_utc(b.start):25} {b.state:7} {events:>9} {b.files:>5} {delay:>8}"
+        )
+
+
+@cli.command()
+@click.argument("event_type")
+@click.option("--from", "from_", help="Start time (RFC 3339); default: 24 h ago.")
+@click.option("--to", help="End time (exclusive); default: now.")
+@click.option(
+    "--include-open", is_flag=True, help="Also read open buckets' staging data (not deduplicated)."
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "parquet"]), default="table")
+@click.option("--output", type=click.Path(path_type=Path), help="File for --format parquet.")
+@click.option("--limit", type=int, default=20, help="Rows shown with --format table.")
+@pass_ctx
+def read(
+    c: _Ctx,
+    event_type: str,
+    from_: str | None,
+    to: str | None,
+    include_open: bool,
+    fmt: str,
+    output: Path | None,
+    limit: int,
+) -> None:
+    """Read a type's closed buckets over a time range."""
+    import time
+
+    from courier.storage import BucketReader
+
+    s = c.settings()
+    now = time.time()
+    table = BucketReader(s.data_dir, s.bucket_width_secs).read(
+        event_type, _parse_when(from_, now - 86400), _parse_when(to, now), include_open=include_open
+    )
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        if output is None:
+            raise click.UsageError("--format parquet needs --output FILE")
+        pq.write_table(table, output)
+        click.echo(f"wrote {table.num_rows} rows to {output}")
+    elif fmt == "jsonl":
+        for row in table.to_pylist():
+            click.echo(json.dumps(row, default=_json_default))
+    else:
+        click.echo(f"{table.num_rows} rows")
+        if table.num_rows:
+            click.echo(
+                table.slice(0, limit).to_pandas().to_string()
+                if _has_pandas()
+                else table.slice(0, limit).to_string()
+            )
+
+
+def _has_pandas() -> bool:
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _json_default(v: object) -> str:
+    if isinstance(v, datetime):
+        return v.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(v, bytes):
+        return v.hex()
+    return str(v)
+
+
+@cli.command()
+@click.argument("query")
+@pass_ctx
+def sql(c: _Ctx, query: str) -> None:
+    """Run DuckDB SQL over closed buckets; each type is a view: courier sql "select count(*) from PlaySong"."""
+    from courier.storage import BucketReader
+
+    s = c.settings()
+    con = BucketReader(s.data_dir, s.bucket_width_secs).duckdb()
+    try:
+        rel = con.sql(query)
+    except Exception as exc:  # duckdb raises many error types; report them all the same way
+        raise click.ClickException(f"query failed: {exc}") from exc
+    if rel is not None:
+        rel.show(max_rows=1000)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except CourierError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

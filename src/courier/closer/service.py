@@ -1,0 +1,137 @@
+"""The closer service: per-type watermarks decide when a bucket closes.
+
+Watermark of a type: the ``published_at`` of the oldest message the
+``writer`` consumer has not acked; when nothing is pending or unacked, "now"
+minus the allowed clock skew. Bucket H of type T is closable when the
+watermark >= end(H) + grace. Types are independent: a stalled type never
+delays another (each is handled in its own step, failures are contained).
+Buckets of a type close in order, from the bucket containing the moment the
+type was registered, empty ones included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+
+from courier.closer.catalog import Catalog
+from courier.closer.metrics import CloserMetrics
+from courier.closer.protocol import BucketCloser, CloseResult
+from courier.errors import CourierError
+from courier.model import INVALID_TYPE, BucketKey, bucket_start
+from courier.schema import CompiledType, Registry
+from courier.settings import Settings
+from courier.storage import Layout
+from courier.transport import Transport
+
+log = logging.getLogger("courier.closer")
+
+
+def default_closer_id() -> str:
+    return f"{socket.gethostname()}_{os.getpid()}"
+
+
+class Closer:
+    """Closes every type's buckets as their watermark passes; run with :meth:`run`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport,
+        registry: Registry,
+        catalog: Catalog,
+        *,
+        metrics: CloserMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.width = settings.bucket_width_secs
+        self.transport = transport
+        self.registry = registry
+        self.catalog = catalog
+        self.metrics = metrics or CloserMetrics()
+        self.layout = Layout(settings.data_dir, self.width)
+        self.bucket_closer = BucketCloser(
+            self.layout, catalog, settings.closer, self._publish_closed
+        )
+
+    async def _publish_closed(self, key: BucketKey, body: bytes) -> None:
+        await self.transport.publish_closed(key.event_type, body, msg_id=f"closed.{key.label()}")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("closer %s starting", self.catalog.closer_id)
+        while not stop.is_set():
+            await self.run_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.closer.poll_interval_secs)
+        log.info("closer %s stopped", self.catalog.closer_id)
+
+    async def run_once(self) -> list[CloseResult]:
+        """One pass over every type; returns the buckets closed."""
+        try:
+            compiled = await self.registry.compiled()
+            records = {r.name: r for r in await self.registry.list()}
+        except CourierError as exc:
+            log.warning("cannot read the schema registry (%s); retrying", exc)
+            return []
+        if not records:
+            return []
+        first_enabled = min(r.enabled_at for r in records.values())
+        done: list[CloseResult] = []
+        for name, ctype in sorted(compiled.items()):
+            enabled_at = records[name].enabled_at if name in records else first_enabled
+            try:
+                done += await self._close_type(ctype, enabled_at)
+            except CourierError as exc:
+                self.metrics.close_failures.labels(name).inc()
+                log.error("closing %s failed: %s; retrying next pass", name, exc)
+        return done
+
+    async def watermark(self, event_type: str) -> tuple[float, float | None]:
+        """(watermark, oldest unacked published_at or None)."""
+        progress = await self.transport.progress(event_type)
+        now_floor = time.time() - self.settings.max_clock_skew_secs
+        oldest = progress.oldest_unacked_at
+        return (now_floor if oldest is None else min(oldest, now_floor)), oldest
+
+    def grace_secs(self, ctype: CompiledType) -> int:
+        g = ctype.settings.grace_secs
+        return self.settings.closer.default_grace_secs if g is None else g
+
+    async def _close_type(self, ctype: CompiledType, enabled_at: float) -> list[CloseResult]:
+        name = ctype.name
+        cursor = await self.catalog.cursor(name)
+        if cursor is None:
+            cursor = bucket_start(enabled_at, self.width)
+        wm, oldest = await self.watermark(name)
+        now = time.time()
+        self.metrics.oldest_unacked_age.labels(name).set(0 if oldest is None else now - oldest)
+        self.metrics.watermark_lag.labels(name).set(now - wm)
+        grace = self.grace_secs(ctype)
+        done: list[CloseResult] = []
+        while cursor + self.width + grace <= wm:
+            key = BucketKey(name, cursor)
+            result = await self.bucket_closer.close(key, ctype, wm)
+            if result is None:
+                return done  # another closer holds it; it will advance the cursor
+            cursor += self.width
+            await self.catalog.set_cursor(name, cursor)
+            m = result.manifest
+            self.metrics.closed.labels(name).inc()
+            self.metrics.close_delay.labels(name).observe(m.close_delay_secs)
+            self.metrics.duplicates_dropped.labels(name).inc(m.duplicates_dropped)
+            if m.events or name != INVALID_TYPE:
+                log.info(
+                    "closed %s %s: %d events (%d duplicates dropped, %d skewed), delay %.1fs",
+                    name,
+                    m.bucket_start,
+                    m.events,
+                    m.duplicates_dropped,
+                    m.skewed_in,
+                    m.close_delay_secs,
+                )
+            done.append(result)
+        return done

@@ -1,0 +1,76 @@
+"""Running one service process: event loop, signals, connection and registry set-up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from courier.errors import CourierError
+from courier.schema import Registry
+from courier.settings import Settings
+from courier.transport import CATALOG_KV, SCHEMAS_KV, Transport
+from courier.transport.client import NatsKeyValue
+
+log = logging.getLogger("courier.runtime")
+
+
+def configure_logging(level: str) -> None:
+    """Process-wide logging for services and the CLI (never called by library code)."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)`` on uvloop (when available) until SIGINT/SIGTERM sets ``stop``."""
+
+    async def _wrapper() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        import uvloop
+
+        uvloop.run(_wrapper())
+    except ImportError:
+        asyncio.run(_wrapper())
+
+
+@dataclass
+class Connected:
+    transport: Transport
+    registry: Registry
+    schemas_kv: NatsKeyValue
+
+
+async def connect_service(settings: Settings, name: str, *, wait_secs: float = 60.0) -> Connected:
+    """Connect to NATS and open the registry, waiting for both to exist (services may start first)."""
+    transport = await Transport.connect(
+        settings.resolved_nats_url,
+        name=name,
+        connect_timeout_secs=settings.nats.connect_timeout_secs,
+        request_timeout_secs=settings.nats.request_timeout_secs,
+        wait_for_server_secs=wait_secs,
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_secs
+    while True:
+        try:
+            kv = await transport.key_value(SCHEMAS_KV)
+            await transport.key_value(CATALOG_KV)
+            return Connected(transport, Registry(kv), kv)
+        except CourierError as exc:
+            if loop.time() >= deadline:
+                await transport.close()
+                raise
+            log.warning("%s; waiting for provisioning", exc)
+            await asyncio.sleep(1.0)

@@ -1,0 +1,372 @@
+"""The writer: consume every type's stream into durable staging files.
+
+The protocol, per (type, bucket) buffer (DESIGN §6):
+
+1. fetch a batch from the type's ``writer`` durable consumer;
+2. decode the bodies into Arrow in bulk and add ``published_at`` (the
+   transport's timestamp), ``_seq`` and ``_idx``;
+3. buffer rows per (type, bucket, schema version); flush on rows, bytes, age
+   or memory pressure: write ``_staging/<type>/<bucket>/<writer>-<first>-<last>.parquet``
+   atomically (temp, fsync, rename, fsync dir);
+4. only then ack every message in that file, and wait until the server has
+   applied the acks.
+
+A crash between 3 and 4 means the messages are redelivered and written again
+into another staging file; the closer removes the duplicates. Nothing is
+acked before it is durable, so nothing acknowledged is lost.
+
+Storage errors: no ack, exponential backoff, no busy loop; buffers are kept and
+fetching pauses while memory is at its bound. Long buffering sends progress
+acks so the server does not redeliver. Undecodable messages are retried and,
+after ``max_deliveries``, quarantined raw with the reason and terminated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from courier.errors import CourierError, ProvisioningError, StorageError, TransportError
+from courier.model import BucketKey, bucket_start
+from courier.schema import CompiledType, Registry
+from courier.settings import Settings
+from courier.storage import Layout, write_bytes_atomic, write_parquet_atomic
+from courier.transport import Delivery, PullConsumer, Transport, verify_type
+from courier.writer.decode import UndecodableError, decode_batch, schema_version_of
+from courier.writer.metrics import WriterMetrics
+
+log = logging.getLogger("courier.writer")
+
+#: Fault injection for crash tests and the fault suite: SIGKILL the writer right
+#: after its first staging file is durable and before the ack. Never set in production.
+CRASH_AFTER_STAGING_ENV = "COURIER_FAULT_WRITER_CRASH_AFTER_STAGING"
+
+
+@dataclass(eq=False)
+class _Buffer:
+    key: BucketKey
+    version: int
+    tables: list[pa.Table] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    rows: int = 0
+    nbytes: int = 0
+    created: float = field(default_factory=time.monotonic)
+    last_progress: float = field(default_factory=time.monotonic)
+
+    def add(self, table: pa.Table, deliveries: list[Delivery]) -> None:
+        self.tables.append(table)
+        self.deliveries.extend(deliveries)
+        self.rows += table.num_rows
+        self.nbytes += table.nbytes
+
+
+def default_writer_id() -> str:
+    return f"{socket.gethostname().replace('-', '_')}_{os.getpid()}"
+
+
+class Writer:
+    """Consumes all registered types; run with :meth:`run` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport,
+        registry: Registry,
+        *,
+        metrics: WriterMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.cfg = settings.writer
+        self.width = settings.bucket_width_secs
+        self.transport = transport
+        self.registry = registry
+        self.layout = Layout(settings.data_dir, settings.bucket_width_secs)
+        self.writer_id = self.cfg.writer_id or default_writer_id()
+        self.metrics = metrics or WriterMetrics()
+        self._compiled: dict[str, CompiledType] = {}
+        self._buffers: dict[tuple[str, int, int], _Buffer] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._backoff_secs = 0.0
+        self._retry_at = 0.0
+        self._flush_lock = asyncio.Lock()
+        self._crash_after_staging = bool(os.environ.get(CRASH_AFTER_STAGING_ENV))
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then flush what is buffered (best effort)."""
+        log.info("writer %s starting on %s", self.writer_id, self.settings.data_dir)
+        maintenance = asyncio.create_task(self._maintain(stop), name="writer-maintain")
+        try:
+            while not stop.is_set():
+                await self._refresh_types()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.cfg.registry_refresh_secs)
+        finally:
+            for t in self._tasks.values():
+                t.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            maintenance.cancel()
+            await asyncio.gather(maintenance, return_exceptions=True)
+            await self.flush_all()
+            log.info("writer %s stopped", self.writer_id)
+
+    async def _refresh_types(self) -> None:
+        try:
+            compiled = await self.registry.compiled()
+        except CourierError as exc:
+            log.warning("cannot read the schema registry (%s); retrying", exc)
+            return
+        self._compiled = compiled
+        for name in compiled:
+            task = self._tasks.get(name)
+            if task is not None and not task.done():
+                continue
+            try:
+                await verify_type(self.transport, self.settings, name)
+            except ProvisioningError as exc:
+                log.error("not consuming %s: %s", name, exc)
+                continue
+            except TransportError as exc:
+                log.warning("cannot verify %s yet (%s); retrying", name, exc)
+                continue
+            self._tasks[name] = asyncio.create_task(self._consume(name), name=f"consume-{name}")
+
+    # -- consuming ----------------------------------------------------------------
+
+    async def _consume(self, event_type: str) -> None:
+        consumer: PullConsumer | None = None
+        while True:
+            try:
+                if consumer is None:
+                    consumer = await self.transport.pull_consumer(
+                        event_type, max_buffered_msgs=self.cfg.fetch_batch_messages * 2
+                    )
+                    log.info("consuming %s", event_type)
+                while self._buffered_bytes() >= self.cfg.max_buffer_bytes:
+                    # Memory bound reached: stop fetching until flushes free it.
+                    await asyncio.sleep(0.05)
+                got = await consumer.fetch(self.cfg.fetch_batch_messages, self.cfg.fetch_wait_secs)
+                if got:
+                    await self._accept(event_type, got)
+            except asyncio.CancelledError:
+                raise
+            except TransportError as exc:
+                log.warning("consuming %s: %s; retrying in 1s", event_type, exc)
+                await asyncio.sleep(1.0)
+
+    async def _accept(self, event_type: str, deliveries: list[Delivery]) -> None:
+        compiled = self._compiled[event_type]
+        newer = [d for d in deliveries if schema_version_of(d) > compiled.version]
+        if newer:
+            self._compiled = await self.registry.compiled()
+            compiled = self._compiled[event_type]
+        ok: list[Delivery] = []
+        for d in deliveries:
+            if schema_version_of(d) > compiled.version:
+                log.warning(
+                    "%s seq %d uses schema version %d unknown here; retrying later",
+                    event_type,
+                    d.seq,
+                    schema_version_of(d),
+                )
+                await d.nak(delay_secs=self.cfg.registry_refresh_secs)
+            else:
+                ok.append(d)
+        for run in self._runs_by_bucket(ok):
+            await self._decode_run(compiled, run)
+
+    def _runs_by_bucket(self, deliveries: list[Delivery]) -> list[list[Delivery]]:
+        """Consecutive deliveries split where their bucket changes."""
+        runs: list[list[Delivery]] = []
+        last = None
+        for d in deliveries:
+            b = bucket_start(d.published_at, self.width)
+            if b != last:
+                runs.append([])
+                last = b
+            runs[-1].append(d)
+        return runs
+
+    async def _decode_run(self, compiled: CompiledType, run: list[Delivery]) -> None:
+        try:
+            table = await asyncio.to_thread(decode_batch, compiled, run)
+        except UndecodableError:
+            # Isolate the poison message(s): decode one by one.
+            for d in run:
+                try:
+                    one = await asyncio.to_thread(decode_batch, compiled, [d])
+                except UndecodableError as exc:
+                    await self._poison(compiled.name, d, str(exc))
+                else:
+                    self._buffer(compiled, one, [d])
+            return
+        self._buffer(compiled, table, run)
+
+    def _buffer(self, compiled: CompiledType, table: pa.Table, run: list[Delivery]) -> None:
+        key = BucketKey(compiled.name, bucket_start(run[0].published_at, self.width))
+        bkey = (key.event_type, key.start, compiled.version)
+        buf = self._buffers.get(bkey)
+        if buf is None:
+            buf = self._buffers[bkey] = _Buffer(key, compiled.version)
+        buf.add(table, run)
+        self.metrics.rows_received.labels(compiled.name).inc(table.num_rows)
+
+    async def _poison(self, event_type: str, d: Delivery, reason: str) -> None:
+        if d.num_delivered < self.cfg.max_deliveries:
+            log.warning(
+                "%s seq %d undecodable (delivery %d of %d): %s; will retry",
+                event_type,
+                d.seq,
+                d.num_delivered,
+                self.cfg.max_deliveries,
+                reason,
+            )
+            await d.nak(delay_secs=min(30.0, 2.0**d.num_delivered))
+            return
+        path = self.layout.quarantine_dir(event_type) / f"{d.seq:020d}.json"
+        record = {
+            "format_version": 1,
+            "event_type": event_type,
+            "stream_seq": d.seq,
+            "published_at": d.published_at,
+            "num_delivered": d.num_delivered,
+            "reason": reason,
+            "headers": d.headers,
+            "body_base64": base64.b64encode(d.data).decode(),
+        }
+        try:
+            await asyncio.to_thread(write_bytes_atomic, path, json.dumps(record).encode())
+        except StorageError as exc:
+            log.error(
+                "cannot quarantine %s seq %d (%s); it will be redelivered", event_type, d.seq, exc
+            )
+            await d.nak(delay_secs=5.0)
+            return
+        await d.term()
+        self.metrics.quarantined.labels(event_type).inc()
+        log.error("quarantined %s seq %d to %s: %s", event_type, d.seq, path, reason)
+
+    # -- flushing -----------------------------------------------------------------
+
+    def _buffered_bytes(self) -> int:
+        return sum(b.nbytes for b in self._buffers.values())
+
+    async def _maintain(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+            try:
+                await self._flush_due()
+                await self._progress_acks()
+            except asyncio.CancelledError:
+                raise
+            except TransportError as exc:
+                log.warning("writer maintenance: %s", exc)
+            self.metrics.buffered_bytes.set(self._buffered_bytes())
+
+    def _due(self, now: float) -> list[_Buffer]:
+        c = self.cfg
+        due = [
+            b
+            for b in self._buffers.values()
+            if b.rows >= c.flush_max_rows
+            or b.nbytes >= c.flush_max_bytes
+            or now - b.created >= c.flush_interval_secs
+        ]
+        total = self._buffered_bytes()
+        if total >= c.max_buffer_bytes * 0.8:
+            # Memory pressure: flush the largest buffers until well below the bound.
+            for b in sorted(self._buffers.values(), key=lambda b: b.nbytes, reverse=True):
+                if total < c.max_buffer_bytes * 0.5:
+                    break
+                if b not in due:
+                    due.append(b)
+                total -= b.nbytes
+        return due
+
+    async def _flush_due(self) -> None:
+        now = time.monotonic()
+        if now < self._retry_at:
+            return
+        for buf in self._due(now):
+            if not await self._flush(buf):
+                return
+
+    async def flush_all(self) -> None:
+        """Flush every buffer now (shutdown, tests)."""
+        for buf in list(self._buffers.values()):
+            await self._flush(buf)
+
+    async def _flush(self, buf: _Buffer) -> bool:
+        """Steps 3-4 for one buffer. Returns False (and backs off) on a storage error."""
+        async with self._flush_lock:
+            bkey = (buf.key.event_type, buf.key.start, buf.version)
+            if self._buffers.get(bkey) is not buf:
+                return True
+            del self._buffers[bkey]  # new rows go to a fresh buffer meanwhile
+            seqs = [d.seq for d in buf.deliveries]
+            path = self.layout.staging_file(buf.key, self.writer_id, min(seqs), max(seqs))
+            table = pa.concat_tables(buf.tables)
+            try:
+                # Step 3: durable staging file.
+                await asyncio.to_thread(write_parquet_atomic, path, table)
+            except StorageError as exc:
+                self._requeue(bkey, buf)
+                self._backoff_secs = min(
+                    self.cfg.backoff_max_secs,
+                    max(self.cfg.backoff_initial_secs, self._backoff_secs * 2),
+                )
+                self._retry_at = time.monotonic() + self._backoff_secs
+                self.metrics.storage_errors.labels(buf.key.event_type).inc()
+                log.error(
+                    "writing staging file %s failed: %s; nothing acked, retrying in %.1fs",
+                    path,
+                    exc,
+                    self._backoff_secs,
+                )
+                return False
+            self._backoff_secs = 0.0
+            if self._crash_after_staging:
+                log.warning("fault injection: killing the writer before acking %s", path)
+                os.kill(os.getpid(), signal.SIGKILL)
+            # Step 4: ack only now that the rows are durable.
+            try:
+                await self.transport.ack(buf.deliveries)
+            except TransportError as exc:
+                log.warning("%s; staging file %s stays, the closer removes duplicates", exc, path)
+            self.metrics.flushes.labels(buf.key.event_type).inc()
+            self.metrics.rows_flushed.labels(buf.key.event_type).inc(table.num_rows)
+            log.debug("flushed %d rows to %s", table.num_rows, path)
+            return True
+
+    def _requeue(self, bkey: tuple[str, int, int], buf: _Buffer) -> None:
+        newer = self._buffers.get(bkey)
+        if newer is not None:
+            buf.tables.extend(newer.tables)
+            buf.deliveries.extend(newer.deliveries)
+            buf.rows += newer.rows
+            buf.nbytes += newer.nbytes
+        self._buffers[bkey] = buf
+
+    async def _progress_acks(self) -> None:
+        now = time.monotonic()
+        interval = self.cfg.ack_wait_secs / 3
+        touched = False
+        for buf in list(self._buffers.values()):
+            if now - buf.last_progress >= interval:
+                for d in buf.deliveries:
+                    await d.in_progress()
+                buf.last_progress = now
+                touched = True
+        if touched:
+            await self.transport.ack([])

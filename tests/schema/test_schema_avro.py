@@ -1,0 +1,159 @@
+"""Parsing Avro record schemas into the typed tree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from courier.errors import SchemaError
+from courier.schema.avro import (
+    Array,
+    Enum,
+    Fixed,
+    Map,
+    Nullable,
+    Primitive,
+    Record,
+    parse_schema,
+)
+
+
+def record(*fields: dict[str, Any], name: str = "Thing") -> dict[str, Any]:
+    return {"type": "record", "name": name, "fields": list(fields)}
+
+
+def field_type(avro_type: Any) -> Any:
+    return parse_schema(record({"name": "f", "type": avro_type})).fields[0].type
+
+
+@pytest.mark.parametrize(
+    "kind", ["null", "boolean", "int", "long", "float", "double", "bytes", "string"]
+)
+def test_every_primitive_parses_by_name_and_as_an_object(kind: str) -> None:
+    assert field_type(kind) == Primitive(kind)
+    assert field_type({"type": kind}) == Primitive(kind)
+
+
+@pytest.mark.parametrize(
+    ("logical", "base"),
+    [
+        ("timestamp-millis", "long"),
+        ("timestamp-micros", "long"),
+        ("date", "int"),
+        ("uuid", "string"),
+    ],
+)
+def test_supported_logical_types_parse_on_their_base_type(logical: str, base: str) -> None:
+    assert field_type({"type": base, "logicalType": logical}) == Primitive(base, logical)
+
+
+def test_a_logical_type_on_the_wrong_base_type_is_rejected() -> None:
+    with pytest.raises(SchemaError, match=r"Thing\.f: logical type 'date' must annotate 'int'"):
+        field_type({"type": "long", "logicalType": "date"})
+
+
+def test_an_unsupported_logical_type_is_rejected() -> None:
+    with pytest.raises(SchemaError, match="'decimal' is not supported"):
+        field_type({"type": "bytes", "logicalType": "decimal", "precision": 4})
+
+
+def test_containers_enums_fixed_and_nested_records_parse() -> None:
+    assert field_type({"type": "array", "items": "int"}) == Array(Primitive("int"))
+    assert field_type({"type": "map", "values": "long"}) == Map(Primitive("long"))
+    assert field_type({"type": "enum", "name": "E", "symbols": ["A", "B"]}) == Enum("E", ("A", "B"))
+    assert field_type({"type": "fixed", "name": "F", "size": 4}) == Fixed("F", 4)
+    inner = record({"name": "x", "type": "int"}, name="Inner")
+    assert field_type(inner) == Record("Inner", (parse_schema(inner, builtin=True).fields))
+
+
+@pytest.mark.parametrize("union", [["null", "string"], ["string", "null"]])
+def test_nullable_unions_parse_in_either_order(union: list[str]) -> None:
+    assert field_type(union) == Nullable(Primitive("string"))
+
+
+def test_other_unions_are_rejected_naming_the_field_path() -> None:
+    schema = record(
+        {
+            "name": "context",
+            "type": record({"name": "device", "type": ["int", "string"]}, name="Ctx"),
+        },
+        name="PlaySong",
+    )
+    with pytest.raises(SchemaError) as info:
+        parse_schema(schema)
+    assert str(info.value) == (
+        'PlaySong.context.device: union ["int","string"] is not supported; '
+        'only ["null", T] unions are'
+    )
+
+
+@pytest.mark.parametrize("union", [["null", "int", "string"], ["null"], ["null", "null"]])
+def test_unions_with_other_shapes_are_rejected(union: list[str]) -> None:
+    with pytest.raises(SchemaError, match="is not supported"):
+        field_type(union)
+
+
+def test_a_named_type_can_be_referred_to_after_its_definition() -> None:
+    schema = record(
+        {"name": "a", "type": {"type": "enum", "name": "Colour", "symbols": ["RED"]}},
+        {"name": "b", "type": ["null", "Colour"], "default": None},
+    )
+    parsed = parse_schema(schema)
+    assert parsed.fields[1].type == Nullable(Enum("Colour", ("RED",)))
+
+
+def test_a_recursive_type_is_rejected() -> None:
+    schema = record(
+        {
+            "name": "node",
+            "type": record({"name": "next", "type": ["null", "Node"]}, name="Node"),
+        }
+    )
+    with pytest.raises(SchemaError, match=r"Thing\.node\.next: recursive type 'Node'"):
+        parse_schema(schema)
+
+
+def test_an_unknown_type_name_is_rejected() -> None:
+    with pytest.raises(SchemaError, match=r"Thing\.f: unknown type 'Nope'"):
+        field_type("Nope")
+
+
+@pytest.mark.parametrize("reserved", ["id", "type", "time", "sent_at", "published_at"])
+def test_top_level_fields_may_not_use_reserved_envelope_names(reserved: str) -> None:
+    with pytest.raises(
+        SchemaError, match=rf"Thing\.{reserved}: field name '{reserved}' is reserved"
+    ):
+        parse_schema(record({"name": reserved, "type": "string"}))
+
+
+def test_reserved_names_are_allowed_inside_nested_records() -> None:
+    inner = record({"name": "id", "type": "string"}, name="Inner")
+    parse_schema(record({"name": "ref", "type": inner}))
+
+
+@pytest.mark.parametrize("bad", ["1abc", "has-dash", "", "sp ace"])
+def test_field_names_must_be_identifiers(bad: str) -> None:
+    with pytest.raises(SchemaError, match="must match"):
+        parse_schema(record({"name": bad, "type": "string"}))
+
+
+@pytest.mark.parametrize("bad", ["playSong", "_private", "Has-Dash", "A" * 65])
+def test_the_record_name_must_be_a_valid_event_type_name(bad: str) -> None:
+    with pytest.raises(SchemaError, match="not a valid event type name"):
+        parse_schema(record({"name": "x", "type": "string"}, name=bad))
+
+
+def test_the_top_level_must_be_a_record() -> None:
+    with pytest.raises(SchemaError, match="must be an Avro record"):
+        parse_schema({"type": "array", "items": "int"})
+
+
+def test_a_default_that_does_not_fit_the_type_is_rejected() -> None:
+    with pytest.raises(SchemaError, match=r"Thing\.n: default 'x' is not a valid int"):
+        parse_schema(record({"name": "n", "type": "int", "default": "x"}))
+
+
+def test_duplicate_field_names_are_rejected() -> None:
+    with pytest.raises(SchemaError, match=r"Thing\.a: field is defined twice"):
+        parse_schema(record({"name": "a", "type": "int"}, {"name": "a", "type": "int"}))

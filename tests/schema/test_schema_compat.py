@@ -1,0 +1,155 @@
+"""Backward compatibility: the new schema must read data written with the old one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from courier.schema import check_backward_compatible
+
+
+def schema(*fields: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "record", "name": "Thing", "fields": list(fields)}
+
+
+def one(avro_type: Any, **extra: Any) -> dict[str, Any]:
+    return schema({"name": "f", "type": avro_type, **extra})
+
+
+def test_an_identical_schema_is_compatible() -> None:
+    s = schema({"name": "a", "type": "int"})
+    assert check_backward_compatible(s, s) == []
+
+
+def test_an_added_field_with_a_default_is_compatible() -> None:
+    old = schema({"name": "a", "type": "int"})
+    new = schema({"name": "a", "type": "int"}, {"name": "b", "type": "string", "default": ""})
+    assert check_backward_compatible(old, new) == []
+
+
+def test_an_added_field_without_a_default_is_incompatible_but_removing_it_is_fine() -> None:
+    old = schema({"name": "a", "type": "int"})
+    new = schema({"name": "a", "type": "int"}, {"name": "b", "type": "string"})
+    assert check_backward_compatible(old, new) == ["Thing.b: added field has no default"]
+    assert check_backward_compatible(new, old) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("int", "long"),
+        ("int", "float"),
+        ("int", "double"),
+        ("long", "float"),
+        ("long", "double"),
+        ("float", "double"),
+        ("string", "bytes"),
+        ("bytes", "string"),
+    ],
+)
+def test_allowed_promotions_are_compatible(old: str, new: str) -> None:
+    assert check_backward_compatible(one(old), one(new)) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("long", "int"),
+        ("double", "float"),
+        ("float", "long"),
+        ("string", "int"),
+        ("int", "boolean"),
+    ],
+)
+def test_narrowing_or_unrelated_type_changes_are_incompatible(old: str, new: str) -> None:
+    problems = check_backward_compatible(one(old), one(new))
+    assert problems == [f"Thing.f: type changed from {old} to {new} (not a promotion)"]
+
+
+def test_a_field_may_become_nullable_but_not_the_reverse() -> None:
+    plain, nullable = one("string"), one(["null", "string"])
+    assert check_backward_compatible(plain, nullable) == []
+    problems = check_backward_compatible(nullable, plain)
+    assert len(problems) == 1
+    assert problems[0].startswith("Thing.f: was nullable")
+
+
+def test_an_enum_may_gain_symbols_but_not_lose_them_without_a_default() -> None:
+    small = one({"type": "enum", "name": "E", "symbols": ["A", "B"]})
+    large = one({"type": "enum", "name": "E", "symbols": ["A", "B", "C"]})
+    assert check_backward_compatible(small, large) == []
+    assert check_backward_compatible(large, small) == [
+        "Thing.f: enum symbol(s) C removed and the enum has no default"
+    ]
+
+
+def test_an_enum_with_a_default_may_lose_symbols() -> None:
+    large = one({"type": "enum", "name": "E", "symbols": ["A", "B", "C"]})
+    small = one({"type": "enum", "name": "E", "symbols": ["A", "B"], "default": "A"})
+    assert check_backward_compatible(large, small) == []
+
+
+def test_nested_records_are_checked_recursively_with_their_path() -> None:
+    def ctx(*fields: dict[str, Any]) -> dict[str, Any]:
+        return one({"type": "record", "name": "Ctx", "fields": list(fields)})
+
+    old = ctx({"name": "n", "type": "long"})
+    new = ctx({"name": "n", "type": "int"}, {"name": "m", "type": "int"})
+    assert check_backward_compatible(old, new) == [
+        "Thing.f.n: type changed from long to int (not a promotion)",
+        "Thing.f.m: added field has no default",
+    ]
+    assert check_backward_compatible(ctx({"name": "n", "type": "int"}), old) == []
+
+
+def test_array_items_and_map_values_are_checked_recursively() -> None:
+    arr_int = one({"type": "array", "items": "int"})
+    arr_long = one({"type": "array", "items": "long"})
+    assert check_backward_compatible(arr_int, arr_long) == []
+    assert check_backward_compatible(arr_long, arr_int) == [
+        "Thing.f[]: type changed from long to int (not a promotion)"
+    ]
+    map_int = one({"type": "map", "values": "int"})
+    map_str = one({"type": "map", "values": "string"})
+    assert check_backward_compatible(map_int, map_str) == [
+        "Thing.f{}: type changed from int to string (not a promotion)"
+    ]
+
+
+def test_changing_a_logical_type_is_incompatible_in_both_directions() -> None:
+    plain = one("long")
+    millis = one({"type": "long", "logicalType": "timestamp-millis"})
+    micros = one({"type": "long", "logicalType": "timestamp-micros"})
+    assert check_backward_compatible(plain, millis) == [
+        "Thing.f: logical type changed from none to timestamp-millis"
+    ]
+    assert check_backward_compatible(millis, plain) == [
+        "Thing.f: logical type changed from timestamp-millis to none"
+    ]
+    assert check_backward_compatible(millis, micros) != []
+    assert check_backward_compatible(micros, millis) != []
+
+
+def test_a_date_cannot_be_promoted_like_a_plain_int() -> None:
+    date = one({"type": "int", "logicalType": "date"})
+    assert check_backward_compatible(date, one("long")) != []
+
+
+def test_changing_kind_of_type_is_incompatible() -> None:
+    problems = check_backward_compatible(one({"type": "array", "items": "int"}), one("int"))
+    assert problems == ["Thing.f: type changed from array<int> to int"]
+
+
+def test_fixed_size_changes_are_incompatible() -> None:
+    four = one({"type": "fixed", "name": "F", "size": 4})
+    eight = one({"type": "fixed", "name": "F", "size": 8})
+    assert check_backward_compatible(four, eight) == ["Thing.f: fixed size changed from 4 to 8"]
+
+
+def test_every_problem_is_reported_not_just_the_first() -> None:
+    old = schema({"name": "a", "type": "long"}, {"name": "b", "type": ["null", "int"]})
+    new = schema(
+        {"name": "a", "type": "int"}, {"name": "b", "type": "int"}, {"name": "c", "type": "int"}
+    )
+    assert len(check_backward_compatible(old, new)) == 3
