@@ -10,13 +10,13 @@ import msgspec
 import pyarrow as pa
 import pytest
 
-from conftest import example_definitions  # type: ignore[import-not-found]
 from courier.closer import BucketCloser, Catalog
 from courier.model import BucketKey
 from courier.schema import compile_type
 from courier.settings import CloserSettings
 from courier.storage import Layout, read_manifest, sha256_file, write_parquet_atomic
 from courier.transport import MemoryKeyValue
+from courier_testing import example_definitions
 
 WIDTH = 10
 START = 1_795_000_000 - 1_795_000_000 % WIDTH

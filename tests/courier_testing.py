@@ -1,0 +1,149 @@
+"""Helpers shared by the integration tests (importable thanks to pytest's pythonpath)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from courier.closer import Catalog, Closer
+from courier.schema import CompiledType, Registry, TypeDefinition, load_definitions
+from courier.settings import Settings
+from courier.storage import BucketReader
+from courier.transport import (
+    CATALOG_KV,
+    SCHEMAS_KV,
+    Transport,
+    provision_base,
+    provision_type,
+)
+from courier.writer import Writer
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "courier" / "examples" / "schemas"
+
+
+def example_definitions(*names: str) -> list[TypeDefinition]:
+    defs = load_definitions(EXAMPLES)
+    return [d for d in defs if not names or d.name in names]
+
+
+@dataclass
+class Pipeline:
+    """A provisioned Courier on a real nats-server, with in-process writer/closer on demand."""
+
+    settings: Settings
+    transport: Transport
+    registry: Registry
+    compiled: dict[str, CompiledType]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    _msg: int = 0
+
+    @property
+    def reader(self) -> BucketReader:
+        return BucketReader(self.settings.data_dir, self.settings.bucket_width_secs)
+
+    async def publish(self, event_type: str, payloads: list[dict[str, Any]], ids: list[str]) -> int:
+        """Publish one message holding these events, as the gateway would; returns its seq."""
+        ct = self.compiled[event_type]
+        dec = msgspec.json.Decoder(ct.event_struct)
+        events = [
+            dec.decode(msgspec.json.encode({"type": event_type, "id": i, "data": p}))
+            for i, p in zip(ids, payloads, strict=True)
+        ]
+        body = ct.encode_stored(events, ids, None, dt.datetime.now(dt.UTC))
+        self._msg += 1
+        res = await self.transport.publish_events(
+            event_type,
+            body,
+            msg_id=f"test-{self._msg}-{time.time_ns()}",
+            headers={"Courier-Schema-Version": str(ct.version)},
+            timeout_secs=5,
+        )
+        return res.seq
+
+    def start_writer(self) -> Writer:
+        w = Writer(self.settings, self.transport, self.registry)
+        self.tasks.append(asyncio.create_task(w.run(self.stop_event)))
+        return w
+
+    async def start_closer(self, closer_id: str = "test-closer") -> Closer:
+        catalog = Catalog(await self.transport.key_value(CATALOG_KV), closer_id, 30.0)
+        c = Closer(self.settings, self.transport, self.registry, catalog)
+        self.tasks.append(asyncio.create_task(c.run(self.stop_event)))
+        return c
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+        self.stop_event = asyncio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout_secs: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_secs
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError("condition not reached in time")
+            await asyncio.sleep(0.1)
+
+
+async def open_pipeline(settings: Settings, definitions: list[TypeDefinition]) -> Pipeline:
+    transport = await Transport.connect(settings.resolved_nats_url)
+    await provision_base(transport, settings)
+    registry = Registry(await transport.key_value(SCHEMAS_KV))
+    await registry.apply(definitions)
+    compiled = await registry.compiled()
+    for name in compiled:
+        await provision_type(transport, settings, name)
+    return Pipeline(settings, transport, registry, compiled)
+
+
+FAST = {
+    "writer": {"flush_interval_secs": 0.3, "fetch_wait_secs": 0.2, "ack_wait_secs": 3.0},
+    "closer": {"default_grace_secs": 1, "poll_interval_secs": 0.2},
+}
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``COURIER_*`` environment that reproduces ``settings`` in a child process."""
+    env = {}
+    for key, value in settings.model_dump(mode="json").items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                if v is not None:
+                    env[f"COURIER_{key.upper()}__{sub.upper()}"] = str(v)
+        elif value is not None:
+            env[f"COURIER_{key.upper()}"] = str(value)
+    return env
+
+
+def courier_process(
+    settings: Settings, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Run ``courier ARGS`` as a child process against the test's NATS and data dir."""
+    full_env = dict(os.environ)
+    full_env.update(settings_env(settings))
+    full_env.update(env or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "courier.cli.main", *args], env=full_env, stdin=subprocess.DEVNULL
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_secs: float = 15.0) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_secs)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
