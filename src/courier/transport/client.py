@@ -155,11 +155,14 @@ class Transport:
             log.warning("NATS connection error: %s", exc)
 
         async def _on_disconnect() -> None:
+            if nc_ref and nc_ref[0].is_closed:
+                return
             log.warning("disconnected from NATS at %s; reconnecting", url)
 
         async def _on_reconnect() -> None:
             log.info("reconnected to NATS at %s", url)
 
+        nc_ref: list[NatsClient] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_for_server_secs
         while True:
@@ -175,6 +178,7 @@ class Transport:
                     disconnected_cb=_on_disconnect,
                     reconnected_cb=_on_reconnect,
                 )
+                nc_ref.append(nc)
                 return cls(nc, request_timeout_secs)
             except (TimeoutError, OSError, nats.errors.Error) as exc:
                 if loop.time() >= deadline:
