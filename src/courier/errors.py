@@ -73,3 +73,35 @@ class ConcurrentUpdateError(CourierError):
 
 class KeyExistsError(ConcurrentUpdateError):
     """A KV create found the key already present."""
+
+
+class StoredBodyError(CourierError):
+    """A stored message body does not decode with the schema version it names."""
+
+
+class RequestError(CourierError):
+    """A gateway request is unacceptable as a whole; nothing in it was accepted.
+
+    ``status`` is the HTTP status the gateway answers with. Retrying the same
+    request will fail the same way: the client must fix it.
+    """
+
+    status = 400
+
+
+class MalformedRequestError(RequestError):
+    """The body is not valid JSON / NDJSON, is nested too deeply or has a bad envelope."""
+
+    status = 400
+
+
+class RequestTooLargeError(RequestError):
+    """The body (compressed or decompressed) or the number of events exceeds a limit."""
+
+    status = 413
+
+
+class UnsupportedMediaError(RequestError):
+    """The Content-Type or Content-Encoding is not one the gateway accepts."""
+
+    status = 415

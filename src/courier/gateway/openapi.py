@@ -1,0 +1,220 @@
+"""The hand-written OpenAPI 3.1 document served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from courier.settings import GatewaySettings
+
+
+def _error(description: str, retry: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if retry:
+        response["headers"] = {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying the whole batch.",
+                "schema": {"type": "integer"},
+            }
+        }
+    return response
+
+
+def openapi_document(limits: GatewaySettings) -> dict[str, Any]:
+    """The API description, with the configured limits written into it."""
+    event = {
+        "type": "object",
+        "required": ["type", "data"],
+        "additionalProperties": False,
+        "properties": {
+            "type": {
+                "type": "string",
+                "pattern": "^[A-Z][A-Za-z0-9_]{0,63}$",
+                "description": "A registered event type (see /v1/schemas).",
+            },
+            "id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 128,
+                "description": "Idempotency key (UUIDv7 recommended). Missing: the gateway "
+                "assigns one and retries of the event cannot be deduplicated.",
+            },
+            "time": {"type": "string", "format": "date-time", "description": "Client time."},
+            "data": {"type": "object", "description": "Payload, validated by the type's schema."},
+        },
+    }
+    batch = {
+        "type": "object",
+        "required": ["events"],
+        "additionalProperties": False,
+        "properties": {
+            "sent_at": {"type": "string", "format": "date-time"},
+            "events": {
+                "type": "array",
+                "maxItems": limits.max_events_per_batch,
+                "items": {"$ref": "#/components/schemas/Event"},
+            },
+        },
+    }
+    accepted = {
+        "type": "object",
+        "required": ["accepted", "rejected"],
+        "properties": {
+            "accepted": {"type": "integer", "description": "Events stored durably."},
+            "rejected": {
+                "type": "array",
+                "description": "Events rejected for good (stored in _invalid); do not retry.",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "error"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "id": {"type": "string"},
+                        "error": {"type": "string"},
+                    },
+                },
+            },
+        },
+    }
+    error = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string", "description": "What happened, what to do."}},
+    }
+    plain_ok = {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Courier Event Service",
+            "version": "1",
+            "description": "Reliable event delivery into hourly buckets. A 2xx answer means "
+            "every accepted event is stored durably.",
+        },
+        "paths": {
+            "/v1/events": {
+                "post": {
+                    "summary": "Send a batch of events",
+                    "parameters": [
+                        {
+                            "name": "Content-Encoding",
+                            "in": "header",
+                            "schema": {"type": "string", "enum": ["identity", "gzip", "zstd"]},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "description": f"At most {limits.max_body_bytes} bytes compressed and "
+                        f"decompressed, {limits.max_event_bytes} bytes per event, JSON depth "
+                        f"{limits.max_json_depth}.",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Batch"}},
+                            "application/x-ndjson": {
+                                "schema": {
+                                    "type": "string",
+                                    "description": "One Event object per line.",
+                                }
+                            },
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Every accepted event is stored; rejected ones "
+                            "are listed with the reason.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Accepted"}
+                                }
+                            },
+                        },
+                        "400": _error("Malformed body or nested too deeply; fix it."),
+                        "413": _error("Body or batch too large; split it."),
+                        "415": _error("Unsupported Content-Type or Content-Encoding."),
+                        "503": _error(
+                            "Transport unavailable or full; nothing accepted, retry the "
+                            "whole batch (same ids) after Retry-After.",
+                            retry=True,
+                        ),
+                    },
+                }
+            },
+            "/v1/schemas": {
+                "get": {
+                    "summary": "Registered event types with every schema version",
+                    "responses": {
+                        "200": {
+                            "description": "Type records",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/TypeRecord"},
+                                    }
+                                }
+                            },
+                        },
+                        "503": _error("Registry unavailable.", retry=True),
+                    },
+                }
+            },
+            "/v1/schemas/{type}": {
+                "get": {
+                    "summary": "One event type",
+                    "parameters": [
+                        {
+                            "name": "type",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Type record",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/TypeRecord"}
+                                }
+                            },
+                        },
+                        "404": _error("No such event type."),
+                        "503": _error("Registry unavailable.", retry=True),
+                    },
+                }
+            },
+            "/healthz": {"get": {"summary": "Process alive", "responses": {"200": plain_ok}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Transport connected and registry loaded",
+                    "responses": {"200": plain_ok, "503": _error("Not ready.")},
+                }
+            },
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": plain_ok}}},
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Event": event,
+                "Batch": batch,
+                "Accepted": accepted,
+                "Error": error,
+                "TypeRecord": {
+                    "type": "object",
+                    "required": ["name", "settings", "latest_version", "versions"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "settings": {"type": "object"},
+                        "enabled_at": {"type": "string", "format": "date-time"},
+                        "latest_version": {"type": "integer"},
+                        "versions": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            }
+        },
+    }

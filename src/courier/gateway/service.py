@@ -1,0 +1,146 @@
+"""The Event Service without HTTP: validate a batch, stamp it, store it, report.
+
+Protocol of :meth:`EventService.ingest` (the 2xx promise of DESIGN G1):
+
+1. validate the whole batch against one registry snapshot;
+2. fill missing ids, encode each type's valid events in the stored form
+   (all stamped with the one ``received_at`` of the request) and the
+   rejected ones as events of ``_invalid``;
+3. submit every type's events to the coalescer and wait for all of them;
+4. only then count them as accepted and return.
+
+If any publish fails, the whole call fails: the client is told nothing was
+accepted and retries the batch. Events of the batch that were stored anyway
+carry the same ids on the retry, so the closer keeps one copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+import msgspec
+
+from courier.errors import TransportUnavailableError
+from courier.gateway.body import BodyFormat
+from courier.gateway.ingest import DecodedBatch, Rejection, Validator
+from courier.gateway.metrics import UNKNOWN_TYPE_LABEL, GatewayMetrics
+from courier.gateway.publisher import Coalescer, EventSink
+from courier.model import INVALID_TYPE, uuid7
+from courier.schema import INVALID_RAW_MAX_BYTES, CompiledType, Registry, invalid_type
+from courier.settings import Settings
+
+log = logging.getLogger("courier.gateway.service")
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    key: frozenset[tuple[str, int]]
+    types: dict[str, CompiledType]
+    validator: Validator
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    rejections: list[Rejection]
+
+
+class EventService:
+    """Validates, stamps and stores batches; owns the registry snapshot and the coalescer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: EventSink,
+        registry: Registry,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.registry = registry
+        self.metrics = metrics
+        self.coalescer = Coalescer.from_settings(sink, settings, metrics)
+        self._snapshot: _Snapshot | None = None
+
+    @property
+    def registry_loaded(self) -> bool:
+        return self._snapshot is not None
+
+    def check_available(self) -> None:
+        """Raise TransportUnavailableError when a batch cannot be stored right now."""
+        if self._snapshot is None:
+            raise TransportUnavailableError("the schema registry has not been loaded yet")
+        if not self.sink.is_connected:
+            raise TransportUnavailableError("the gateway is not connected to the transport")
+
+    async def refresh(self) -> bool:
+        """Re-read the registry; rebuild the decoders only when a type or version changed.
+
+        Returns True when the snapshot changed.
+        """
+        types = await self.registry.compiled()
+        key = frozenset((name, t.version) for name, t in types.items())
+        if self._snapshot is not None and self._snapshot.key == key:
+            return False
+        self._snapshot = _Snapshot(key, types, Validator(types, self.settings.gateway))
+        log.info(
+            "event types loaded: %s",
+            ", ".join(f"{n} v{v}" for n, v in sorted(key) if n != INVALID_TYPE) or "none",
+        )
+        return True
+
+    async def ingest(self, body: bytes, fmt: BodyFormat, received_at: dt.datetime) -> IngestResult:
+        """Store a batch; return once every event (valid or rejected) is stored."""
+        self.check_available()
+        snapshot = self._snapshot
+        assert snapshot is not None
+        batch = snapshot.validator.decode(body, fmt)  # step 1
+        submissions = []
+        for name, events in batch.valid.items():  # step 2
+            compiled = snapshot.types[name]
+            ids = [e.id or uuid7() for e in events]  # type: ignore[attr-defined]
+            stored = compiled.encode_stored(events, ids, batch.sent_at, received_at)
+            submissions.append(self.coalescer.submit(name, compiled.version, stored, ids))
+        if batch.rejections:
+            invalid = snapshot.types.get(INVALID_TYPE) or invalid_type()
+            ids, events = _invalid_events(invalid, batch.rejections)
+            stored = invalid.encode_stored(events, ids, batch.sent_at, received_at)
+            submissions.append(self.coalescer.submit(INVALID_TYPE, invalid.version, stored, ids))
+        results = await asyncio.gather(*submissions, return_exceptions=True)  # step 3
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        self._count(batch, snapshot)  # step 4
+        return IngestResult(batch.accepted, batch.rejections)
+
+    def _count(self, batch: DecodedBatch, snapshot: _Snapshot) -> None:
+        for name, events in batch.valid.items():
+            self.metrics.accept(name, len(events))
+        for r in batch.rejections:
+            known = r.event_type in snapshot.types and r.event_type != INVALID_TYPE
+            self.metrics.reject(r.event_type if known else UNKNOWN_TYPE_LABEL, r.reason)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        await self.coalescer.close()
+
+
+def _invalid_events(
+    invalid: CompiledType, rejections: list[Rejection]
+) -> tuple[list[str], list[msgspec.Struct]]:
+    """The ``_invalid`` events recording rejections (rare: plain Python is fine here)."""
+    ids = []
+    events = []
+    for r in rejections:
+        event_id = r.id or uuid7()
+        raw = r.raw[:INVALID_RAW_MAX_BYTES].decode("utf-8", errors="replace")
+        doc = {
+            "type": INVALID_TYPE,
+            "id": event_id,
+            "data": {"event_type": r.event_type, "error": r.error, "index": r.index, "raw": raw},
+        }
+        ids.append(event_id)
+        events.append(msgspec.convert(doc, invalid.event_struct))
+    return ids, events

@@ -1,0 +1,98 @@
+"""Group commit: coalescing, splitting, acks and failures of the Coalescer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from courier.errors import PublishOutcomeUnknownError, StreamFullError
+from courier.gateway import EVENTS_HEADER, Coalescer, MemorySink, message_id
+
+
+def lines(prefix: str, n: int, size: int = 20) -> tuple[bytes, list[str]]:
+    ids = [f"{prefix}-{i}" for i in range(n)]
+    body = b"".join(json.dumps({"id": i, "pad": "x" * size}).encode() + b"\n" for i in ids)
+    return body, ids
+
+
+async def test_concurrent_requests_of_one_type_share_messages():
+    sink = MemorySink(delay_secs=0.01)
+    coalescer = Coalescer(sink, max_message_bytes=1 << 20, flushers_per_type=2)
+    requests = [lines(f"r{k}", 5) for k in range(50)]
+    await asyncio.gather(*(coalescer.submit("PlaySong", 1, b, ids) for b, ids in requests))
+    assert len(sink.messages) < 10
+    stored = [line for m in sink.messages for line in m.body.splitlines()]
+    assert len(stored) == 250
+    assert sum(int(m.headers[EVENTS_HEADER]) for m in sink.messages) == 250
+    for m in sink.messages:
+        ids = [json.loads(line)["id"] for line in m.body.splitlines()]
+        assert m.msg_id == message_id("PlaySong", ids)
+
+
+async def test_submit_returns_only_after_the_publish_is_acknowledged():
+    sink = MemorySink(delay_secs=0.05)
+    coalescer = Coalescer(sink, max_message_bytes=1 << 20, flushers_per_type=1)
+    task = asyncio.create_task(coalescer.submit("PlaySong", 1, *lines("a", 3)))
+    await asyncio.sleep(0.02)
+    assert not task.done() and sink.messages == []
+    await task
+    assert len(sink.messages) == 1
+
+
+async def test_a_request_larger_than_a_message_is_split_on_line_boundaries():
+    sink = MemorySink()
+    coalescer = Coalescer(sink, max_message_bytes=1000, flushers_per_type=4)
+    body, ids = lines("big", 100)
+    await coalescer.submit("PlaySong", 1, body, ids)
+    assert len(sink.messages) > 1
+    assert all(len(m.body) <= 1000 for m in sink.messages)
+    got = [json.loads(line)["id"] for m in sink.messages for line in m.body.splitlines()]
+    assert sorted(got) == sorted(ids)
+    assert sum(int(m.headers[EVENTS_HEADER]) for m in sink.messages) == 100
+
+
+async def test_types_and_schema_versions_never_share_a_message():
+    sink = MemorySink(delay_secs=0.01)
+    coalescer = Coalescer(sink, max_message_bytes=1 << 20, flushers_per_type=1)
+    await asyncio.gather(
+        coalescer.submit("PlaySong", 1, *lines("a", 2)),
+        coalescer.submit("PlaySong", 2, *lines("b", 2)),
+        coalescer.submit("Search", 1, *lines("c", 2)),
+    )
+    keys = {(m.event_type, m.headers["Courier-Schema-Version"]) for m in sink.messages}
+    assert keys == {("PlaySong", "1"), ("PlaySong", "2"), ("Search", "1")}
+
+
+@pytest.mark.parametrize(
+    "error", [StreamFullError("full"), PublishOutcomeUnknownError("timed out")]
+)
+async def test_a_failed_publish_fails_every_request_in_the_message(error):
+    sink = MemorySink(delay_secs=0.01)
+    sink.fail_with = error
+    coalescer = Coalescer(sink, max_message_bytes=1 << 20, flushers_per_type=1)
+    results = await asyncio.gather(
+        *(coalescer.submit("PlaySong", 1, *lines(f"r{k}", 2)) for k in range(5)),
+        return_exceptions=True,
+    )
+    assert all(r is error for r in results)
+    assert sink.messages == []
+
+
+async def test_the_same_ids_make_the_same_message_id():
+    assert message_id("A", ["1", "2"]) == message_id("A", ["1", "2"])
+    assert message_id("A", ["1", "2"]) != message_id("A", ["12"])
+    assert message_id("A", ["1"]) != message_id("B", ["1"])
+
+
+async def test_close_waits_for_messages_in_flight_and_refuses_new_ones():
+    sink = MemorySink(delay_secs=0.05)
+    coalescer = Coalescer(sink, max_message_bytes=1 << 20, flushers_per_type=1)
+    task = asyncio.create_task(coalescer.submit("PlaySong", 1, *lines("a", 1)))
+    await asyncio.sleep(0.01)
+    await coalescer.close()
+    await task
+    assert len(sink.messages) == 1
+    with pytest.raises(Exception, match="shutting down"):
+        await coalescer.submit("PlaySong", 1, *lines("b", 1))
