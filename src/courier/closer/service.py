@@ -64,7 +64,13 @@ class Closer:
     async def run(self, stop: asyncio.Event) -> None:
         log.info("closer %s starting", self.catalog.closer_id)
         while not stop.is_set():
-            await self.run_once()
+            try:
+                await self.run_once()
+            except CourierError as exc:
+                log.error("close pass failed: %s; retrying", exc)
+            except Exception:
+                # Closes are resumable at every step, so a retry is always safe.
+                log.exception("close pass failed unexpectedly; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.closer.poll_interval_secs)
         log.info("closer %s stopped", self.catalog.closer_id)

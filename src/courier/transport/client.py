@@ -109,7 +109,9 @@ class PullConsumer:
         """Up to ``batch`` messages; an empty list when none arrived within ``wait_secs``."""
         try:
             msgs = await self._sub.fetch(batch=batch, timeout=wait_secs)
-        except nats.errors.TimeoutError:
+        except TimeoutError:
+            # nats-py raises its own TimeoutError or the builtin one for an empty
+            # fetch, depending on the code path: both mean "idle".
             return []
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
             raise TransportUnavailableError(

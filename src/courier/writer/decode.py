@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import zstandard
 
+from courier.errors import StoredBodyError
 from courier.schema import CompiledType
 from courier.transport import Delivery
 
@@ -51,7 +52,10 @@ def decode_batch(compiled: CompiledType, deliveries: Sequence[Delivery]) -> pa.T
     ``_seq`` is the stream sequence and ``_idx`` the line within the message,
     which together give every row a stable, total order for the closer.
     """
-    bodies = [message_body(d) for d in deliveries]
+    try:
+        bodies = [message_body(d) for d in deliveries]
+    except zstandard.ZstdError as exc:
+        raise UndecodableError(f"body is not valid zstd: {exc}") from exc
     counts = np.fromiter((b.count(b"\n") for b in bodies), dtype=np.int64, count=len(bodies))
     total = int(counts.sum())
     ts_us = np.fromiter(
@@ -63,7 +67,7 @@ def decode_batch(compiled: CompiledType, deliveries: Sequence[Delivery]) -> pa.T
     published = pa.array(np.repeat(ts_us, counts), type=pa.int64()).cast(_TS)
     try:
         table = compiled.decode_stored(b"".join(bodies), published)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, KeyError) as exc:
+    except (StoredBodyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError, KeyError) as exc:
         raise UndecodableError(str(exc)) from exc
     if table.num_rows != total:
         raise UndecodableError(f"decoded {table.num_rows} rows from {total} lines")

@@ -164,6 +164,10 @@ class Writer:
             except TransportError as exc:
                 log.warning("consuming %s: %s; retrying in 1s", event_type, exc)
                 await asyncio.sleep(1.0)
+            except Exception:
+                # Nothing was acked for the batch in hand: it will be redelivered.
+                log.exception("consuming %s failed unexpectedly; retrying in 5s", event_type)
+                await asyncio.sleep(5.0)
 
     async def _accept(self, event_type: str, deliveries: list[Delivery]) -> None:
         compiled = self._compiled[event_type]
