@@ -25,6 +25,8 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
         stream=sys.stderr,
     )
+    # Per-request lines of HTTP clients are noise at INFO (and could leak URLs).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
