@@ -65,6 +65,10 @@ class WriterSettings(_Section):
     #: Identifies this writer in staging file names; default ``<hostname>-<pid>``.
     writer_id: str | None = None
     fetch_batch_messages: int = 256
+    #: Bytes one fetch may bring in (the batch adapts to the type's message size).
+    fetch_max_bytes: int = 64 * MIB
+    #: Fetches in flight across all types: with fetch_max_bytes, bounds unbuffered memory.
+    max_concurrent_fetches: int = 2
     fetch_wait_secs: float = 0.5
     flush_interval_secs: float = 5.0
     flush_max_rows: int = 500_000
@@ -77,6 +81,8 @@ class WriterSettings(_Section):
     backoff_initial_secs: float = 0.5
     backoff_max_secs: float = 30.0
     registry_refresh_secs: float = 2.0
+    #: Port of the writer's ``/metrics`` endpoint (0 = off).
+    metrics_port: int = 9101
 
 
 class CloserSettings(_Section):
@@ -88,6 +94,54 @@ class CloserSettings(_Section):
     target_file_bytes: int = 256 * MIB
     #: Grace for types whose settings do not give one.
     default_grace_secs: int = 10
+    #: Port of the closer's ``/metrics`` endpoint (0 = off).
+    metrics_port: int = 9102
+
+
+class AuditSettings(_Section):
+    """The auditor, the ``courier audit`` report and the SLOs (DESIGN §10)."""
+
+    fetch_batch_messages: int = 512
+    fetch_wait_secs: float = 1.0
+    #: How often the auditor re-checks recent buckets against the SLOs.
+    check_interval_secs: float = 5.0
+    #: How many recent buckets per type each check covers.
+    check_buckets: int = 48
+    #: How often each gateway adds its in-memory accepted/rejected counts to KV.
+    gateway_flush_interval_secs: float = 2.0
+    #: Longest time from a gateway receiving an event to the transport stamping it
+    #: (publish timeout + clock skew): events received this close to a bucket's end
+    #: may be stored in the next bucket, which the accepted-vs-stream check allows.
+    spill_secs: float = 10.0
+    #: Counts of buckets older than this are dropped from the audit KV.
+    retention_secs: int = 35 * 86_400
+    #: Timeliness SLO per tier: a bucket must be closed this long after its end.
+    slo_high_close_delay_secs: float = 300.0
+    slo_normal_close_delay_secs: float = 1800.0
+    slo_low_close_delay_secs: float = 10_800.0
+    #: Completeness SLO of ``finance`` types (percent of counted events delivered).
+    slo_finance_completeness_percent: float = 100.0
+    #: Skewness SLO of ``finance`` types: events moved into a bucket from a closed one.
+    slo_finance_max_skewed_events: int = 0
+    #: Port of the auditor's ``/metrics`` endpoint (0 = off).
+    metrics_port: int = 9103
+
+    def close_delay_slo_secs(self, tier: str) -> float:
+        """The timeliness SLO of a tier (``high``, ``normal`` or ``low``)."""
+        return {
+            "high": self.slo_high_close_delay_secs,
+            "normal": self.slo_normal_close_delay_secs,
+            "low": self.slo_low_close_delay_secs,
+        }[tier]
+
+
+class DashboardSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8090
+    #: How often the page reloads its data.
+    refresh_secs: float = 5.0
+    #: Columns of the bucket grid (most recent buckets).
+    buckets_shown: int = 24
 
 
 class Settings(BaseSettings):
@@ -106,10 +160,14 @@ class Settings(BaseSettings):
     #: How far the clocks of the hosts may disagree; watermarks stay this far behind "now".
     max_clock_skew_secs: float = 2.0
     log_level: str = "INFO"
+    #: Interface the writer, closer and auditor serve ``/metrics`` on.
+    metrics_host: str = "127.0.0.1"
     nats: NatsSettings = Field(default_factory=NatsSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     writer: WriterSettings = Field(default_factory=WriterSettings)
     closer: CloserSettings = Field(default_factory=CloserSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
 
     @field_validator("bucket_width_secs")
     @classmethod

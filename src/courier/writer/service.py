@@ -99,6 +99,8 @@ class Writer:
         self._backoff_secs = 0.0
         self._retry_at = 0.0
         self._flush_lock = asyncio.Lock()
+        self._fetch_slots = asyncio.Semaphore(max(1, self.cfg.max_concurrent_fetches))
+        self._avg_message_bytes: dict[str, float] = {}
         self._crash_after_staging = bool(os.environ.get(CRASH_AFTER_STAGING_ENV))
 
     # -- lifecycle ----------------------------------------------------------------
@@ -156,9 +158,13 @@ class Writer:
                 while self._buffered_bytes() >= self.cfg.max_buffer_bytes:
                     # Memory bound reached: stop fetching until flushes free it.
                     await asyncio.sleep(0.05)
-                got = await consumer.fetch(self.cfg.fetch_batch_messages, self.cfg.fetch_wait_secs)
-                if got:
-                    await self._accept(event_type, got)
+                async with self._fetch_slots:
+                    got = await consumer.fetch(
+                        self._batch_size(event_type), self.cfg.fetch_wait_secs
+                    )
+                    if got:
+                        self._observe_sizes(event_type, got)
+                        await self._accept(event_type, got)
             except asyncio.CancelledError:
                 raise
             except TransportError as exc:
@@ -168,6 +174,18 @@ class Writer:
                 # Nothing was acked for the batch in hand: it will be redelivered.
                 log.exception("consuming %s failed unexpectedly; retrying in 5s", event_type)
                 await asyncio.sleep(5.0)
+
+    def _batch_size(self, event_type: str) -> int:
+        """Messages per fetch, so that one fetch brings about ``fetch_max_bytes`` at most."""
+        avg = self._avg_message_bytes.get(event_type)
+        if avg is None:
+            return min(16, self.cfg.fetch_batch_messages)
+        return max(1, min(self.cfg.fetch_batch_messages, int(self.cfg.fetch_max_bytes / avg)))
+
+    def _observe_sizes(self, event_type: str, got: list[Delivery]) -> None:
+        size = max(len(d.data) for d in got)
+        prev = self._avg_message_bytes.get(event_type, size)
+        self._avg_message_bytes[event_type] = max(size, 0.8 * prev + 0.2 * size)
 
     async def _accept(self, event_type: str, deliveries: list[Delivery]) -> None:
         compiled = self._compiled[event_type]
