@@ -1,0 +1,1 @@
+"""Courier's benchmarks and load generator (DESIGN §11). Run ``python -m bench --help``."""

@@ -1,0 +1,203 @@
+"""Realistic event batches, built cheaply so the load generator leaves CPU to Courier.
+
+Payloads are drawn from a pool built once per type (sizes jittered around the
+target event size by padding a string field); a request body is assembled by
+joining bytes, never by encoding Python objects per event. Ids are UUIDv7
+strings: a random per-process prefix (48-bit start time, version, variant and
+random bits) followed by a 48-bit counter, so they are unique across
+processes and runs and cost one f-string each.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The example types (src/courier/examples/schemas) the generator knows how to fill.
+BASE_TYPES = ("PlaySong", "Search", "AdImpression")
+_WORDS = ["rock", "jazz", "indie", "live", "remaster", "acoustic", "chill", "focus", "workout", "party", "sleep", "summer", "classic", "vinyl", "deluxe", "edit", "remix", "radio"]
+_COUNTRIES = ("SE", "US", "DE", "BR", "JP", "GB", "FR", "IN", None)
+_DEVICES = ("PHONE", "DESKTOP", "WEB", "TV")
+
+
+def type_names(count: int) -> list[str]:
+    """``count`` type names: the three examples, then clones ``PlaySong2``, ``Search2``, …"""
+    names = []
+    for i in range(count):
+        base = BASE_TYPES[i % len(BASE_TYPES)]
+        n = i // len(BASE_TYPES)
+        names.append(base if n == 0 else f"{base}{n + 1}")
+    return names
+
+
+def base_type(name: str) -> str:
+    return name.rstrip("0123456789")
+
+
+def write_clone_schemas(examples_dir: Path, out_dir: Path, count: int) -> list[str]:
+    """Write ``<Type>.avsc``/``.toml`` for ``type_names(count)`` into ``out_dir``.
+
+    Clones keep the example's fields under a new record name, so more than
+    three types can be registered with ``courier schema apply out_dir``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = type_names(count)
+    for name in names:
+        base = base_type(name)
+        avro = json.loads((examples_dir / f"{base}.avsc").read_text())
+        avro["name"] = name
+        (out_dir / f"{name}.avsc").write_text(json.dumps(avro))
+        toml = examples_dir / f"{base}.toml"
+        if toml.exists():
+            (out_dir / f"{name}.toml").write_text(toml.read_text())
+    return names
+
+
+def type_weights(count: int, skew: float) -> list[float]:
+    """Zipf-like share of each type: weight ``1 / (rank + 1) ** skew`` (0 = uniform)."""
+    raw = [1.0 / (i + 1) ** skew for i in range(count)]
+    total = sum(raw)
+    return [w / total for w in raw]
+
+
+def _payload(base: str, rng: random.Random, pad: int) -> dict[str, object]:
+    filler = " ".join(rng.choice(_WORDS) for _ in range(64))[: max(0, pad)]
+    if base == "PlaySong":
+        country = rng.choice(_COUNTRIES)
+        return {
+            "track_id": f"spotify:track:{rng.getrandbits(64):016x}{filler}",
+            "ms_played": rng.randrange(300_000),
+            "context": {"device": rng.choice(_DEVICES), "country": country},
+            "tags": rng.sample(_WORDS, 2),
+            "shuffle": rng.random() < 0.3,
+        }
+    if base == "Search":
+        clicked = rng.randrange(10) if rng.random() < 0.6 else None
+        return {
+            "query": f"{rng.choice(_WORDS)} {rng.choice(_WORDS)}{filler}",
+            "results": rng.randrange(50),
+            "filters": {"market": rng.choice(("SE", "US", "DE")), "kind": "track"},
+            "clicked_position": clicked,
+        }
+    if base == "AdImpression":
+        shown = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=rng.randrange(60))
+        return {
+            "ad_id": str(uuid.UUID(int=rng.getrandbits(128))),
+            "campaign": f"campaign-{rng.randrange(500)}{filler}",
+            "cost_micros": rng.randrange(5_000),
+            "shown_at": shown.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "day": shown.strftime("%Y-%m-%d"),
+            "revenue": round(rng.random() * 0.01, 6),
+        }
+    raise ValueError(f"the load generator has no payload for type {base!r}")
+
+
+_ID_PLACEHOLDER = "00000000-0000-7000-8000-000000000000"
+_TIME_PLACEHOLDER = "2026-01-01T00:00:00.000Z"
+
+
+def _event_json(name: str, payload: dict[str, object]) -> bytes:
+    doc = {"type": name, "id": _ID_PLACEHOLDER, "time": _TIME_PLACEHOLDER, "data": payload}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class PayloadPool:
+    """Pre-rendered ``"data"`` values of one type, each making an event of about the target size."""
+
+    name: str
+    #: The bytes before the id: ``{"type":"<name>","id":"``.
+    head: bytes
+    datas: list[bytes]
+
+    @classmethod
+    def build(cls, name: str, event_bytes: int, rng: random.Random, size: int = 256) -> PayloadPool:
+        base = base_type(name)
+        datas = []
+        for _ in range(size):
+            target = max(0, int(event_bytes * rng.uniform(0.8, 1.2)))
+            bare = _payload(base, random.Random(rng.getrandbits(32)), 0)
+            pad = target - len(_event_json(name, bare))
+            full = _payload(base, random.Random(rng.getrandbits(32)), pad)
+            datas.append(json.dumps(full, separators=(",", ":")).encode())
+        return cls(name, b'{"type":"' + name.encode() + b'","id":"', datas)
+
+
+class IdSource:
+    """Unique UUIDv7 ids from one process: fixed random prefix + 48-bit counter."""
+
+    def __init__(self) -> None:
+        ms = time.time_ns() // 1_000_000
+        rand = int.from_bytes(os.urandom(8), "big")
+        value = (ms & ((1 << 48) - 1)) << 80
+        value |= 0x7 << 76
+        value |= (rand & 0xFFF) << 64
+        value |= 0b10 << 62
+        value |= ((rand >> 12) & 0x3FFF) << 48
+        text = str(uuid.UUID(int=value))
+        self.prefix = text[:24]
+        self._prefix_bytes = uuid.UUID(int=value).bytes[:10]
+        self._next = 0
+
+    def take(self, count: int) -> tuple[list[str], bytes]:
+        """``count`` new ids and their 16-byte ledger keys, concatenated."""
+        start, self._next = self._next, self._next + count
+        ids = [f"{self.prefix}{n:012x}" for n in range(start, start + count)]
+        pb = self._prefix_bytes
+        keys = b"".join(pb + n.to_bytes(6, "big") for n in range(start, start + count))
+        return ids, keys
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One request: its JSON body, its events' ids and their ledger keys."""
+
+    event_type: str
+    body: bytes
+    ids: list[str]
+    keys: bytes
+
+
+def _now_text() -> str:
+    t = dt.datetime.now(dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+class BatchFactory:
+    """Builds request bodies of ``batch_events`` events of one type, chosen by weight."""
+
+    def __init__(
+        self,
+        *,
+        types: int = 3,
+        skew: float = 0.0,
+        event_bytes: int = 360,
+        batch_events: int = 100,
+        seed: int | None = None,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.names = type_names(types)
+        self.weights = type_weights(types, skew)
+        self.batch_events = batch_events
+        self.pools = {n: PayloadPool.build(n, event_bytes, self.rng) for n in self.names}
+        self.ids = IdSource()
+
+    def next(self) -> Batch:
+        name = self.rng.choices(self.names, self.weights)[0]
+        pool = self.pools[name]
+        ids, keys = self.ids.take(self.batch_events)
+        when = _now_text().encode()
+        tail = b'","time":"' + when + b'","data":'
+        datas = self.rng.choices(pool.datas, k=self.batch_events)
+        head = pool.head
+        events = b",".join(
+            head + i.encode() + tail + d + b"}" for i, d in zip(ids, datas, strict=True)
+        )
+        body = b'{"sent_at":"' + when + b'","events":[' + events + b"]}"
+        return Batch(name, body, ids, keys)
