@@ -10,11 +10,13 @@ from courier.transport.client import (
     NatsKeyValue,
     PublishResult,
     PullConsumer,
+    StoredMessage,
     Transport,
 )
 from courier.transport.kv import KeyValue, KVEntry, MemoryKeyValue
 from courier.transport.names import (
     AUDIT_CONSUMER,
+    AUDIT_KV,
     CATALOG_KV,
     SCHEMAS_KV,
     WRITER_CONSUMER,
@@ -27,6 +29,7 @@ from courier.transport.server import EmbeddedNats, free_port, nats_server_binary
 
 __all__ = [
     "AUDIT_CONSUMER",
+    "AUDIT_KV",
     "CATALOG_KV",
     "SCHEMAS_KV",
     "WRITER_CONSUMER",
@@ -39,6 +42,7 @@ __all__ = [
     "NatsKeyValue",
     "PublishResult",
     "PullConsumer",
+    "StoredMessage",
     "Transport",
     "closed_subject",
     "events_subject",

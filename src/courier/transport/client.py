@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,16 @@ class ConsumerProgress:
     #: ``published_at`` (epoch secs) of the oldest message not yet acked, or
     #: None when the consumer has acked everything in the stream.
     oldest_unacked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One message read directly from a stream (not through a consumer)."""
+
+    seq: int
+    published_at: float
+    headers: dict[str, str]
+    data: bytes
 
 
 class Delivery:
@@ -330,6 +340,40 @@ class Transport:
             if raw is not None and raw.time is not None:
                 oldest = raw.time.timestamp()
         return ConsumerProgress(last_seq, floor, pending, ack_pending, oldest)
+
+    async def stream_bounds(self, event_type: str) -> tuple[int, int]:
+        """(first, last) sequence retained in the type's stream; (0, 0) when it never held one."""
+        stream = stream_name(event_type)
+        try:
+            info = await self.js.stream_info(stream)
+        except nats.errors.Error as exc:
+            raise TransportError(f"stream info {stream}: {exc}") from exc
+        return int(info.state.first_seq or 0), int(info.state.last_seq or 0)
+
+    async def scan(
+        self, event_type: str, first_seq: int, last_seq: int
+    ) -> AsyncIterator[StoredMessage]:
+        """The retained messages of a type with ``first_seq <= seq <= last_seq``, in order.
+
+        Reads with direct gets, so no consumer is created or moved; deleted and
+        expired messages are skipped. Meant for recounts and repairs, not for
+        the data path.
+        """
+        stream = stream_name(event_type)
+        subject = events_subject(event_type)
+        seq = max(1, first_seq)
+        while seq <= last_seq:
+            try:
+                raw = await self.js.get_msg(stream, seq=seq, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                return
+            except nats.errors.Error as exc:
+                raise TransportError(f"reading {stream} seq {seq}: {exc}") from exc
+            if raw.seq is None or raw.seq > last_seq:
+                return
+            published = raw.time.timestamp() if raw.time is not None else 0.0
+            yield StoredMessage(raw.seq, published, dict(raw.headers or {}), raw.data or b"")
+            seq = raw.seq + 1
 
     # -- key-value --------------------------------------------------------------
 

@@ -9,6 +9,7 @@ WRITER_CONSUMER = "writer"
 AUDIT_CONSUMER = "audit"
 SCHEMAS_KV = "courier_schemas"
 CATALOG_KV = "courier_buckets"
+AUDIT_KV = "courier_audit"
 
 
 def stream_name(event_type: str) -> str:

@@ -29,6 +29,7 @@ from courier.settings import Settings
 from courier.transport.client import Transport
 from courier.transport.names import (
     AUDIT_CONSUMER,
+    AUDIT_KV,
     CATALOG_KV,
     CLOSED_STREAM,
     SCHEMAS_KV,
@@ -159,7 +160,7 @@ async def provision_base(transport: Transport, settings: Settings) -> None:
     """KV buckets and the close-notification stream. Idempotent."""
     js = transport.js
     try:
-        for bucket, history in ((SCHEMAS_KV, 16), (CATALOG_KV, 4)):
+        for bucket, history in ((SCHEMAS_KV, 16), (CATALOG_KV, 4), (AUDIT_KV, 4)):
             try:
                 await js.key_value(bucket)
             except nats.js.errors.BucketNotFoundError:
