@@ -10,6 +10,7 @@ import time
 from courier.closer import Catalog, Closer, default_closer_id
 from courier.runtime import connect_service, run
 from courier.settings import Settings
+from courier.telemetry import metrics_endpoint
 from courier.transport import CATALOG_KV, EmbeddedNats
 from courier.writer import Writer
 
@@ -19,8 +20,15 @@ log = logging.getLogger("courier.cli")
 def run_writer(settings: Settings) -> None:
     async def main(stop: asyncio.Event) -> None:
         conn = await connect_service(settings, "courier-writer")
+        writer = Writer(settings, conn.transport, conn.registry)
         try:
-            await Writer(settings, conn.transport, conn.registry).run(stop)
+            with metrics_endpoint(
+                writer.metrics.registry,
+                host=settings.metrics_host,
+                port=settings.writer.metrics_port,
+                service="writer",
+            ):
+                await writer.run(stop)
         finally:
             await conn.transport.close()
 
@@ -36,7 +44,14 @@ def run_closer(settings: Settings) -> None:
                 settings.closer.closer_id or default_closer_id(),
                 settings.closer.claim_lease_secs,
             )
-            await Closer(settings, conn.transport, conn.registry, catalog).run(stop)
+            closer = Closer(settings, conn.transport, conn.registry, catalog)
+            with metrics_endpoint(
+                closer.metrics.registry,
+                host=settings.metrics_host,
+                port=settings.closer.metrics_port,
+                service="closer",
+            ):
+                await closer.run(stop)
         finally:
             await conn.transport.close()
 

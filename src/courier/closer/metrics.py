@@ -37,6 +37,12 @@ class CloserMetrics:
             ["type"],
             registry=r,
         )
+        self.pending = Gauge(
+            "courier_consumer_pending_messages",
+            "Messages of the type not yet acknowledged by the consumer",
+            ["type", "consumer"],
+            registry=r,
+        )
         self.watermark_lag = Gauge(
             "courier_watermark_lag_seconds", "Now minus the type's watermark", ["type"], registry=r
         )

@@ -26,7 +26,7 @@ from courier.model import INVALID_TYPE, BucketKey, bucket_start
 from courier.schema import CompiledType, Registry
 from courier.settings import Settings
 from courier.storage import Layout
-from courier.transport import Transport
+from courier.transport import WRITER_CONSUMER, Transport
 
 log = logging.getLogger("courier.closer")
 
@@ -99,6 +99,9 @@ class Closer:
     async def watermark(self, event_type: str) -> tuple[float, float | None]:
         """(watermark, oldest unacked published_at or None)."""
         progress = await self.transport.progress(event_type)
+        self.metrics.pending.labels(event_type, WRITER_CONSUMER).set(
+            progress.num_pending + progress.num_ack_pending
+        )
         now_floor = time.time() - self.settings.max_clock_skew_secs
         oldest = progress.oldest_unacked_at
         return (now_floor if oldest is None else min(oldest, now_floor)), oldest
