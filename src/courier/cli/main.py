@@ -347,6 +347,9 @@ def sql(c: _Ctx, query: str) -> None:
         rel.show(max_rows=1000)
 
 
+cli.add_command(__import__("courier.cli.tail", fromlist=["tail"]).tail)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -1,0 +1,48 @@
+"""``courier tail PATTERN...``: the file tailer as a command."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("patterns", nargs=-1, required=True)
+@click.option("--gateway-url", help="Gateway base URL (default from settings: gateway host/port).")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="Positions and rejected log (default <data-dir>/_tailer).",
+)
+@click.pass_obj
+def tail(
+    obj: object, patterns: tuple[str, ...], gateway_url: str | None, state_dir: Path | None
+) -> None:
+    """Follow JSON-lines files (globs, quoted) and deliver every line to the gateway once.
+
+    Each line is {"type", "id"?, "time"?, "data"}; lines without an id get a
+    deterministic one. Survives rotation (rename and copytruncate) and restarts.
+    """
+    from courier.cli.main import _Ctx
+    from courier.tailer import Tailer, TailerSettings
+    from courier.tailer.tailer import glob_patterns
+
+    assert isinstance(obj, _Ctx)
+    s = obj.settings()
+    settings = TailerSettings(
+        patterns=glob_patterns(patterns),
+        state_dir=state_dir or s.data_dir / "_tailer",
+        gateway_url=gateway_url or f"http://{s.gateway.host}:{s.gateway.port}",
+        max_line_bytes=s.gateway.max_event_bytes,
+    )
+    stop = threading.Event()
+
+    def _stop(*_: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    Tailer(settings, stop=stop).run()
