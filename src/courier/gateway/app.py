@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from courier.audit.gateway import GatewayTally
+from courier.audit.store import AuditStore
 from courier.errors import CourierError, RequestError, SchemaError, TransportError
 from courier.gateway.body import body_format, content_encoding, read_body
 from courier.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -27,7 +29,7 @@ from courier.gateway.service import EventService
 from courier.schema import Registry, record_to_json
 from courier.settings import Settings
 from courier.transport.client import Transport
-from courier.transport.names import SCHEMAS_KV
+from courier.transport.names import AUDIT_KV, SCHEMAS_KV
 
 log = logging.getLogger("courier.gateway")
 
@@ -156,6 +158,20 @@ async def _refresh_forever(service: EventService, interval_secs: float) -> None:
         failing = False
 
 
+async def _audit_tally(
+    settings: Settings, transport: Transport | None
+) -> tuple[GatewayTally | None, AuditStore | None]:
+    """The audit counter of this gateway, when it talks to NATS and the audit KV exists."""
+    if transport is None:
+        return None, None
+    try:
+        kv = await transport.key_value(AUDIT_KV)
+    except TransportError as exc:
+        log.warning("not counting for the audit: %s (run `courier provision`)", exc)
+        return None, None
+    return GatewayTally(settings.bucket_width_secs), AuditStore(kv)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -184,7 +200,8 @@ def create_app(
             if the_registry is None:
                 assert transport is not None
                 the_registry = Registry(await transport.key_value(SCHEMAS_KV))
-            service = EventService(settings, the_sink, the_registry, gw.metrics)
+            tally, store = await _audit_tally(settings, transport)
+            service = EventService(settings, the_sink, the_registry, gw.metrics, tally=tally)
             try:
                 await service.refresh()
             except CourierError as exc:
@@ -192,6 +209,19 @@ def create_app(
             gw.service = service
             refresher = asyncio.create_task(
                 _refresh_forever(service, settings.gateway.registry_refresh_secs)
+            )
+            stop_flushing = asyncio.Event()
+            flusher = (
+                asyncio.create_task(
+                    tally.run(
+                        store,
+                        interval_secs=settings.audit.gateway_flush_interval_secs,
+                        retention_secs=settings.audit.retention_secs,
+                        stop=stop_flushing,
+                    )
+                )
+                if tally is not None and store is not None
+                else None
             )
             log.info("gateway started on %s:%s", settings.gateway.host, settings.gateway.port)
             try:
@@ -201,6 +231,9 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await refresher
                 await service.close()
+                if flusher is not None:
+                    stop_flushing.set()  # one last flush of the audit counts
+                    await flusher
                 gw.service = None
                 log.info("gateway stopped")
         finally:

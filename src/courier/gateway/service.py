@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from courier.audit.gateway import UNKNOWN_TYPE, GatewayTally
 from courier.errors import TransportUnavailableError
 from courier.gateway.body import BodyFormat
 from courier.gateway.ingest import DecodedBatch, Rejection, Validator
@@ -57,8 +58,13 @@ class EventService:
         sink: EventSink,
         registry: Registry,
         metrics: GatewayMetrics,
+        *,
+        tally: GatewayTally | None = None,
     ) -> None:
         self.settings = settings
+        #: Accepted/rejected counts per (type, bucket) for the auditor (in memory;
+        #: the app's lifespan flushes them to KV).
+        self.tally = tally
         self.sink = sink
         self.registry = registry
         self.metrics = metrics
@@ -113,15 +119,23 @@ class EventService:
         for r in results:
             if isinstance(r, BaseException):
                 raise r
-        self._count(batch, snapshot)  # step 4
+        self._count(batch, snapshot, received_at.timestamp())  # step 4
         return IngestResult(batch.accepted, batch.rejections)
 
-    def _count(self, batch: DecodedBatch, snapshot: _Snapshot) -> None:
+    def _count(self, batch: DecodedBatch, snapshot: _Snapshot, received_at: float) -> None:
+        tally = self.tally
         for name, events in batch.valid.items():
             self.metrics.accept(name, len(events))
+            if tally is not None:
+                tally.add(name, received_at, accepted=len(events))
         for r in batch.rejections:
             known = r.event_type in snapshot.types and r.event_type != INVALID_TYPE
             self.metrics.reject(r.event_type if known else UNKNOWN_TYPE_LABEL, r.reason)  # type: ignore[arg-type]
+            if tally is not None:
+                tally.add(r.event_type if known else UNKNOWN_TYPE, received_at, rejected=1)  # type: ignore[arg-type]
+        if tally is not None and batch.rejections:
+            # Rejected events are stored as events of ``_invalid``: accepted there.
+            tally.add(INVALID_TYPE, received_at, accepted=len(batch.rejections))
 
     async def close(self) -> None:
         await self.coalescer.close()

@@ -1,0 +1,172 @@
+"""``courier auditor`` (the service) and ``courier audit`` (the report, for people and cron)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any, Protocol
+
+import click
+
+from courier.audit import (
+    Auditor,
+    AuditStore,
+    DeliveredScanner,
+    Report,
+    build_report,
+    gather_types,
+    recount,
+)
+from courier.runtime import connect_service, run
+from courier.settings import Settings
+from courier.storage import Layout
+from courier.telemetry import metrics_endpoint
+from courier.transport import AUDIT_KV
+
+WAIT_FOR_NATS_SECS = 10.0
+
+
+class SettingsSource(Protocol):
+    """The CLI group's context object (``courier.cli.main``): builds this process's settings."""
+
+    def settings(self, **more: Any) -> Settings: ...
+
+
+def parse_when(text: str | None, default: float) -> float:
+    if text is None:
+        return default
+    from courier.model import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not a time (RFC 3339 or epoch seconds)") from exc
+
+
+def run_auditor(settings: Settings) -> None:
+    async def main(stop: asyncio.Event) -> None:
+        conn = await connect_service(settings, "courier-auditor")
+        try:
+            store = AuditStore(await conn.transport.key_value(AUDIT_KV))
+            auditor = Auditor(settings, conn.transport, conn.registry, store)
+            with metrics_endpoint(
+                auditor.metrics.registry,
+                host=settings.metrics_host,
+                port=settings.audit.metrics_port,
+                service="auditor",
+            ):
+                await auditor.run(stop)
+        finally:
+            await conn.transport.close()
+
+    run(main)
+
+
+async def audit_report(
+    settings: Settings, *, event_type: str | None, start: float, end: float, limit: int
+) -> Report:
+    conn = await connect_service(settings, "courier-audit", wait_secs=WAIT_FOR_NATS_SECS)
+    try:
+        store = AuditStore(await conn.transport.key_value(AUDIT_KV))
+        views = await gather_types(settings, conn.transport, conn.registry, store, only=event_type)
+    finally:
+        await conn.transport.close()
+    scanner = DeliveredScanner(Layout(settings.data_dir, settings.bucket_width_secs))
+    return build_report(views, scanner, settings, start=start, end=end, limit=limit)
+
+
+async def _recount(settings: Settings, event_type: str) -> tuple[int, int]:
+    conn = await connect_service(settings, "courier-audit", wait_secs=WAIT_FOR_NATS_SECS)
+    try:
+        store = AuditStore(await conn.transport.key_value(AUDIT_KV))
+        counts = await recount(settings, conn.transport, store, event_type)
+    finally:
+        await conn.transport.close()
+    return counts.last_seq, sum(r[1] for r in counts.buckets.values())
+
+
+@click.command()
+@click.pass_obj
+def auditor(c: SettingsSource) -> None:
+    """Run the auditor: count every stream through the `audit` consumer, watch the SLOs."""
+    run_auditor(c.settings())
+
+
+@click.command()
+@click.option("--type", "event_type", help="Only this type.")
+@click.option("--from", "from_", help="Buckets starting at or after this time (default: 24 h ago).")
+@click.option("--to", help="Buckets starting before this time (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--limit", type=int, default=1000, show_default=True, help="Latest buckets per type.")
+@click.option(
+    "--recount",
+    "recount_type",
+    metavar="TYPE",
+    help="First rebuild TYPE's stream counts from the data retained in its stream.",
+)
+@click.pass_obj
+def audit(
+    c: SettingsSource,
+    event_type: str | None,
+    from_: str | None,
+    to: str | None,
+    as_json: bool,
+    limit: int,
+    recount_type: str | None,
+) -> None:
+    """Reconcile accepted, stored and delivered counts per type and bucket, with SLOs.
+
+    Exits 1 when any bucket is a mismatch (loss, duplicates) or breaches an SLO.
+    """
+    s = c.settings()
+    if recount_type:
+        last_seq, events = asyncio.run(_recount(s, recount_type))
+        if not as_json:
+            click.echo(f"recounted {recount_type}: {events} events up to stream seq {last_seq}")
+    now = time.time()
+    report = asyncio.run(
+        audit_report(
+            s,
+            event_type=event_type,
+            start=parse_when(from_, now - 86_400),
+            end=parse_when(to, now + s.bucket_width_secs),
+            limit=limit,
+        )
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        _print(report)
+    sys.exit(1 if report.failed else 0)
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.1f}"
+    return str(v)
+
+
+def _print(report: Report) -> None:
+    cols = (
+        f"{'type':16} {'bucket_start':24} {'state':8} {'accepted':>8} {'stream':>8} "
+        f"{'delivered':>9} {'dups':>5} {'invalid':>7} {'skewed':>6} {'complete%':>9} "
+        f"{'delay_s':>8} {'slo_s':>7} verdict"
+    )
+    click.echo(cols)
+    for b in report.buckets:
+        delay = b.close_delay_secs if b.closed else b.open_for_secs
+        pct = "-" if b.completeness_percent is None else f"{b.completeness_percent:.2f}"
+        click.echo(
+            f"{b.event_type:16} {b.bucket_start_iso:24} {b.state:8} {b.accepted:>8} "
+            f"{b.in_stream:>8} {_fmt(b.delivered):>9} {_fmt(b.duplicates_removed):>5} "
+            f"{b.invalid:>7} {_fmt(b.skewed):>6} {pct:>9} {_fmt(delay):>8} "
+            f"{b.slo_secs:>7.0f} {b.verdict}"
+        )
+        for p in b.problems:
+            click.echo(f"    {p.kind}: {p.message}")
+    summary = ", ".join(f"{k} {v}" for k, v in report.summary().items())
+    click.echo(f"{len(report.buckets)} buckets: {summary}")
