@@ -1,8 +1,8 @@
 """``courier up``: the whole local stack as supervised processes.
 
 Starts the embedded NATS server, provisions the base resources (and the
-example schemas with ``--demo``), then runs the gateway, writer and closer as
-child processes. A child that exits is logged and restarted with backoff.
+example schemas with ``--demo``), then runs the gateway, writer, closer,
+auditor and dashboard as child processes. A child that exits is logged and restarted with backoff.
 SIGINT/SIGTERM stop the children (SIGTERM, then SIGKILL after a timeout) and
 then NATS, in that order, so writers flush and ack before the broker goes.
 """
@@ -23,7 +23,7 @@ from courier.transport import EmbeddedNats
 
 log = logging.getLogger("courier.supervisor")
 
-COMPONENTS = ("gateway", "writer", "closer")
+COMPONENTS = ("gateway", "writer", "closer", "auditor", "dashboard")
 
 
 @dataclass
@@ -49,6 +49,8 @@ def child_env(settings: Settings, nats_url: str) -> dict[str, str]:
     env["COURIER_BUCKET_WIDTH_SECS"] = str(settings.bucket_width_secs)
     env["COURIER_GATEWAY__PORT"] = str(settings.gateway.port)
     env["COURIER_GATEWAY__HOST"] = settings.gateway.host
+    env["COURIER_DASHBOARD__PORT"] = str(settings.dashboard.port)
+    env["COURIER_DASHBOARD__HOST"] = settings.dashboard.host
     env["COURIER_LOG_LEVEL"] = settings.log_level
     return env
 

@@ -75,16 +75,21 @@ def cli(
 @cli.command()
 @click.option("--http-port", type=int, help="Gateway port (default 8080).")
 @click.option("--nats-port", type=int, help="Embedded NATS port (default 4222).")
+@click.option("--dashboard-port", type=int, help="Dashboard port (default 8090).")
 @click.option(
     "--demo", is_flag=True, help="Apply the example schemas (PlaySong, Search, AdImpression)."
 )
 @pass_ctx
-def up(c: _Ctx, http_port: int | None, nats_port: int | None, demo: bool) -> None:
-    """Start the whole local stack: embedded NATS, gateway, writer, closer."""
+def up(
+    c: _Ctx, http_port: int | None, nats_port: int | None, dashboard_port: int | None, demo: bool
+) -> None:
+    """Start the whole local stack: embedded NATS, gateway, writer, closer, auditor, dashboard."""
     from courier.cli.admin import apply_schemas, provision_all, sync
     from courier.supervisor import Supervisor
 
-    s = c.settings(gateway={"port": http_port}, nats={"port": nats_port})
+    s = c.settings(
+        gateway={"port": http_port}, nats={"port": nats_port}, dashboard={"port": dashboard_port}
+    )
     if s.nats_url:
         raise click.UsageError("`courier up` runs its own NATS; drop --nats-url/COURIER_NATS_URL")
     sup = Supervisor(s, config=c.config)
@@ -102,6 +107,7 @@ def up(c: _Ctx, http_port: int | None, nats_port: int | None, demo: bool) -> Non
         raise
     click.echo(
         f"Courier is up: gateway http://{s.gateway.host}:{s.gateway.port}  "
+        f"dashboard http://{s.dashboard.host}:{s.dashboard.port}/  "
         f"NATS {sup.nats.url}  data {s.data_dir.resolve()}  (Ctrl-C stops)"
     )
     sup.run_forever()
@@ -348,6 +354,14 @@ def sql(c: _Ctx, query: str) -> None:
 
 
 cli.add_command(__import__("courier.cli.tail", fromlist=["tail"]).tail)
+
+
+from courier.cli.audit import audit, auditor  # noqa: E402
+from courier.cli.dashboard import dashboard  # noqa: E402
+
+cli.add_command(auditor)
+cli.add_command(audit)
+cli.add_command(dashboard)
 
 
 def main() -> None:
