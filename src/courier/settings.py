@@ -92,6 +92,11 @@ class CloserSettings(_Section):
     claim_lease_secs: float = 60.0
     max_rows_per_file: int = 2_000_000
     target_file_bytes: int = 256 * MIB
+    #: Rows per Parquet row group (and per chunk streamed through the closer).
+    row_group_rows: int = 128 * 1024
+    #: DuckDB's memory for deduplicating one bucket; beyond it, it spills to <data_dir>/_tmp.
+    memory_limit_bytes: int = 1024 * MIB
+    threads: int = 2
     #: Grace for types whose settings do not give one.
     default_grace_secs: int = 10
     #: Port of the closer's ``/metrics`` endpoint (0 = off).

@@ -1,37 +1,111 @@
-"""Pure Arrow steps of a close: order, deduplicate, conform to the schema, split into files."""
+"""Step 3 of a close, out of core: order, deduplicate and stream a bucket's rows with DuckDB.
+
+A bucket can be far larger than memory (an hour of a busy type), so the rows
+never sit in one Arrow table: DuckDB reads the staging files, keeps the first
+row of every ``id`` in stream order (``_seq``, ``_idx``: the earliest
+``published_at``), drops ids already in closed buckets, and streams the result
+in that order, spilling to disk under its memory limit. The order is a total
+order on unique keys, so the output is the same on every run.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 STAGING_COLUMNS = ("_seq", "_idx")
 
 
-def order(table: pa.Table) -> pa.Table:
-    """Rows in stream order: (stream sequence, line in message). A total, stable order."""
-    if table.num_rows == 0:
-        return table
-    return table.take(pc.sort_indices(table, [("_seq", "ascending"), ("_idx", "ascending")]))
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
-def first_occurrences(table: pa.Table) -> pa.Table:
-    """Keep the first row of each ``id`` in the table's order (= earliest published_at)."""
-    if table.num_rows == 0:
-        return table
-    ids = table.column("id")
-    rows = pa.table({"id": ids, "_row": pa.array(range(table.num_rows), type=pa.int64())})
-    firsts = rows.group_by("id", use_threads=False).aggregate([("_row", "min")])
-    keep = pc.sort_indices(firsts.column("_row_min"))
-    return table.take(firsts.column("_row_min").take(keep))
+@dataclass(frozen=True)
+class SeqSpan:
+    first: int
+    last: int
 
 
-def drop_ids(table: pa.Table, ids: pa.Array | pa.ChunkedArray | None) -> pa.Table:
-    """Rows whose id is not in ``ids``."""
-    if ids is None or len(ids) == 0 or table.num_rows == 0:
-        return table
-    present = pc.is_in(table.column("id"), value_set=pa.chunked_array(ids).combine_chunks())
-    return table.filter(pc.invert(present))
+class BucketDedup:
+    """One bucket's input (staging files) and the closed files whose ids it must not repeat."""
+
+    def __init__(
+        self,
+        staging: list[Path],
+        closed: list[Path],
+        *,
+        memory_limit_bytes: int,
+        spill_dir: Path,
+        threads: int,
+    ) -> None:
+        spill_dir.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(
+            config={
+                "memory_limit": f"{max(64 * 1024 * 1024, memory_limit_bytes) // (1024 * 1024)}MB",
+                "temp_directory": str(spill_dir),
+                "threads": max(1, threads),
+                "preserve_insertion_order": True,
+            }
+        )
+        self._staged = f"read_parquet({_sql_list(staging)}, union_by_name = true)"
+        self._closed = f"read_parquet({_sql_list(closed)})" if closed else None
+
+    def close(self) -> None:
+        self._con.close()
+
+    def input_rows(self) -> int:
+        return self._count(f"SELECT count(*) FROM {self._staged}")
+
+    def _count(self, query: str) -> int:
+        # fetchall, not fetchone: an unfinished result would block the next query.
+        rows = self._con.execute(query).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    def seq_spans(self) -> list[SeqSpan]:
+        """The stream sequences covered, as maximal contiguous ranges."""
+        rows = self._con.execute(
+            f"""
+            SELECT min(seq), max(seq) FROM (
+                SELECT seq, seq - row_number() OVER (ORDER BY seq) AS grp
+                FROM (SELECT DISTINCT CAST(_seq AS BIGINT) AS seq FROM {self._staged})
+            ) GROUP BY grp ORDER BY 1
+            """
+        ).fetchall()
+        return [SeqSpan(int(a), int(b)) for a, b in rows]
+
+    def ids_already_closed(self) -> int:
+        """Distinct staged ids that a closed bucket already holds (dropped as duplicates)."""
+        if self._closed is None:
+            return 0
+        return self._count(
+            f"""
+            SELECT count(*) FROM (SELECT DISTINCT id FROM {self._staged}) s
+            SEMI JOIN (SELECT id FROM {self._closed}) c ON s.id = c.id
+            """
+        )
+
+    def rows(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The bucket's unique rows in stream order, without the staging columns."""
+        anti = f"ANTI JOIN (SELECT id FROM {self._closed}) c ON s.id = c.id" if self._closed else ""
+        rel = self._con.sql(
+            f"""
+            SELECT s.* EXCLUDE (_seq, _idx) FROM (
+                SELECT * FROM {self._staged}
+                QUALIFY row_number() OVER (PARTITION BY id ORDER BY _seq, _idx) = 1
+            ) s {anti}
+            ORDER BY s._seq, s._idx
+            """
+        )
+        reader = (
+            rel.to_arrow_reader(batch_rows)
+            if hasattr(rel, "to_arrow_reader")
+            else (rel.fetch_record_batch(batch_rows))
+        )
+        yield from reader
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -46,15 +120,24 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-def split_rows(table: pa.Table, max_rows: int, target_bytes: int) -> list[pa.Table]:
-    """Deterministic, right-sized slices: few large files, none above the bounds.
+def exact_chunks(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Re-cut a stream of batches into tables of exactly ``rows`` rows (the last may be short).
 
-    Parquet with zstd is typically 4x smaller than Arrow in memory, so the byte
-    bound is applied to the in-memory size times four.
+    Row-group boundaries then depend only on the data, not on how the engine
+    happened to batch it, which keeps output files byte-identical across runs.
     """
-    n = table.num_rows
-    if n == 0:
-        return []
-    per_row = max(1.0, table.nbytes / n / 4)
-    rows = max(1, min(max_rows, int(target_bytes / per_row)))
-    return [table.slice(i, rows) for i in range(0, n, rows)]
+    pending: list[pa.RecordBatch] = []
+    have = 0
+    for b in batches:
+        if b.num_rows == 0:
+            continue
+        pending.append(b)
+        have += b.num_rows
+        while have >= rows:
+            t = pa.Table.from_batches(pending)
+            yield t.slice(0, rows).combine_chunks()
+            rest = t.slice(rows)
+            pending = rest.to_batches()
+            have = rest.num_rows
+    if have:
+        yield pa.Table.from_batches(pending).combine_chunks()

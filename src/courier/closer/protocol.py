@@ -23,24 +23,16 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from courier.closer.catalog import Catalog, CatalogEntry
-from courier.closer.dedup import (
-    STAGING_COLUMNS,
-    conform,
-    drop_ids,
-    first_occurrences,
-    order,
-    split_rows,
-)
+from courier.closer.dedup import BucketDedup, conform, exact_chunks
 from courier.errors import ManifestError, StorageError
 from courier.model import BucketKey, iso_utc, parse_partition_path
 from courier.schema import CompiledType
@@ -49,10 +41,10 @@ from courier.storage import (
     Layout,
     Manifest,
     ManifestFile,
+    SeqRange,
     read_manifest,
-    seq_ranges,
     write_manifest,
-    write_parquet_atomic,
+    write_parquet_chunks_atomic,
 )
 
 log = logging.getLogger("courier.closer")
@@ -176,72 +168,95 @@ class BucketCloser:
 
     # -- steps 3-5 ----------------------------------------------------------------
 
-    def _read_staging(self, rels: list[str]) -> pa.Table | None:
-        tables = []
-        for rel in rels:
-            try:
-                tables.append(pq.read_table(self.layout.root / rel))
-            except FileNotFoundError as exc:
+    def _paths(self, rels: list[str]) -> list[Path]:
+        paths = [self.layout.root / rel for rel in rels]
+        for rel, p in zip(rels, paths, strict=True):
+            if not p.exists():
                 raise StorageError(
                     f"staging file {rel} listed in the claim is missing; the close cannot be "
                     "reproduced (was it deleted by hand?); bucket left open"
-                ) from exc
-            except (OSError, pa.ArrowException) as exc:
-                raise StorageError(f"cannot read staging file {rel}: {exc}; will retry") from exc
-        if not tables:
-            return None
-        return pa.concat_tables(tables, promote_options="permissive")
+                )
+        return paths
 
-    def _closed_ids(self, key: BucketKey) -> pa.ChunkedArray | None:
+    def _closed_parts(self, key: BucketKey) -> list[Path]:
         try:
             m = read_manifest(self.layout.manifest_path(key))
         except ManifestError:
-            return None
-        bdir = self.layout.bucket_dir(key)
-        cols = [pq.read_table(bdir / f.name, columns=["id"]).column("id") for f in m.files]
-        return pa.chunked_array([c for col in cols for c in col.chunks], type=pa.string())
+            return []
+        return [self.layout.bucket_dir(key) / f.name for f in m.files]
+
+    def _dedup_against(self, key: BucketKey, entry: CatalogEntry) -> list[Path]:
+        """Closed files whose ids this bucket must not repeat: H-1, and the closed
+        buckets that stray (skewed) staging files came from."""
+        starts = {key.previous(self.width).start}
+        starts |= {parse_partition_path(str(Path(r).parent)) for r in entry.skewed_files}
+        return [p for s in sorted(starts) for p in self._closed_parts(BucketKey(key.event_type, s))]
+
+    @property
+    def _chunk_rows(self) -> int:
+        return max(1, min(self.cfg.row_group_rows, self.cfg.max_rows_per_file))
+
+    def _rows_per_file(self, paths: list[Path], input_rows: int) -> int:
+        """Right-sized files from the staging files' compressed bytes per row (deterministic)."""
+        chunk = self._chunk_rows
+        if input_rows == 0:
+            return chunk
+        per_row = max(1.0, sum(p.stat().st_size for p in paths) / input_rows)
+        cap = max(chunk, min(self.cfg.max_rows_per_file, int(self.cfg.target_file_bytes / per_row)))
+        # Spread the rows evenly over the fewest files under the cap (no tiny last file),
+        # in whole chunks so row groups stay uniform.
+        files = -(-input_rows // cap)
+        per_file = -(-input_rows // files)
+        per_file = -(-per_file // chunk) * chunk
+        if files == 1:
+            return per_file  # the one file holds at most input_rows <= cap rows
+        return per_file - chunk if per_file > cap and per_file > chunk else per_file
 
     def _write_bucket(
         self, key: BucketKey, compiled: CompiledType, entry: CatalogEntry
     ) -> Manifest:
         rels = entry.staging_files or []
-        staged = self._read_staging(rels)
+        paths = self._paths(rels)
         schema = compiled.arrow_schema
-        input_events = 0 if staged is None else staged.num_rows
-        skewed_in = 0
-        dup_prev = 0
-        dup_within = 0
-        seqs: pa.ChunkedArray | list[int] = []
-        versions: list[int] = []
-        final = schema.empty_table()
-        if staged is not None and staged.num_rows:
-            # Step 3: order, dedup within, then against closed buckets.
-            seqs = staged.column("_seq")
-            table = first_occurrences(order(staged))
-            dup_within = input_events - table.num_rows
-            before = table.num_rows
-            table = drop_ids(table, self._closed_ids(key.previous(self.width)))
-            table = self._drop_skewed_duplicates(table, key, entry)
-            dup_prev = before - table.num_rows
-            if entry.skewed_files:
-                skewed_in = self._count_skewed(table, key)
-            final = conform(table.drop_columns(list(STAGING_COLUMNS)), schema)
-            versions = sorted(
-                int(v)
-                for v in pc.unique(final.column("schema_version")).to_pylist()
-                if v is not None
-            )
-        self._after_step(3)
-        # Step 4: final files, deterministic names and bytes.
+        files: list[ManifestFile] = []
+        stats = _StreamStats(key.start)
+        input_events = dup_prev = 0
+        spans: list[SeqRange] = []
         bdir = self.layout.bucket_dir(key)
-        files = []
-        parts = split_rows(final, self.cfg.max_rows_per_file, self.cfg.target_file_bytes)
-        for i, part in enumerate(parts):
-            info = write_parquet_atomic(bdir / self.layout.part_name(i), part)
-            files.append(
-                ManifestFile(name=info.name, bytes=info.bytes, rows=info.rows, sha256=info.sha256)
+        if paths:
+            dedup = BucketDedup(
+                paths,
+                self._dedup_against(key, entry),
+                memory_limit_bytes=self.cfg.memory_limit_bytes,
+                spill_dir=self.layout.root / "_tmp" / "closer",
+                threads=self.cfg.threads,
             )
-        self._remove_extra_parts(bdir, len(parts))
+            try:
+                # Step 3: order and deduplicate (streamed, spills under memory pressure).
+                input_events = dedup.input_rows()
+                spans = [SeqRange(first=sp.first, last=sp.last) for sp in dedup.seq_spans()]
+                dup_prev = dedup.ids_already_closed()
+                chunks = (
+                    stats.observe(conform(t, schema))
+                    for t in exact_chunks(dedup.rows(self._chunk_rows), self._chunk_rows)
+                )
+                self._after_step(3)
+                # Step 4: final files, deterministic names and bytes.
+                per_file = self._rows_per_file(paths, input_events)
+                for i, part in enumerate(_parts(chunks, per_file // self._chunk_rows)):
+                    info = write_parquet_chunks_atomic(
+                        bdir / self.layout.part_name(i), schema, part
+                    )
+                    files.append(
+                        ManifestFile(
+                            name=info.name, bytes=info.bytes, rows=info.rows, sha256=info.sha256
+                        )
+                    )
+            finally:
+                dedup.close()
+        else:
+            self._after_step(3)
+        self._remove_extra_parts(bdir, len(files))
         self._after_step(4)
         # Step 5: the manifest, last.
         end = key.end(self.width)
@@ -251,15 +266,15 @@ class BucketCloser:
             bucket_end=iso_utc(end),
             bucket_start_epoch=key.start,
             bucket_width_secs=self.width,
-            events=final.num_rows,
+            events=stats.rows,
             input_events=input_events,
-            duplicates_dropped=dup_within + dup_prev,
+            duplicates_dropped=input_events - stats.rows,
             duplicates_dropped_previous_bucket=dup_prev,
-            skewed_in=skewed_in,
-            stream_seq_ranges=seq_ranges(seqs),
+            skewed_in=stats.skewed,
+            stream_seq_ranges=spans,
             files=files,
             staging_files=rels,
-            schema_versions=versions,
+            schema_versions=sorted(stats.versions),
             watermark=iso_utc(entry.watermark),
             closed_at=iso_utc(entry.claimed_at),
             close_delay_secs=round(entry.claimed_at - end, 3),
@@ -267,23 +282,6 @@ class BucketCloser:
         write_manifest(self.layout.manifest_path(key), manifest)
         self._after_step(5)
         return manifest
-
-    def _skewed_origins(self, key: BucketKey, entry: CatalogEntry) -> set[int]:
-        return {parse_partition_path(str(Path(r).parent)) for r in entry.skewed_files}
-
-    def _drop_skewed_duplicates(
-        self, table: pa.Table, key: BucketKey, entry: CatalogEntry
-    ) -> pa.Table:
-        """Rows from stray files of closed bucket K may duplicate K's rows: drop those."""
-        for start in sorted(self._skewed_origins(key, entry)):
-            if start != key.previous(self.width).start:
-                table = drop_ids(table, self._closed_ids(BucketKey(key.event_type, start)))
-        return table
-
-    def _count_skewed(self, table: pa.Table, key: BucketKey) -> int:
-        """Kept rows whose published_at lies before this bucket: they arrived late."""
-        start = pa.scalar(key.start * 1_000_000, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-        return int(pc.sum(pc.less(table.column("published_at"), start)).as_py() or 0)
 
     def _remove_extra_parts(self, bdir: Path, count: int) -> None:
         if not bdir.exists():
@@ -314,3 +312,40 @@ class BucketCloser:
                 except OSError:
                     break
                 d = d.parent
+
+
+class _StreamStats:
+    """Counts taken while the bucket's rows stream past (no second pass)."""
+
+    def __init__(self, bucket_start: int) -> None:
+        self.rows = 0
+        self.skewed = 0
+        self.versions: set[int] = set()
+        self._start = pa.scalar(bucket_start * 1_000_000, type=pa.int64()).cast(
+            pa.timestamp("us", tz="UTC")
+        )
+
+    def observe(self, t: pa.Table) -> pa.Table:
+        self.rows += t.num_rows
+        # Rows published before this bucket began arrived from closed buckets: skewed.
+        self.skewed += int(pc.sum(pc.less(t.column("published_at"), self._start)).as_py() or 0)
+        self.versions.update(
+            v for v in pc.unique(t.column("schema_version")).to_pylist() if v is not None
+        )
+        return t
+
+
+def _parts(chunks: Iterator[pa.Table], chunks_per_part: int) -> Iterator[Iterator[pa.Table]]:
+    """Group a stream of chunks into parts of ``chunks_per_part`` chunks, never an empty part."""
+    it = iter(chunks)
+    for first in it:
+
+        def part(first: pa.Table = first) -> Iterator[pa.Table]:
+            yield first
+            for _ in range(chunks_per_part - 1):
+                nxt = next(it, None)
+                if nxt is None:
+                    return
+                yield nxt
+
+        yield part()

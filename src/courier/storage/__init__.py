@@ -10,6 +10,7 @@ from courier.storage.atomic import (
     sha256_file,
     write_bytes_atomic,
     write_parquet_atomic,
+    write_parquet_chunks_atomic,
 )
 from courier.storage.layout import Layout
 from courier.storage.manifest import (
@@ -38,4 +39,5 @@ __all__ = [
     "write_bytes_atomic",
     "write_manifest",
     "write_parquet_atomic",
+    "write_parquet_chunks_atomic",
 ]

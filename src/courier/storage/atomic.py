@@ -22,7 +22,7 @@ import hashlib
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -146,6 +146,38 @@ def write_parquet_atomic(
             f"could not read back {path} after writing it: {_describe(exc)}"
         ) from exc
     return FileInfo(name=path.name, bytes=size, rows=table.num_rows, sha256=digest)
+
+
+def write_parquet_chunks_atomic(
+    path: Path,
+    schema: pa.Schema,
+    chunks: Iterable[pa.Table],
+    *,
+    compression: str = "zstd",
+) -> FileInfo:
+    """Stream ``chunks`` (each becomes one row group) into one Parquet file, atomically.
+
+    Memory holds one chunk at a time. The bytes are deterministic for the same
+    chunks, so callers that need reproducible files pass fixed-size chunks.
+    """
+    rows = 0
+
+    def fill(f: BinaryIO) -> None:
+        nonlocal rows
+        with pq.ParquetWriter(f, schema, compression=compression, write_statistics=True) as w:
+            for chunk in chunks:
+                w.write_table(chunk, row_group_size=max(1, chunk.num_rows))
+                rows += chunk.num_rows
+
+    _write_atomic(path, fill)
+    try:
+        size = path.stat().st_size
+        digest = sha256_file(path)
+    except OSError as exc:
+        raise StorageError(
+            f"could not read back {path} after writing it: {_describe(exc)}"
+        ) from exc
+    return FileInfo(name=path.name, bytes=size, rows=rows, sha256=digest)
 
 
 def sha256_file(path: Path) -> str:
