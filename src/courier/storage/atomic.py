@@ -138,14 +138,7 @@ def write_parquet_atomic(
         )
 
     _write_atomic(path, fill)
-    try:
-        size = path.stat().st_size
-        digest = sha256_file(path)
-    except OSError as exc:
-        raise StorageError(
-            f"could not read back {path} after writing it: {_describe(exc)}"
-        ) from exc
-    return FileInfo(name=path.name, bytes=size, rows=table.num_rows, sha256=digest)
+    return _file_info(path, table.num_rows)
 
 
 def write_parquet_chunks_atomic(
@@ -170,6 +163,11 @@ def write_parquet_chunks_atomic(
                 rows += chunk.num_rows
 
     _write_atomic(path, fill)
+    return _file_info(path, rows)
+
+
+def _file_info(path: Path, rows: int) -> FileInfo:
+    """Name, size and checksum of a file just written (read back from disk)."""
     try:
         size = path.stat().st_size
         digest = sha256_file(path)
