@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -19,19 +20,17 @@ import click
 )
 @click.pass_obj
 def tail(
-    obj: object, patterns: tuple[str, ...], gateway_url: str | None, state_dir: Path | None
+    obj: Any, patterns: tuple[str, ...], gateway_url: str | None, state_dir: Path | None
 ) -> None:
     """Follow JSON-lines files (globs, quoted) and deliver every line to the gateway once.
 
     Each line is {"type", "id"?, "time"?, "data"}; lines without an id get a
     deterministic one. Survives rotation (rename and copytruncate) and restarts.
     """
-    from courier.cli.main import _Ctx
     from courier.tailer import Tailer, TailerSettings
     from courier.tailer.tailer import glob_patterns
 
-    assert isinstance(obj, _Ctx)
-    s = obj.settings()
+    s = obj.settings()  # the group's _Ctx (also when run as ``python -m courier.cli.main``)
     settings = TailerSettings(
         patterns=glob_patterns(patterns),
         state_dir=state_dir or s.data_dir / "_tailer",

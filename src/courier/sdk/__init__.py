@@ -8,7 +8,13 @@ with Producer(spool_dir="/var/spool/myapp", gateway_url="http://gateway:8080") a
 ```
 """
 
-from courier.sdk.delivery import DeliveryPolicy, DeliveryStopped, EventRejection, GatewayClient
+from courier.sdk.delivery import (
+    DeliveryPolicy,
+    DeliveryStopped,
+    EventRejection,
+    GatewayClient,
+    MemoryDeliverer,
+)
 from courier.sdk.producer import (
     AsyncProducer,
     Producer,
@@ -25,6 +31,7 @@ __all__ = [
     "DeliveryStopped",
     "EventRejection",
     "GatewayClient",
+    "MemoryDeliverer",
     "Producer",
     "ProducerSettings",
     "ProducerStats",

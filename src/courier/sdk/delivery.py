@@ -238,3 +238,26 @@ def _error_message(resp: httpx.Response) -> str:
     if isinstance(doc, dict) and "error" in doc:
         return str(doc["error"])
     return resp.text[:500]
+
+
+class MemoryDeliverer:
+    """In-memory stand-in for :class:`GatewayClient` (for unit tests of code above it).
+
+    Keeps every delivered event; ``reject`` decides per event (a reason, or None to accept).
+    """
+
+    def __init__(self, reject: Callable[[bytes], str | None] | None = None) -> None:
+        self.events: list[bytes] = []
+        self.batches = 0
+        self._reject = reject
+
+    def deliver(self, events: Sequence[bytes]) -> list[EventRejection]:
+        self.batches += 1
+        out = []
+        for i, e in enumerate(events):
+            reason = self._reject(e) if self._reject is not None else None
+            if reason is None:
+                self.events.append(e)
+            else:
+                out.append(EventRejection(i, reason, 200))
+        return out
