@@ -378,7 +378,7 @@ def audit_type(
                         "late",
                         f"closed {b.close_delay_secs:.1f}s after its end, "
                         f"{b.late_by_secs:.1f}s later than the {view.settings.tier} tier's "
-                        f"{slo:.0f}s",
+                        f"{slo:g}s",
                         b.late_by_secs,
                     )
                 )
@@ -399,7 +399,7 @@ def audit_type(
                     Problem(
                         "late",
                         f"still open {b.open_for_secs:.1f}s after its end, "
-                        f"{b.late_by_secs:.1f}s past the {view.settings.tier} tier's {slo:.0f}s",
+                        f"{b.late_by_secs:.1f}s past the {view.settings.tier} tier's {slo:g}s",
                         b.late_by_secs,
                     )
                 )

@@ -18,7 +18,9 @@ h1 { font-size: 1.3em; margin: 0 0 .3em; }
 .meta { color: #666; margin-bottom: 1em; }
 table.grid { border-collapse: separate; border-spacing: 3px; }
 table.grid th { font-weight: normal; color: #555; font-size: 11px; text-align: left; }
-table.grid th.col { writing-mode: vertical-rl; transform: rotate(180deg); height: 5.5em; }
+table.grid th.col { writing-mode: vertical-rl; transform: rotate(180deg); height: 4.5em;
+  white-space: nowrap; }
+.legend { margin-bottom: .8em; }
 td.type { padding-right: .8em; white-space: nowrap; }
 td.type .stats { color: #666; font-size: 11px; }
 td.cell { width: 22px; height: 22px; border-radius: 3px; cursor: pointer; text-align: center;
@@ -73,7 +75,7 @@ function render() {
   const stats = {};
   for (const t of types) stats[t.type] = t;
   const head = ["<tr><th></th>"];
-  for (const iso of grid.starts_iso) head.push('<th class="col">' + iso.slice(5, 19) + "</th>");
+  for (const iso of grid.starts_iso) head.push('<th class="col">' + iso.slice(11, 19) + "</th>");
   head.push("</tr>");
   const rows = [];
   for (const row of grid.rows) {
