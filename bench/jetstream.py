@@ -1,7 +1,7 @@
 """The raw JetStream ceiling: pre-built messages published straight to a stream.
 
 The reference the end-to-end figure is compared with (DESIGN §5, §11): the same
-server (``sync_interval: always``), messages of ``events × event_bytes`` bytes
+server (``sync_interval: always``), messages of ``events * event_bytes`` bytes
 with a ``Nats-Msg-Id`` each, as the gateway sends them, and enough publishes in
 flight to let the server group its fsyncs. This module talks to nats-py
 directly on purpose: it measures the transport without Courier.
@@ -95,8 +95,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--event-bytes", type=int, default=360)
     p.add_argument("--in-flight", type=int, default=64)
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="courier-bench-raw-") as tmp:
-        with EmbeddedNats(Path(tmp) / "nats", port=0) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="courier-bench-raw-") as tmp,
+        EmbeddedNats(Path(tmp) / "nats", port=0) as server,
+    ):
+        if True:
             summary = asyncio.run(
                 raw_ceiling(
                     server.url,

@@ -21,7 +21,26 @@ from pathlib import Path
 
 #: The example types (src/courier/examples/schemas) the generator knows how to fill.
 BASE_TYPES = ("PlaySong", "Search", "AdImpression")
-_WORDS = ["rock", "jazz", "indie", "live", "remaster", "acoustic", "chill", "focus", "workout", "party", "sleep", "summer", "classic", "vinyl", "deluxe", "edit", "remix", "radio"]
+_WORDS = [
+    "rock",
+    "jazz",
+    "indie",
+    "live",
+    "remaster",
+    "acoustic",
+    "chill",
+    "focus",
+    "workout",
+    "party",
+    "sleep",
+    "summer",
+    "classic",
+    "vinyl",
+    "deluxe",
+    "edit",
+    "remix",
+    "radio",
+]
 _COUNTRIES = ("SE", "US", "DE", "BR", "JP", "GB", "FR", "IN", None)
 _DEVICES = ("PHONE", "DESKTOP", "WEB", "TV")
 

@@ -1,0 +1,165 @@
+"""The writer alone, draining a pre-filled stream.
+
+1. an embedded NATS (``sync_interval: always``) with PlaySong provisioned;
+2. fill its stream with gateway-style messages (``--events-per-message``
+   events of ≈``--event-bytes``) for ``--duration`` seconds or ``--events``
+   events, whichever comes first;
+3. start ``courier writer`` as a child process and time until its consumer's
+   ack floor reaches the last message; peak RSS sampled meanwhile;
+4. read the staging files: ``lost`` = published ids not staged, ``duplicated``
+   = ids staged more than once (a redelivery would cause some; none expected).
+
+``python -m bench.writer --duration 30``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from bench._data import compiled_example, stored_bodies
+from bench._nats import bench_settings, provision, settings_env
+from bench._report import emit
+from bench._stack import RssSampler
+from courier.gateway import EVENTS_HEADER, SCHEMA_VERSION_HEADER
+from courier.transport import EmbeddedNats, Transport
+
+TYPE = "PlaySong"
+
+
+async def fill(
+    nats_url: str, max_events: int, duration_secs: float, per_message: int, event_bytes: int
+) -> tuple[int, int, float]:
+    """Publish messages until either limit; returns (events, last seq, seconds)."""
+    compiled = compiled_example(TYPE)
+    bodies = stored_bodies(compiled, 64, per_message, event_bytes)
+    transport = await Transport.connect(nats_url)
+    events = 0
+    last_seq = 0
+    i = 0
+    run = time.time_ns()
+    started = time.monotonic()
+    end = started + duration_secs
+    try:
+
+        async def worker(w: int) -> None:
+            nonlocal events, last_seq, i
+            while events < max_events and time.monotonic() < end:
+                n = i
+                i += 1
+                body, ids = bodies[n % len(bodies)]
+                rnd = n // len(bodies)
+                if rnd:  # fresh ids: a new id prefix per round over the templates
+                    prefix = ids[0][:24]
+                    fresh = f"{prefix[:19]}{8 + ((rnd >> 12) & 3):x}{rnd & 0xFFF:03x}-"
+                    body = body.replace(prefix.encode(), fresh.encode())
+                res = await transport.publish_events(
+                    TYPE,
+                    body,
+                    msg_id=f"bench-{run}-{n}",
+                    headers={SCHEMA_VERSION_HEADER: "1", EVENTS_HEADER: str(len(ids))},
+                    timeout_secs=30,
+                )
+                events += len(ids)
+                last_seq = max(last_seq, res.seq)
+
+        await asyncio.gather(*(worker(w) for w in range(32)))
+    finally:
+        await transport.close()
+    return events, last_seq, time.monotonic() - started
+
+
+async def wait_drained(
+    nats_url: str, last_seq: int, timeout_secs: float, proc: subprocess.Popen[bytes]
+) -> float:
+    transport = await Transport.connect(nats_url)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout_secs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"courier writer exited with code {proc.returncode}")
+            progress = await transport.progress(TYPE)
+            if progress.ack_floor_seq >= last_seq:
+                return time.monotonic() - started
+            await asyncio.sleep(0.1)
+    finally:
+        await transport.close()
+    raise RuntimeError(f"the writer did not drain {last_seq} messages in {timeout_secs}s")
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="courier-bench-writer-") as tmp:
+        root = Path(tmp)
+        with EmbeddedNats(root / "nats", port=0) as server:
+            settings = bench_settings(root, server.url)
+            asyncio.run(provision(settings, root, 1))
+            events, last_seq, fill_secs = asyncio.run(
+                fill(
+                    server.url,
+                    args.events,
+                    args.duration,
+                    args.events_per_message,
+                    args.event_bytes,
+                )
+            )
+            env = {**os.environ, **settings_env(settings)}
+            with open(root / "writer.log", "wb") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "courier.cli.main", "writer"],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                with RssSampler(proc.pid, 0.2) as rss:
+                    drain_secs = asyncio.run(wait_drained(server.url, last_seq, 300, proc))
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        files = sorted((root / "data" / "_staging" / TYPE).rglob("*.parquet"))
+        ids = [pq.read_table(f, columns=["id"]).column("id") for f in files]
+        staged = sum(len(c) for c in ids)
+        distinct = (
+            len(pc.unique(pa.chunked_array([ch for c in ids for ch in c.chunks]))) if ids else 0
+        )
+        staged_mb = sum(f.stat().st_size for f in files) / 1e6
+    return {
+        "writer_events_per_s": round(events / drain_secs, 1),
+        "writer_messages_per_s": round(last_seq / drain_secs, 1),
+        "drain_secs": round(drain_secs, 3),
+        "events": events,
+        "fill_events_per_s": round(events / fill_secs, 1),
+        "staging_files": len(files),
+        "staging_mb": round(staged_mb, 1),
+        "writer_rss_mib": round(rss.peak_mib.get("writer", 0.0), 1),
+        "lost": events - distinct,
+        "duplicated": staged - distinct,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.writer", description=__doc__)
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of filling at most")
+    p.add_argument("--events", type=int, default=4_000_000, help="events to fill at most")
+    p.add_argument("--events-per-message", type=int, default=100)
+    p.add_argument("--event-bytes", type=int, default=360)
+    emit("writer alone", run(p.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The benchmark scripts keep working: a few seconds of each, tiny volumes, no timing asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _last_json(*argv: str) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.timeout(120)
+def test_the_end_to_end_bench_delivers_every_acked_event_exactly_once():
+    out = _last_json(
+        "bench.e2e",
+        *("--duration", "2", "--bucket-width-secs", "2", "--grace-secs", "1"),
+        *("--closer-rows", "5000", "--raw-duration", "1", "--concurrency", "8"),
+    )
+    assert out["lost"] == 0 and out["duplicated"] == 0 and out["unexpected"] == 0
+    assert out["acked_events"] and out["e2e_events_per_s"] and out["raw_jetstream_events_per_s"]
+
+
+@pytest.mark.timeout(120)
+def test_the_component_benches_run_and_lose_nothing():
+    gateway = _last_json("bench.gateway", "--duration", "2", "--concurrency", "8")
+    writer = _last_json("bench.writer", "--duration", "2", "--events", "20000")
+    closer = _last_json("bench.closer", "--rows", "20000")
+    for out in (gateway, writer, closer):
+        assert out["lost"] == 0 and out["duplicated"] == 0
