@@ -71,7 +71,7 @@ def _send_rate(spool: Path, url: str, policy: str, events: int, threads: int, fl
 
     def work() -> None:
         for i in range(per_thread):
-            p.send("PlaySong", _DATA, time=1.0 + i)
+            p.send("PlaySong", _DATA)
 
     started = time.perf_counter()
     workers = [threading.Thread(target=work) for _ in range(threads)]

@@ -61,7 +61,7 @@ class ProducerSettings(BaseModel):
     #: ``always``: fsync before ``send`` returns (group commit); ``interval``: every
     #: ``fsync_interval_ms`` (a power failure loses at most that); ``never``: the OS decides.
     fsync: FsyncPolicy = "interval"
-    fsync_interval_ms: int = 200
+    fsync_interval_ms: int = 1000
     max_spool_bytes: int = 1024 * MIB
     segment_bytes: int = 16 * MIB
     #: When the spool is full: ``block`` up to ``full_timeout_secs`` then raise, or ``raise`` at once.

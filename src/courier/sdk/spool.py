@@ -158,7 +158,7 @@ class Spool:
         directory: Path | str,
         *,
         fsync: FsyncPolicy = "interval",
-        fsync_interval_ms: int = 200,
+        fsync_interval_ms: int = 1000,
         segment_bytes: int = 16 * 1024 * 1024,
         max_spool_bytes: int = 1024 * 1024 * 1024,
     ) -> None:
