@@ -70,7 +70,7 @@ def _send_rate(spool: Path, url: str, policy: str, events: int, threads: int, fl
     per_thread = events // threads
 
     def work() -> None:
-        for i in range(per_thread):
+        for _ in range(per_thread):
             p.send("PlaySong", _DATA)
 
     started = time.perf_counter()
