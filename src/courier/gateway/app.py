@@ -218,6 +218,7 @@ def create_app(
                         interval_secs=settings.audit.gateway_flush_interval_secs,
                         retention_secs=settings.audit.retention_secs,
                         stop=stop_flushing,
+                        connected=lambda: service.sink.is_connected,
                     )
                 )
                 if tally is not None and store is not None
