@@ -214,7 +214,12 @@ class Transport:
             log.warning(
                 "flushing before close failed: %s; unacked messages will be redelivered", exc
             )
-        await self.nc.close()
+        try:
+            await self.nc.close()
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            # nats-py can raise while closing a connection that is reconnecting with
+            # requests queued; the connection is gone either way.
+            log.warning("closing the NATS connection: %s", exc)
 
     # -- publishing -------------------------------------------------------------
 
