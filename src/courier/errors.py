@@ -105,3 +105,37 @@ class UnsupportedMediaError(RequestError):
     """The Content-Type or Content-Encoding is not one the gateway accepts."""
 
     status = 415
+
+
+class RequestTimeoutError(RequestError):
+    """The request body did not arrive within the body-read deadline (slow client)."""
+
+    status = 408
+
+
+class UnauthorizedError(RequestError):
+    """No API key, or one the gateway does not know; nothing in the request was accepted."""
+
+    status = 401
+
+
+class ForbiddenError(RequestError):
+    """The API key is valid but may not do this (send an event type, use an admin route)."""
+
+    status = 403
+
+
+class RateLimitedError(RequestError):
+    """The API key sent more events than its rate limit allows; retry after ``retry_after_secs``."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after_secs: int) -> None:
+        super().__init__(message)
+        self.retry_after_secs = retry_after_secs
+
+
+class ConflictError(RequestError):
+    """The request conflicts with the current state (an incompatible schema change)."""
+
+    status = 409

@@ -9,6 +9,7 @@ size carries its unit in its name.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,10 @@ class GatewaySettings(_Section):
     retry_after_secs: int = 2
     #: How often the schema registry is re-read from KV.
     registry_refresh_secs: float = 2.0
+    #: Deadline for receiving a whole request body; a slower (slow-loris) body gets 408.
+    body_read_timeout_secs: float = 30.0
+    #: An idle keep-alive connection is closed after this long (uvicorn ``timeout_keep_alive``).
+    idle_timeout_secs: float = 5.0
 
 
 class WriterSettings(_Section):
@@ -140,6 +145,59 @@ class AuditSettings(_Section):
         }[tier]
 
 
+_SHA256_HEX = r"^[0-9a-f]{64}$"
+_TYPE_OR_ALL = r"^(\*|[A-Z][A-Za-z0-9_]{0,63})$"
+
+
+class ApiKeySettings(_Section):
+    """One API key: its name (for logs and metrics), the SHA-256 of the key, what it may send.
+
+    Make one with ``courier keys new --name N --types A,B``.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    #: Lowercase hex SHA-256 of the key; the key itself is never stored.
+    sha256: str = Field(pattern=_SHA256_HEX)
+    #: Event types the key may send; ``*`` = all.
+    types: tuple[str, ...] = ("*",)
+    #: This key's rate limit; None = the ``[auth]`` default.
+    events_per_sec: float | None = Field(default=None, gt=0)
+    burst_events: int | None = Field(default=None, gt=0)
+
+    @field_validator("types")
+    @classmethod
+    def _types_are_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [t for t in v if not re.match(_TYPE_OR_ALL, t)]
+        if bad:
+            raise ValueError(f"not event type names (or *): {', '.join(map(repr, bad))}")
+        return v
+
+
+class AuthSettings(_Section):
+    """API keys (DESIGN §8). No keys and no admin key = auth off (local demo only)."""
+
+    keys: tuple[ApiKeySettings, ...] = ()
+    #: Lowercase hex SHA-256 of the admin key (schema changes, repair, dashboard).
+    admin_key_sha256: str | None = Field(default=None, pattern=_SHA256_HEX)
+    #: Default per-key rate limit (token bucket refill); None = unlimited.
+    events_per_sec: float | None = Field(default=None, gt=0)
+    #: Default token bucket size: events a key may send at once after being idle.
+    burst_events: int = Field(default=20_000, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys) or self.admin_key_sha256 is not None
+
+    @field_validator("keys")
+    @classmethod
+    def _names_and_hashes_unique(cls, v: tuple[ApiKeySettings, ...]) -> tuple[ApiKeySettings, ...]:
+        for what, values in (("name", [k.name for k in v]), ("sha256", [k.sha256 for k in v])):
+            dupes = sorted({x for x in values if values.count(x) > 1})
+            if dupes:
+                raise ValueError(f"API keys share a {what}: {', '.join(dupes)}")
+        return v
+
+
 class DashboardSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8090
@@ -173,6 +231,7 @@ class Settings(BaseSettings):
     closer: CloserSettings = Field(default_factory=CloserSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @field_validator("bucket_width_secs")
     @classmethod
@@ -247,7 +306,11 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
             overrides = _deep_merge(base, overrides)
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(f"invalid settings: {exc}") from exc
+        # Without the input values: a key pasted where its hash belongs must not be echoed.
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
     finally:
         if config is not None:
             if old is None:

@@ -19,8 +19,8 @@ from courier.transport.kv import MemoryKeyValue
 
 @pytest.fixture
 def gateway_settings(tmp_path: Path) -> Callable[..., Settings]:
-    def _make(**gateway: Any) -> Settings:
-        return load_settings(data_dir=tmp_path / "data", gateway=gateway)
+    def _make(auth: dict[str, Any] | None = None, **gateway: Any) -> Settings:
+        return load_settings(data_dir=tmp_path / "data", gateway=gateway, auth=auth)
 
     return _make
 

@@ -7,29 +7,42 @@ import contextlib
 import datetime as dt
 import importlib.util
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from courier.audit.gateway import GatewayTally
 from courier.audit.store import AuditStore
-from courier.errors import CourierError, RequestError, SchemaError, TransportError
+from courier.auth import KeyRing, Principal
+from courier.errors import (
+    CourierError,
+    ForbiddenError,
+    RequestError,
+    SchemaError,
+    TransportError,
+)
+from courier.gateway.admin import Provision, apply_schema
 from courier.gateway.body import body_format, content_encoding, read_body
+from courier.gateway.ingest import DecodedBatch
 from courier.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from courier.gateway.metrics import GatewayMetrics
 from courier.gateway.openapi import openapi_document
 from courier.gateway.publisher import EventSink, NatsSink
+from courier.gateway.ratelimit import RateLimiter
 from courier.gateway.service import EventService
+from courier.model import INVALID_TYPE
 from courier.schema import Registry, record_to_json
 from courier.settings import Settings
 from courier.transport.client import Transport
 from courier.transport.names import AUDIT_KV, SCHEMAS_KV
+from courier.transport.provision import provision_type
 
 log = logging.getLogger("courier.gateway")
 
@@ -46,6 +59,21 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return _json({"error": message}, status, headers)
 
 
+def _refused(exc: RequestError) -> Response:
+    """The answer to a request refused as a whole (4xx), with the headers its status needs."""
+    headers = {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    retry_after = getattr(exc, "retry_after_secs", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return _error(exc.status, str(exc), headers)
+
+
+async def _no_provisioning(event_type: str) -> None:
+    """Without a transport (tests over MemorySink) there are no streams to provision."""
+
+
 class _Gateway:
     """What the routes need; filled by the lifespan (None until started)."""
 
@@ -54,6 +82,9 @@ class _Gateway:
         self.metrics = GatewayMetrics()
         self.service: EventService | None = None
         self.openapi = _encode(openapi_document(settings.gateway))
+        self.keyring = KeyRing(settings.auth)
+        self.limiter = RateLimiter()
+        self.provision: Provision = _no_provisioning
 
     def unavailable(self, what: str) -> Response:
         retry = str(self.settings.gateway.retry_after_secs)
@@ -76,20 +107,27 @@ class _Gateway:
     async def _post_events(self, request: Request, received_at: dt.datetime) -> Response:
         limits = self.settings.gateway
         try:
+            principal = self.keyring.identify(request.headers)  # 401 before anything else
             fmt = body_format(request.headers.get("content-type"))
             encoding = content_encoding(request.headers.get("content-encoding"))
             if self.service is None:
                 return self.unavailable("the gateway is starting")
             self.service.check_available()
+            self.limiter.check(principal)  # an empty bucket costs no body read
             body = await read_body(
                 request.stream(),
                 content_length=request.headers.get("content-length"),
                 encoding=encoding,
                 max_body_bytes=limits.max_body_bytes,
+                timeout_secs=limits.body_read_timeout_secs,
             )
-            result = await self.service.ingest(body, fmt, received_at)
+            result = await self.service.ingest(
+                body, fmt, received_at, admit=lambda batch: self._admit(principal, batch)
+            )
         except RequestError as exc:
-            return _error(exc.status, str(exc))
+            return _refused(exc)
+        except ClientDisconnect:
+            return _error(400, "the client disconnected before sending the whole body")
         except TransportError as exc:
             return self.unavailable(f"events could not be stored: {exc}")
         rejected = [
@@ -99,6 +137,19 @@ class _Gateway:
             for r in result.rejections
         ]
         return _json({"accepted": result.accepted, "rejected": rejected})
+
+    def _admit(self, principal: Principal, batch: DecodedBatch) -> None:
+        """Refuse a whole batch holding a type the key may not send (403), or over its rate."""
+        if principal.types is not None:
+            sent = [*batch.valid, *(r.event_type for r in batch.rejections if r.event_type)]
+            forbidden = principal.forbidden_types(sent)
+            if forbidden:
+                names = ", ".join(repr(t[:64]) for t in forbidden[:10])
+                raise ForbiddenError(
+                    f"API key {principal.name!r} may not send event type(s) {names}; "
+                    "nothing was accepted"
+                )
+        self.limiter.charge(principal, batch.accepted + len(batch.rejections))
 
     async def healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -120,6 +171,10 @@ class _Gateway:
         return Response(self.openapi, media_type="application/json")
 
     async def list_schemas(self, request: Request) -> Response:
+        try:
+            self.keyring.identify(request.headers)
+        except RequestError as exc:
+            return _refused(exc)
         if self.service is None:
             return self.unavailable("the gateway is starting")
         try:
@@ -130,6 +185,10 @@ class _Gateway:
 
     async def get_schema(self, request: Request) -> Response:
         name = request.path_params["type"]
+        try:
+            self.keyring.identify(request.headers)
+        except RequestError as exc:
+            return _refused(exc)
         if self.service is None:
             return self.unavailable("the gateway is starting")
         try:
@@ -139,6 +198,30 @@ class _Gateway:
         if record is None:
             return _error(404, f"event type {name!r} is not registered; see GET /v1/schemas")
         return _json(record_to_json(record))
+
+    async def put_schema(self, request: Request) -> Response:
+        """Register a type or a new schema version (admin key; see gateway/admin.py)."""
+        name = request.path_params["type"]
+        try:
+            self.keyring.require_admin(request.headers)
+            if self.service is None:
+                return self.unavailable("the gateway is starting")
+            body = await read_body(
+                request.stream(),
+                content_length=request.headers.get("content-length"),
+                encoding="identity",
+                max_body_bytes=self.settings.gateway.max_body_bytes,
+                timeout_secs=self.settings.gateway.body_read_timeout_secs,
+            )
+            result = await apply_schema(self.service.registry, name, body, self.provision)
+            await self.service.refresh()
+        except RequestError as exc:
+            return _refused(exc)
+        except ClientDisconnect:
+            return _error(400, "the client disconnected before sending the whole body")
+        except TransportError as exc:
+            return self.unavailable(f"the schema registry cannot be written: {exc}")
+        return _json({"name": result.name, "action": result.action, "version": result.version})
 
 
 async def _refresh_forever(service: EventService, interval_secs: float) -> None:
@@ -172,6 +255,27 @@ async def _audit_tally(
     return GatewayTally(settings.bucket_width_secs), AuditStore(kv)
 
 
+def _provisioner(settings: Settings, transport: Transport) -> Provision:
+    async def provision(event_type: str) -> None:
+        for name in (INVALID_TYPE, event_type):
+            await provision_type(transport, settings, name)
+
+    return provision
+
+
+def _warn_if_open(settings: Settings) -> None:
+    """Say once, at start, that anyone who reaches the gateway may use it."""
+    if settings.auth.enabled:
+        return
+    log.warning(
+        "auth is off: no API keys are configured, so anyone who can reach %s:%s may send "
+        "events and change schemas; configure [auth] keys (courier keys new) before "
+        "binding to anything but 127.0.0.1",
+        settings.gateway.host,
+        settings.gateway.port,
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -200,6 +304,8 @@ def create_app(
             if the_registry is None:
                 assert transport is not None
                 the_registry = Registry(await transport.key_value(SCHEMAS_KV))
+            if transport is not None:
+                gw.provision = _provisioner(settings, transport)
             tally, store = await _audit_tally(settings, transport)
             service = EventService(settings, the_sink, the_registry, gw.metrics, tally=tally)
             try:
@@ -225,6 +331,7 @@ def create_app(
                 else None
             )
             log.info("gateway started on %s:%s", settings.gateway.host, settings.gateway.port)
+            _warn_if_open(settings)
             try:
                 yield
             finally:
@@ -245,6 +352,7 @@ def create_app(
         Route("/v1/events", gw.post_events, methods=["POST"]),
         Route("/v1/schemas", gw.list_schemas, methods=["GET"]),
         Route("/v1/schemas/{type}", gw.get_schema, methods=["GET"]),
+        Route("/v1/schemas/{type}", gw.put_schema, methods=["PUT"]),
         Route("/healthz", gw.healthz, methods=["GET"]),
         Route("/readyz", gw.readyz, methods=["GET"]),
         Route("/metrics", gw.metrics_route, methods=["GET"]),
@@ -253,6 +361,26 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gw
     return app
+
+
+def uvicorn_config(settings: Settings, app: Starlette) -> Any:
+    """The uvicorn Config the gateway runs with: host, idle timeout, no access log."""
+    import uvicorn
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    return uvicorn.Config(
+        app,
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        loop=loop,
+        # Access logs would carry URLs and client addresses per request; never keys
+        # or payloads, but per-request lines are not what Courier logs (STYLE 8).
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        server_header=False,
+        timeout_keep_alive=max(1, round(settings.gateway.idle_timeout_secs)),
+    )
 
 
 def serve(settings: Settings) -> None:
@@ -265,14 +393,7 @@ def serve(settings: Settings) -> None:
             "(run several gateways behind a load balancer instead)",
             settings.gateway.workers,
         )
-    loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
-    uvicorn.run(
-        create_app(settings),
-        host=settings.gateway.host,
-        port=settings.gateway.port,
-        loop=loop,
-        access_log=False,
-        log_config=None,
-        lifespan="on",
-        server_header=False,
-    )
+    server = uvicorn.Server(uvicorn_config(settings, create_app(settings)))
+    server.run()
+    if not server.started:
+        sys.exit(3)  # what uvicorn.run does: a failed start is not a clean exit

@@ -9,6 +9,7 @@ output beyond the limit).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import zlib
 from collections.abc import AsyncIterator
@@ -16,7 +17,12 @@ from enum import Enum
 
 import zstandard
 
-from courier.errors import MalformedRequestError, RequestTooLargeError, UnsupportedMediaError
+from courier.errors import (
+    MalformedRequestError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    UnsupportedMediaError,
+)
 
 
 class BodyFormat(Enum):
@@ -66,8 +72,13 @@ async def read_body(
     content_length: str | None,
     encoding: str,
     max_body_bytes: int,
+    timeout_secs: float | None = None,
 ) -> bytes:
-    """Read and decompress a request body, enforcing ``max_body_bytes`` on both sides."""
+    """Read and decompress a request body, enforcing ``max_body_bytes`` on both sides.
+
+    The whole body must arrive within ``timeout_secs`` (RequestTimeoutError, 408):
+    a client trickling bytes (slow loris) cannot hold a request open for longer.
+    """
     too_big = RequestTooLargeError(
         f"request body is larger than {max_body_bytes} bytes; split the batch into smaller ones"
     )
@@ -80,6 +91,24 @@ async def read_body(
             ) from None
         if declared > max_body_bytes:
             raise too_big
+    try:
+        async with asyncio.timeout(timeout_secs):
+            raw = await _read_raw(chunks, max_body_bytes, too_big)
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {timeout_secs:g}s; "
+            "send it faster or in smaller batches"
+        ) from None
+    if encoding == "gzip":
+        return _gunzip(raw, max_body_bytes)
+    if encoding == "zstd":
+        return _unzstd(raw, max_body_bytes)
+    return raw
+
+
+async def _read_raw(
+    chunks: AsyncIterator[bytes], max_body_bytes: int, too_big: RequestTooLargeError
+) -> bytes:
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks:
@@ -87,12 +116,7 @@ async def read_body(
         if size > max_body_bytes:
             raise too_big
         parts.append(chunk)
-    raw = b"".join(parts)
-    if encoding == "gzip":
-        return _gunzip(raw, max_body_bytes)
-    if encoding == "zstd":
-        return _unzstd(raw, max_body_bytes)
-    return raw
+    return b"".join(parts)
 
 
 def _decompressed_too_big(limit: int) -> RequestTooLargeError:

@@ -2,7 +2,8 @@
 
 Protocol of :meth:`EventService.ingest` (the 2xx promise of DESIGN G1):
 
-1. validate the whole batch against one registry snapshot;
+1. validate the whole batch against one registry snapshot; the caller's
+   ``admit`` check may then refuse it whole (API key types, rate limit);
 2. fill missing ids, encode each type's valid events in the stored form
    (all stamped with the one ``received_at`` of the request) and the
    rejected ones as events of ``_invalid``;
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -98,12 +100,25 @@ class EventService:
         )
         return True
 
-    async def ingest(self, body: bytes, fmt: BodyFormat, received_at: dt.datetime) -> IngestResult:
-        """Store a batch; return once every event (valid or rejected) is stored."""
+    async def ingest(
+        self,
+        body: bytes,
+        fmt: BodyFormat,
+        received_at: dt.datetime,
+        admit: Callable[[DecodedBatch], None] | None = None,
+    ) -> IngestResult:
+        """Store a batch; return once every event (valid or rejected) is stored.
+
+        ``admit`` sees the validated batch before anything is stored and may
+        refuse it whole by raising (a RequestError: 403 for a type the API key
+        may not send, 429 over its rate limit).
+        """
         self.check_available()
         snapshot = self._snapshot
         assert snapshot is not None
         batch = snapshot.validator.decode(body, fmt)  # step 1
+        if admit is not None:
+            admit(batch)
         submissions = []
         for name, events in batch.valid.items():  # step 2
             compiled = snapshot.types[name]
