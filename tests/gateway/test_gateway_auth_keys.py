@@ -186,3 +186,26 @@ def test_gateway_auth_settings_refuse_a_raw_key_where_its_hash_belongs_without_e
     assert key not in str(info.value)
     with pytest.raises(ConfigError, match="not event type names"):
         load_settings(auth={"keys": [{"name": "k", "sha256": "0" * 64, "types": ["a b"]}]})
+
+
+def test_gateway_auth_courier_keys_new_prints_a_key_once_and_the_settings_that_accept_it(
+    tmp_path,
+):
+    import re
+
+    from click.testing import CliRunner
+
+    from courier.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["keys", "new", "--name", "web", "--types", "PlaySong,Search"])
+    assert out.exit_code == 0, out.output
+    key = re.search(r"ck_\S+", out.output).group(0)
+    entry = out.output.strip().splitlines()[-1]
+    assert key not in entry
+    config = tmp_path / "courier.toml"
+    config.write_text(f"[auth]\nkeys = [{entry}]\n")
+    principal = KeyRing(load_settings(config).auth).identify(bearer(key))
+    assert principal.name == "web"
+    assert principal.types == {"PlaySong", "Search"}
+    bad = CliRunner().invoke(cli, ["keys", "new", "--name", "web", "--types", "not a type"])
+    assert bad.exit_code != 0
