@@ -204,3 +204,14 @@ async def test_the_invalid_type_cannot_be_sent_directly(gateway, sink):
     event = {"type": "_invalid", "data": {"error": "x", "index": 0, "raw": ""}}
     r = await gateway.post(batch(event))
     assert r.json()["rejected"][0]["error"] == "unknown event type '_invalid'"
+
+
+async def test_a_lone_surrogate_escape_rejects_its_event_alone(gateway, sink):
+    # JSON.stringify and json.dumps write a cut emoji as "\ud83d": valid JSON text, not Unicode.
+    cut = b'{"type":"PlaySong","id":"cut","data":{"track_id":"\\ud83d","ms_played":1}}'
+    emoji = b'{"type":"PlaySong","id":"ok","data":{"track_id":"\\ud83d\\ude00","ms_played":1}}'
+    r = await gateway.post(b'{"events":[' + emoji + b"," + cut + b"]}")
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 1
+    assert [x["id"] for x in r.json()["rejected"]] == ["cut"]
+    assert stored(sink, "PlaySong")[0]["data"]["track_id"] == "\U0001f600"

@@ -30,6 +30,17 @@ REJECT_REASONS: tuple[RejectReason, ...] = ("invalid", "unknown_type", "too_larg
 
 _SENT_AT = Optional[Annotated[dt.datetime, msgspec.Meta(tz=True)]]  # noqa: UP045
 _LINE_BREAKS = re.compile(rb"\s*\n\s*")
+#: A ``\uD800``-``\uDFFF`` escape that is not half of a pair (after an even run of
+#: backslashes, so ``\\ud800`` is left alone). JSON's grammar allows it, but it is
+#: not Unicode, and msgspec refuses the whole document over it.
+_LONE_SURROGATE = re.compile(
+    rb"(?<!\\)((?:\\\\)*)"
+    rb"(\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+#: What a lone surrogate escape becomes: a byte that is never valid UTF-8, so the
+#: event holding it is rejected alone like any event with invalid UTF-8.
+_NOT_UTF8 = b"\xff"
 
 
 class _RawBatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -110,25 +121,34 @@ class Validator:
             except UnicodeDecodeError:
                 pass  # invalid UTF-8 inside some event: diagnose each below
             except msgspec.DecodeError as exc:
-                raise MalformedRequestError(f"request body is not valid JSON: {exc}") from exc
+                if _LONE_SURROGATE.search(body) is None:
+                    raise MalformedRequestError(f"request body is not valid JSON: {exc}") from exc
+                # else: reject the events holding lone surrogates alone, below
             else:
                 self._check_count(len(batch.events))
                 if len(body) <= self._limits.max_event_bytes or not self._any_too_large(body):
                     return self._group(batch.events, batch.sent_at)
         check_depth(body, self._limits.max_json_depth)
-        try:
-            raw = self._raw_batch.decode(body)
-        except msgspec.ValidationError as exc:
-            raise MalformedRequestError(
-                f'request body is not a batch {{"sent_at"?, "events": [...]}}: {exc}'
-            ) from exc
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise MalformedRequestError(f"request body is not valid JSON: {exc}") from exc
+        raw = self._decode_raw_batch(body)
         self._check_count(len(raw.events))
         out = DecodedBatch(raw.sent_at)
         for i, r in enumerate(raw.events):
             self._diagnose(out, i, bytes(r), parsed=True)
         return out
+
+    def _decode_raw_batch(self, body: bytes) -> _RawBatch:
+        """The batch with its events undecoded; lone surrogates make only their event invalid."""
+        try:
+            return self._raw_batch.decode(body)
+        except msgspec.ValidationError as exc:
+            raise MalformedRequestError(
+                f'request body is not a batch {{"sent_at"?, "events": [...]}}: {exc}'
+            ) from exc
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            marked = _LONE_SURROGATE.sub(rb"\1" + _NOT_UTF8, body)
+            if marked != body:
+                return self._decode_raw_batch(marked)
+            raise MalformedRequestError(f"request body is not valid JSON: {exc}") from exc
 
     def _any_too_large(self, body: bytes) -> bool:
         limit = self._limits.max_event_bytes
