@@ -81,7 +81,9 @@ class _Gateway:
         self.settings = settings
         self.metrics = GatewayMetrics()
         self.service: EventService | None = None
-        self.openapi = _encode(openapi_document(settings.gateway))
+        self.openapi = _encode(
+            openapi_document(settings.gateway, auth_required=settings.auth.enabled)
+        )
         self.keyring = KeyRing(settings.auth)
         self.limiter = RateLimiter()
         self.provision: Provision = _no_provisioning

@@ -22,8 +22,25 @@ def _error(description: str, retry: bool = False) -> dict[str, Any]:
     return response
 
 
-def openapi_document(limits: GatewaySettings) -> dict[str, Any]:
-    """The API description, with the configured limits written into it."""
+def _refusals(*, admin: bool = False) -> dict[str, Any]:
+    """The 401/403 answers of a route behind API keys."""
+    return {
+        "401": _error("No API key, or an unknown one (send Authorization: Bearer or X-API-Key)."),
+        "403": _error(
+            "Not the admin key, or none is configured."
+            if admin
+            else "The key may not send an event type of the batch (named); nothing accepted."
+        ),
+    }
+
+
+def openapi_document(limits: GatewaySettings, *, auth_required: bool = False) -> dict[str, Any]:
+    """The API description, with the configured limits written into it.
+
+    ``auth_required``: the gateway has API keys configured, so the key is not optional.
+    """
+    keyed: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+    security = keyed if auth_required else [*keyed, {}]
     event = {
         "type": "object",
         "required": ["type", "data"],
@@ -96,6 +113,7 @@ def openapi_document(limits: GatewaySettings) -> dict[str, Any]:
             "/v1/events": {
                 "post": {
                     "summary": "Send a batch of events",
+                    "security": security,
                     "parameters": [
                         {
                             "name": "Content-Encoding",
@@ -129,8 +147,17 @@ def openapi_document(limits: GatewaySettings) -> dict[str, Any]:
                             },
                         },
                         "400": _error("Malformed body or nested too deeply; fix it."),
+                        **_refusals(),
+                        "408": _error(
+                            f"The body did not arrive within {limits.body_read_timeout_secs:g}s."
+                        ),
                         "413": _error("Body or batch too large; split it."),
                         "415": _error("Unsupported Content-Type or Content-Encoding."),
+                        "429": _error(
+                            "The key is over its rate limit; nothing accepted, retry the whole "
+                            "batch after Retry-After.",
+                            retry=True,
+                        ),
                         "503": _error(
                             "Transport unavailable or full; nothing accepted, retry the "
                             "whole batch (same ids) after Retry-After.",
@@ -142,6 +169,7 @@ def openapi_document(limits: GatewaySettings) -> dict[str, Any]:
             "/v1/schemas": {
                 "get": {
                     "summary": "Registered event types with every schema version",
+                    "security": security,
                     "responses": {
                         "200": {
                             "description": "Type records",
@@ -154,13 +182,53 @@ def openapi_document(limits: GatewaySettings) -> dict[str, Any]:
                                 }
                             },
                         },
+                        **_refusals(),
                         "503": _error("Registry unavailable.", retry=True),
                     },
                 }
             },
             "/v1/schemas/{type}": {
+                "put": {
+                    "summary": "Register a type or a new schema version (admin key)",
+                    "security": [{"bearer": []}, {"apiKey": []}]
+                    if auth_required
+                    else [{"bearer": []}, {"apiKey": []}, {}],
+                    "parameters": [
+                        {
+                            "name": "type",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/SchemaChange"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Applied (or unchanged); streams provisioned.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Applied"}
+                                }
+                            },
+                        },
+                        "400": _error("Malformed body or invalid schema/settings."),
+                        **_refusals(admin=True),
+                        "408": _error("The body did not arrive in time."),
+                        "409": _error("Incompatible with the current version; send force."),
+                        "413": _error("Body too large."),
+                        "503": _error("Registry unavailable.", retry=True),
+                    },
+                },
                 "get": {
                     "summary": "One event type",
+                    "security": security,
                     "parameters": [
                         {
                             "name": "type",
@@ -179,9 +247,10 @@ def openapi_document(limits: GatewaySettings) -> dict[str, Any]:
                             },
                         },
                         "404": _error("No such event type."),
+                        **_refusals(),
                         "503": _error("Registry unavailable.", retry=True),
                     },
-                }
+                },
             },
             "/healthz": {"get": {"summary": "Process alive", "responses": {"200": plain_ok}}},
             "/readyz": {
@@ -199,7 +268,41 @@ def openapi_document(limits: GatewaySettings) -> dict[str, Any]:
             },
         },
         "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key (`courier keys new`). Optional while the gateway "
+                    "has no keys configured (local demo).",
+                },
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
             "schemas": {
+                "SchemaChange": {
+                    "type": "object",
+                    "required": ["schema"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "schema": {"type": "object", "description": "Avro record; name = type."},
+                        "settings": {
+                            "type": "object",
+                            "description": "owner, tier, finance, grace_secs.",
+                        },
+                        "force": {"type": "boolean", "default": False},
+                    },
+                },
+                "Applied": {
+                    "type": "object",
+                    "required": ["name", "action", "version"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "action": {
+                            "type": "string",
+                            "enum": ["created", "new-version", "settings-updated", "unchanged"],
+                        },
+                        "version": {"type": "integer"},
+                    },
+                },
                 "Event": event,
                 "Batch": batch,
                 "Accepted": accepted,
@@ -215,6 +318,6 @@ def openapi_document(limits: GatewaySettings) -> dict[str, Any]:
                         "versions": {"type": "array", "items": {"type": "object"}},
                     },
                 },
-            }
+            },
         },
     }
