@@ -206,8 +206,13 @@ def provision(c: _Ctx) -> None:
 @click.argument("data")
 @click.option("--id", "event_id", help="Idempotency key (default: generated UUIDv7).")
 @click.option("--url", help="Gateway base URL (default from settings).")
+@click.option(
+    "--api-key", envvar="COURIER_API_KEY", help="API key, when the gateway has keys configured."
+)
 @pass_ctx
-def send(c: _Ctx, event_type: str, data: str, event_id: str | None, url: str | None) -> None:
+def send(
+    c: _Ctx, event_type: str, data: str, event_id: str | None, url: str | None, api_key: str | None
+) -> None:
     """Post one event: courier send PlaySong '{"track_id": "t1", "ms_played": 1000}'."""
     import httpx
 
@@ -221,7 +226,10 @@ def send(c: _Ctx, event_type: str, data: str, event_id: str | None, url: str | N
         raise click.BadParameter(f"DATA is not JSON: {exc}") from exc
     event = {"type": event_type, "id": event_id or uuid7(), "data": payload}
     try:
-        resp = httpx.post(f"{base}/v1/events", json={"events": [event]}, timeout=30)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        resp = httpx.post(
+            f"{base}/v1/events", json={"events": [event]}, headers=headers, timeout=30
+        )
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach the gateway at {base}: {exc}") from exc
     click.echo(resp.text)
