@@ -37,12 +37,14 @@ async def start_auditor(p: Pipeline) -> Auditor:
     return auditor
 
 
-async def audit_bucket(p: Pipeline, event_type: str, start: int) -> BucketAudit:
-    """The reconciliation of one bucket, as `courier audit` computes it."""
+async def audit_bucket(p: Pipeline, event_type: str, start: int) -> BucketAudit | None:
+    """The reconciliation of one bucket, as `courier audit` computes it (None: not known yet)."""
     store = AuditStore(await p.transport.key_value(AUDIT_KV))
     views = await gather_types(p.settings, p.transport, p.registry, store, only=event_type)
     scanner = DeliveredScanner(Layout(p.settings.data_dir, p.settings.bucket_width_secs))
     report = build_report(views, scanner, p.settings, start=start, end=start + 1)
+    if not report.buckets:
+        return None
     (bucket,) = report.buckets
     return bucket
 
@@ -57,7 +59,7 @@ async def wait_for_verdict(
     deadline = time.monotonic() + timeout_secs
     while True:
         b = await audit_bucket(p, event_type, start)
-        if done(b):
+        if b is not None and done(b):
             return b
         if time.monotonic() > deadline:
             raise AssertionError(f"audit of {event_type} {start} never got there: {b}")

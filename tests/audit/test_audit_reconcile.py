@@ -74,6 +74,7 @@ async def test_a_bucket_file_removed_after_the_close_is_reported_as_lost(audited
     bucket_dir = audited.reader.layout.bucket_dir(BucketKey("PlaySong", start))
     (bucket_dir / "part-00000.parquet").unlink()
     b = await audit_bucket(audited, "PlaySong", start)
+    assert b is not None
     assert b.verdict == "mismatch"
     assert [p.kind for p in b.problems] == ["lost_from_bucket"]
     assert b.problems[0].amount == 10
@@ -114,6 +115,7 @@ async def test_a_duplicate_injected_into_a_closed_bucket_is_reported(audited):
     table = pq.read_table(part)
     pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), part)
     b = await audit_bucket(audited, "PlaySong", start)
+    assert b is not None
     assert b.verdict == "mismatch"
     assert [(p.kind, p.amount) for p in b.problems] == [("duplicates_in_bucket", 1)]
 
