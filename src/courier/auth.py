@@ -139,7 +139,9 @@ class RequireKey:
                        exempt=("/healthz", "/metrics")),
         ])
 
-    With auth off (no keys configured) every request passes. Failures answer
+    A request that passes has its :class:`Principal` in ``scope["state"]["principal"]``
+    (``request.state.principal``); with auth off (no keys configured) every request
+    passes as ``anonymous``. Failures answer
     ``401``/``403`` with a JSON ``{"error": ...}`` and ``WWW-Authenticate: Bearer``;
     the key is never logged. ``on_failure(status)`` lets the app count them.
     """
@@ -165,7 +167,11 @@ class RequireKey:
         return path.startswith(self.paths) and path not in self.exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keyring.enabled or not self.guards(scope["path"]):
+        if scope["type"] != "http" or not self.guards(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if not self.keyring.enabled:
+            scope.setdefault("state", {})["principal"] = self.keyring.anonymous
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

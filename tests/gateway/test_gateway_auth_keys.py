@@ -209,3 +209,35 @@ def test_gateway_auth_courier_keys_new_prints_a_key_once_and_the_settings_that_a
     assert principal.types == {"PlaySong", "Search"}
     bad = CliRunner().invoke(cli, ["keys", "new", "--name", "web", "--types", "not a type"])
     assert bad.exit_code != 0
+
+
+async def test_gateway_auth_the_require_key_middleware_guards_another_apps_routes():
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from courier.auth import RequireKey
+
+    async def page(request):
+        return PlainTextResponse(request.scope["state"]["principal"].name)
+
+    async def health(request):
+        return PlainTextResponse("ok")
+
+    def dashboard(auth: dict[str, Any]) -> httpx.AsyncClient:
+        ring = KeyRing(load_settings(auth=auth).auth)
+        app = Starlette(
+            routes=[Route("/", page), Route("/healthz", health)],
+            middleware=[Middleware(RequireKey, keyring=ring, admin=True, exempt=("/healthz",))],
+        )
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://d")
+
+    async with dashboard(AUTH) as client:
+        assert (await client.get("/")).status_code == 401
+        assert (await client.get("/", headers=bearer(PLAYER_KEY))).status_code == 403
+        assert (await client.get("/", headers=bearer(ADMIN_KEY))).text == "admin"
+        assert (await client.get("/healthz")).text == "ok"
+    async with dashboard({}) as client:  # auth off: open
+        assert (await client.get("/")).text == "anonymous"
