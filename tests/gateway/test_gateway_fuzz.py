@@ -147,6 +147,8 @@ def client(live: LiveGateway) -> Iterator[httpx.Client]:
 def assert_answered(r: httpx.Response) -> dict[str, Any]:
     """A 4xx with an error that says something, or a 200 batch answer; never a 5xx."""
     assert r.status_code < 500, (r.status_code, r.text[:500])
+    if r.status_code == 400 and r.text == "Invalid HTTP request received.":
+        return {}  # refused by uvicorn's HTTP parser (e.g. a control byte in a header)
     doc = r.json()
     if r.status_code != 200:
         assert 400 <= r.status_code < 500
