@@ -7,6 +7,9 @@ import contextlib
 import datetime as dt
 import importlib.util
 import logging
+import os
+import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -24,6 +27,7 @@ from courier.auth import KeyRing, Principal
 from courier.errors import (
     CourierError,
     ForbiddenError,
+    PortInUseError,
     RequestError,
     SchemaError,
     TransportError,
@@ -386,16 +390,93 @@ def uvicorn_config(settings: Settings, app: Starlette) -> Any:
 
 
 def serve(settings: Settings) -> None:
-    """Run the gateway with uvicorn until interrupted (``courier gateway``)."""
+    """Run the gateway until SIGINT/SIGTERM (``courier gateway``).
+
+    With ``gateway.workers`` > 1 the process binds the port once and forks that
+    many workers that accept on the shared socket (pre-fork): validation and
+    encoding are CPU-bound Python, so one process saturates one core. Each worker
+    has its own NATS connection and group commit. If a worker dies, the others
+    are stopped and the process exits non-zero so its supervisor restarts it whole.
+    Each worker keeps its own metrics, so a scrape of ``/metrics`` sees the worker
+    that accepted it; scrape per worker (or run one worker per port) until the
+    metrics are aggregated across workers.
+    """
+    sock = _listen(settings)
+    workers = max(1, settings.gateway.workers)
+    if workers == 1:
+        _run_worker(settings, sock)
+        return
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 0
+            try:
+                _run_worker(settings, sock)
+            except SystemExit as exc:
+                code = int(exc.code or 0)
+            except BaseException:
+                log.exception("gateway worker failed")
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    sock.close()
+    log.info(
+        "gateway listening on %s:%d with %d workers",
+        settings.gateway.host,
+        settings.gateway.port,
+        workers,
+    )
+    sys.exit(_wait_workers(children))
+
+
+def _listen(settings: Settings) -> socket.socket:
+    host, port = settings.gateway.host, settings.gateway.port
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortInUseError(
+            f"the gateway cannot listen on {host}:{port}: {exc.strerror}; stop the other "
+            "process or choose another port (--port / COURIER_GATEWAY__PORT)"
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _run_worker(settings: Settings, sock: socket.socket) -> None:
     import uvicorn
 
-    if settings.gateway.workers > 1:
-        log.warning(
-            "gateway.workers=%d is not supported by this runner; starting one process "
-            "(run several gateways behind a load balancer instead)",
-            settings.gateway.workers,
-        )
     server = uvicorn.Server(uvicorn_config(settings, create_app(settings)))
-    server.run()
+    server.run(sockets=[sock])
     if not server.started:
         sys.exit(3)  # what uvicorn.run does: a failed start is not a clean exit
+
+
+def _wait_workers(children: list[int]) -> int:
+    """Forward SIGINT/SIGTERM to the workers; stop all when one exits; return an exit code."""
+    alive = set(children)
+
+    def _forward(signum: int, _frame: object) -> None:
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGINT, _forward)
+    signal.signal(signal.SIGTERM, _forward)
+    code = 0
+    stopping = False
+    while alive:
+        pid, status = os.wait()
+        alive.discard(pid)
+        worker_code = os.waitstatus_to_exitcode(status)
+        if worker_code != 0 and not stopping:
+            log.error("gateway worker %d exited with %d; stopping the others", pid, worker_code)
+            code = 1
+        if not stopping:
+            stopping = True
+            _forward(signal.SIGTERM, None)
+    return code
