@@ -18,9 +18,16 @@ import click
     type=click.Path(path_type=Path),
     help="Positions and rejected log (default <data-dir>/_tailer).",
 )
+@click.option(
+    "--api-key", envvar="COURIER_API_KEY", help="API key when the gateway has auth on."
+)
 @click.pass_obj
 def tail(
-    obj: Any, patterns: tuple[str, ...], gateway_url: str | None, state_dir: Path | None
+    obj: Any,
+    patterns: tuple[str, ...],
+    gateway_url: str | None,
+    state_dir: Path | None,
+    api_key: str | None,
 ) -> None:
     """Follow JSON-lines files (globs, quoted) and deliver every line to the gateway once.
 
@@ -36,6 +43,7 @@ def tail(
         state_dir=state_dir or s.data_dir / "_tailer",
         gateway_url=gateway_url or f"http://{s.gateway.host}:{s.gateway.port}",
         max_line_bytes=s.gateway.max_event_bytes,
+        api_key=api_key,
     )
     stop = threading.Event()
 
