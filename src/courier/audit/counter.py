@@ -39,12 +39,13 @@ import zstandard
 from courier.audit.metrics import AuditorMetrics
 from courier.audit.report import BucketAudit, DeliveredScanner, build_report, gather_types
 from courier.audit.store import AuditStore, StreamCounts
-from courier.errors import ConcurrentUpdateError, CourierError, ProvisioningError, TransportError
+from courier.errors import ConcurrentUpdateError, CourierError, TransportError
 from courier.model import bucket_start
+from courier.pertype import PerTypeTasks
 from courier.schema import Registry
 from courier.settings import Settings
 from courier.storage import Layout
-from courier.transport import AUDIT_CONSUMER, PullConsumer, Transport, verify_type
+from courier.transport import AUDIT_CONSUMER, PullConsumer, Transport
 
 log = logging.getLogger("courier.audit")
 
@@ -116,7 +117,7 @@ class Auditor:
         self.metrics = metrics or AuditorMetrics()
         self.layout = Layout(settings.data_dir, self.width)
         self.scanner = DeliveredScanner(self.layout)
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks = PerTypeTasks(settings, transport, self._count, label="auditing", log=log)
         #: (type, bucket, kind) already reported, so each breach is logged once.
         self._reported: set[tuple[str, int, str]] = set()
 
@@ -132,9 +133,7 @@ class Auditor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.cfg.check_interval_secs)
         finally:
-            for t in self._tasks.values():
-                t.cancel()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await self._tasks.stop()
             log.info("auditor stopped")
 
     async def _refresh_types(self) -> None:
@@ -143,19 +142,7 @@ class Auditor:
         except CourierError as exc:
             log.warning("cannot read the schema registry (%s); retrying", exc)
             return
-        for name in names:
-            task = self._tasks.get(name)
-            if task is not None and not task.done():
-                continue
-            try:
-                await verify_type(self.transport, self.settings, name)
-            except ProvisioningError as exc:
-                log.error("not auditing %s: %s", name, exc)
-                continue
-            except TransportError as exc:
-                log.warning("cannot verify %s yet (%s); retrying", name, exc)
-                continue
-            self._tasks[name] = asyncio.create_task(self._count(name), name=f"audit-{name}")
+        await self._tasks.ensure(names)
 
     # -- counting ---------------------------------------------------------------------
 

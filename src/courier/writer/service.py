@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from courier.errors import CourierError, ProvisioningError, StorageError, TransportError
+from courier.errors import CourierError, StorageError, TransportError
 from courier.model import BucketKey, bucket_start
+from courier.pertype import PerTypeTasks
 from courier.schema import CompiledType, Registry
 from courier.settings import Settings
 from courier.storage import Layout, write_bytes_atomic, write_parquet_atomic
-from courier.transport import Delivery, PullConsumer, Transport, verify_type
+from courier.transport import Delivery, PullConsumer, Transport
 from courier.writer.decode import UndecodableError, decode_batch, schema_version_of
 from courier.writer.metrics import WriterMetrics
 
@@ -95,7 +96,7 @@ class Writer:
         self.metrics = metrics or WriterMetrics()
         self._compiled: dict[str, CompiledType] = {}
         self._buffers: dict[tuple[str, int, int], _Buffer] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks = PerTypeTasks(settings, transport, self._consume, label="consuming", log=log)
         self._backoff_secs = 0.0
         self._retry_at = 0.0
         self._flush_lock = asyncio.Lock()
@@ -115,9 +116,7 @@ class Writer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.cfg.registry_refresh_secs)
         finally:
-            for t in self._tasks.values():
-                t.cancel()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await self._tasks.stop()
             maintenance.cancel()
             await asyncio.gather(maintenance, return_exceptions=True)
             await self.flush_all()
@@ -130,19 +129,7 @@ class Writer:
             log.warning("cannot read the schema registry (%s); retrying", exc)
             return
         self._compiled = compiled
-        for name in compiled:
-            task = self._tasks.get(name)
-            if task is not None and not task.done():
-                continue
-            try:
-                await verify_type(self.transport, self.settings, name)
-            except ProvisioningError as exc:
-                log.error("not consuming %s: %s", name, exc)
-                continue
-            except TransportError as exc:
-                log.warning("cannot verify %s yet (%s); retrying", name, exc)
-                continue
-            self._tasks[name] = asyncio.create_task(self._consume(name), name=f"consume-{name}")
+        await self._tasks.ensure(compiled)
 
     # -- consuming ----------------------------------------------------------------
 
