@@ -77,16 +77,28 @@ def cli(
 @click.option("--nats-port", type=int, help="Embedded NATS port (default 4222).")
 @click.option("--dashboard-port", type=int, help="Dashboard port (default 8090).")
 @click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Root of buckets, staging and the NATS store (same as the global option).",
+)
+@click.option(
     "--demo", is_flag=True, help="Apply the example schemas (PlaySong, Search, AdImpression)."
 )
 @pass_ctx
 def up(
-    c: _Ctx, http_port: int | None, nats_port: int | None, dashboard_port: int | None, demo: bool
+    c: _Ctx,
+    http_port: int | None,
+    nats_port: int | None,
+    dashboard_port: int | None,
+    data_dir: Path | None,
+    demo: bool,
 ) -> None:
     """Start the whole local stack: embedded NATS, gateway, writer, closer, auditor, dashboard."""
     from courier.cli.admin import apply_schemas, provision_all, sync
     from courier.supervisor import Supervisor
 
+    if data_dir is not None:
+        c.overrides["data_dir"] = data_dir
     s = c.settings(
         gateway={"port": http_port}, nats={"port": nats_port}, dashboard={"port": dashboard_port}
     )
