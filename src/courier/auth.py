@@ -17,6 +17,7 @@ ever logs a key or echoes it in an answer.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -47,12 +48,20 @@ def hash_key(key: str) -> str:
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key a request carries (``Authorization: Bearer`` or ``X-API-Key``), if any."""
+    """The key a request carries, if any: ``Authorization: Bearer <key>``, ``X-API-Key``,
+    or HTTP Basic with the key as the password (so a browser can open the dashboard)."""
     authorization = headers.get("authorization")
     if authorization:
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
+        if scheme.lower() == "basic" and value.strip():
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                return None
+            password = decoded.partition(":")[2]
+            return password or None
     key = headers.get("x-api-key")
     return key.strip() if key and key.strip() else None
 
@@ -142,7 +151,8 @@ class RequireKey:
     A request that passes has its :class:`Principal` in ``scope["state"]["principal"]``
     (``request.state.principal``); with auth off (no keys configured) every request
     passes as ``anonymous``. Failures answer
-    ``401``/``403`` with a JSON ``{"error": ...}`` and ``WWW-Authenticate: Bearer``;
+    ``401``/``403`` with a JSON ``{"error": ...}`` and ``WWW-Authenticate: <challenge>`` (``Bearer``; pages for browsers pass
+    ``Basic realm=...`` so the browser asks for the key as a password);
     the key is never logged. ``on_failure(status)`` lets the app count them.
     """
 
@@ -155,8 +165,10 @@ class RequireKey:
         paths: tuple[str, ...] = ("/",),
         exempt: tuple[str, ...] = (),
         on_failure: Callable[[int], None] | None = None,
+        challenge: str = "Bearer",
     ) -> None:
         self.app = app
+        self.challenge = challenge
         self.keyring = keyring
         self.admin = admin
         self.paths = paths
@@ -184,19 +196,19 @@ class RequireKey:
         except (UnauthorizedError, ForbiddenError) as exc:
             if self.on_failure is not None:
                 self.on_failure(exc.status)
-            await _refuse(send, exc.status, str(exc))
+            await _refuse(send, exc.status, str(exc), self.challenge)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
 
-async def _refuse(send: Send, status: int, message: str) -> None:
+async def _refuse(send: Send, status: int, message: str, challenge: str) -> None:
     body = json.dumps({"error": message}).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
     ]
     if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
+        headers.append((b"www-authenticate", challenge.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

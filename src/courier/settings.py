@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -205,6 +205,9 @@ class DashboardSettings(_Section):
     refresh_secs: float = 5.0
     #: Columns of the bucket grid (most recent buckets).
     buckets_shown: int = 24
+    #: With [auth] keys configured: the page and its API need a key (any key, or only
+    #: the admin key with "admin"); "off" leaves them open (bound to 127.0.0.1 by default).
+    require_key: Literal["off", "any", "admin"] = "any"
 
 
 class Settings(BaseSettings):

@@ -19,11 +19,13 @@ import msgspec
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from courier.audit import AuditStore, DeliveredScanner, build_report
+from courier.auth import KeyRing, RequireKey
 from courier.dashboard.data import Sources, grid, types
 from courier.dashboard.page import render_page
 from courier.errors import CourierError
@@ -174,7 +176,19 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", dash.metrics, methods=["GET"]),
         Route("/healthz", dash.healthz, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = []
+    if settings.dashboard.require_key != "off":
+        # Browsers can answer the Basic prompt with the key as the password.
+        middleware.append(
+            Middleware(
+                RequireKey,
+                keyring=KeyRing(settings.auth),
+                admin=settings.dashboard.require_key == "admin",
+                exempt=("/healthz", "/metrics"),
+                challenge='Basic realm="Courier dashboard: any user name, the API key as password"',
+            )
+        )
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 
 
 def serve(settings: Settings) -> None:
