@@ -60,9 +60,15 @@ async def test_rotation_while_writing_delivers_every_line_exactly_once(
         thread = threading.Thread(target=tailer.run)
         thread.start()
         try:
+            # Rotate only once the tailer follows the file (it may not have read it all):
+            # a file renamed away before the tailer ever saw it is out of its reach.
             await _write(logs / "app.log", 0, 1000)
+            await wait_for(lambda: tailer.stats().lines_sent > 0, what="the first file followed")
             _rotate(logs, how, 1)
             await _write(logs / "app.log", 1000, 2000)
+            await wait_for(
+                lambda: tailer.stats().lines_sent > 1000, what="the second file followed"
+            )
             _rotate(logs, how, 2)
             await _write(logs / "app.log", 2000, 3000)
             await wait_for(lambda: tailer.stats().lines_sent >= 3000, what="all lines sent")
