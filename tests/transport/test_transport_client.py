@@ -100,3 +100,15 @@ async def test_kv_create_and_update_are_compare_and_set(make_settings):
         assert await kv.get("none") is None
     finally:
         await t.close()
+
+
+async def test_a_comma_separated_url_list_connects_to_any_live_server(make_settings, nats_server):
+    from courier.transport import free_port
+
+    dead = f"nats://127.0.0.1:{free_port()}"
+    t = await Transport.connect(f"{dead}, {nats_server.url}")
+    try:
+        assert t.is_connected
+        await provision_base(t, make_settings())
+    finally:
+        await t.close()

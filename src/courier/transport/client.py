@@ -159,9 +159,14 @@ class Transport:
     ) -> Transport:
         """Connect with unlimited reconnects (services must outlive NATS restarts).
 
+        ``url`` may list several servers separated by commas (the nodes of a
+        cluster): the client connects to any of them and reconnects to the
+        others when its server goes away.
+
         The first connection is retried for ``wait_for_server_secs`` (services
         started before NATS wait for it); after that, TransportUnavailableError.
         """
+        servers = [u.strip() for u in url.split(",") if u.strip()]
 
         async def _on_error(exc: Exception) -> None:
             log.warning("NATS connection error: %s", exc)
@@ -172,7 +177,8 @@ class Transport:
             log.warning("disconnected from NATS at %s; reconnecting", url)
 
         async def _on_reconnect() -> None:
-            log.info("reconnected to NATS at %s", url)
+            where = nc_ref[0].connected_url if nc_ref else None
+            log.info("reconnected to NATS at %s", where.netloc if where else url)
 
         nc_ref: list[NatsClient] = []
         loop = asyncio.get_running_loop()
@@ -180,7 +186,7 @@ class Transport:
         while True:
             try:
                 nc = await nats.connect(
-                    servers=[url],
+                    servers=servers,
                     name=name,
                     connect_timeout=int(max(1, connect_timeout_secs)),
                     max_reconnect_attempts=-1,
