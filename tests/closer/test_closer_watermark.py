@@ -74,3 +74,16 @@ async def test_an_unacked_message_holds_its_bucket_open_while_other_types_keep_c
     assert table.column("id").to_pylist() == ["held"]
     await consumer.unsubscribe()
     await asyncio.sleep(0)
+
+
+async def test_a_closer_clock_behind_by_the_fault_offset_holds_its_watermark_back(
+    pipeline, monkeypatch
+):
+    from courier.closer.service import CLOCK_OFFSET_ENV
+
+    monkeypatch.setenv(CLOCK_OFFSET_ENV, "-30")
+    closer = await pipeline.start_closer()
+    wm, oldest = await closer.watermark("Search")
+    skew = pipeline.settings.max_clock_skew_secs
+    assert oldest is None
+    assert time.time() - 30 - skew - 1 < wm <= time.time() - 30 - skew

@@ -30,6 +30,11 @@ from courier.transport import WRITER_CONSUMER, Transport
 
 log = logging.getLogger("courier.closer")
 
+#: Fault injection for the fault suite: seconds added to this closer's wall clock
+#: (a host whose clock is ahead, or behind when negative). Read once per Closer.
+#: Never set in production.
+CLOCK_OFFSET_ENV = "COURIER_FAULT_CLOCK_OFFSET_SECS"
+
 
 def default_closer_id() -> str:
     return f"{socket.gethostname()}_{os.getpid()}"
@@ -57,6 +62,15 @@ class Closer:
         self.bucket_closer = BucketCloser(
             self.layout, catalog, settings.closer, self._publish_closed
         )
+        self._clock_offset_secs = float(os.environ.get(CLOCK_OFFSET_ENV) or 0.0)
+        if self._clock_offset_secs:
+            log.warning(
+                "fault injection: this closer's clock is off by %+.3fs", self._clock_offset_secs
+            )
+
+    def _now(self) -> float:
+        """This host's wall clock (with the fault suite's offset, if any)."""
+        return time.time() + self._clock_offset_secs
 
     async def _publish_closed(self, key: BucketKey, body: bytes) -> None:
         await self.transport.publish_closed(key.event_type, body, msg_id=f"closed.{key.label()}")
@@ -102,7 +116,7 @@ class Closer:
         self.metrics.pending.labels(event_type, WRITER_CONSUMER).set(
             progress.num_pending + progress.num_ack_pending
         )
-        now_floor = time.time() - self.settings.max_clock_skew_secs
+        now_floor = self._now() - self.settings.max_clock_skew_secs
         oldest = progress.oldest_unacked_at
         return (now_floor if oldest is None else min(oldest, now_floor)), oldest
 
@@ -116,7 +130,7 @@ class Closer:
         if cursor is None:
             cursor = bucket_start(enabled_at, self.width)
         wm, oldest = await self.watermark(name)
-        now = time.time()
+        now = self._now()
         self.metrics.oldest_unacked_age.labels(name).set(0 if oldest is None else now - oldest)
         self.metrics.watermark_lag.labels(name).set(now - wm)
         grace = self.grace_secs(ctype)
