@@ -181,6 +181,9 @@ class _Client:
                     return False
                 if header:
                     retry_after = float(header)
+                else:
+                    # G8 promises Retry-After with every 429/503: count any that lack it.
+                    self._error(f"{status} without Retry-After")
             if time.monotonic() + retry_after > deadline:
                 return None
             self.result.retries += 1
