@@ -95,6 +95,9 @@ class CloserSettings(_Section):
     poll_interval_secs: float = 1.0
     #: A claim older than this is considered abandoned by a crashed closer.
     claim_lease_secs: float = 60.0
+    #: Longest wait between close attempts of a type whose storage keeps failing
+    #: (the wait starts at ``poll_interval_secs`` and doubles).
+    backoff_max_secs: float = 30.0
     max_rows_per_file: int = 2_000_000
     target_file_bytes: int = 256 * MIB
     #: Rows per Parquet row group (and per chunk streamed through the closer).

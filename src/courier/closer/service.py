@@ -6,7 +6,9 @@ minus the allowed clock skew. Bucket H of type T is closable when the
 watermark >= end(H) + grace. Types are independent: a stalled type never
 delays another (each is handled in its own step, failures are contained).
 Buckets of a type close in order, from the bucket containing the moment the
-type was registered, empty ones included.
+type was registered, empty ones included. A type whose close fails on storage
+(disk full, read-only) is retried with exponential backoff, up to
+``closer.backoff_max_secs``, while the other types keep closing.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from courier.closer.catalog import Catalog
 from courier.closer.metrics import CloserMetrics
 from courier.closer.protocol import BucketCloser, CloseResult
-from courier.errors import CourierError
+from courier.errors import CourierError, StorageError
 from courier.model import INVALID_TYPE, BucketKey, bucket_start
 from courier.schema import CompiledType, Registry
 from courier.settings import Settings
@@ -62,6 +64,8 @@ class Closer:
         self.bucket_closer = BucketCloser(
             self.layout, catalog, settings.closer, self._publish_closed
         )
+        self._backoff_secs: dict[str, float] = {}
+        self._retry_at: dict[str, float] = {}
         self._clock_offset_secs = float(os.environ.get(CLOCK_OFFSET_ENV) or 0.0)
         if self._clock_offset_secs:
             log.warning(
@@ -103,12 +107,32 @@ class Closer:
         done: list[CloseResult] = []
         for name, ctype in sorted(compiled.items()):
             enabled_at = records[name].enabled_at if name in records else first_enabled
+            if self._retry_at.get(name, 0.0) > time.monotonic():
+                continue  # backing off after a storage error
             try:
                 done += await self._close_type(ctype, enabled_at)
+            except StorageError as exc:
+                # A full or read-only disk fails every attempt the same way, and each one
+                # re-reads and re-deduplicates the bucket: back off, per type (G5).
+                self.metrics.close_failures.labels(name).inc()
+                delay = self._back_off(name)
+                log.error("closing %s failed: %s; retrying in %.1fs", name, exc, delay)
             except CourierError as exc:
                 self.metrics.close_failures.labels(name).inc()
                 log.error("closing %s failed: %s; retrying next pass", name, exc)
+            else:
+                self._backoff_secs.pop(name, None)
+                self._retry_at.pop(name, None)
         return done
+
+    def _back_off(self, event_type: str) -> float:
+        """Exponential backoff of a type after a storage error: from the poll interval, doubling."""
+        cfg = self.settings.closer
+        prev = self._backoff_secs.get(event_type, 0.0)
+        delay = min(cfg.backoff_max_secs, max(cfg.poll_interval_secs, prev * 2))
+        self._backoff_secs[event_type] = delay
+        self._retry_at[event_type] = time.monotonic() + delay
+        return delay
 
     async def watermark(self, event_type: str) -> tuple[float, float | None]:
         """(watermark, oldest unacked published_at or None)."""
