@@ -8,10 +8,12 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from courier.errors import CourierError
 from courier.schema import Registry
 from courier.settings import Settings
+from courier.telemetry import metrics_endpoint
 from courier.transport import CATALOG_KV, SCHEMAS_KV, Transport
 from courier.transport.client import NatsKeyValue
 
@@ -76,3 +78,41 @@ async def connect_service(settings: Settings, name: str, *, wait_secs: float = 6
                 raise
             log.warning("%s; waiting for provisioning", exc)
             await asyncio.sleep(1.0)
+
+
+class Component(Protocol):
+    """A long-running service part: its metrics and a ``run`` until ``stop``."""
+
+    @property
+    def metrics(self) -> Any: ...
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+def run_component(
+    settings: Settings,
+    name: str,
+    build: Callable[[Connected], Awaitable[Component]],
+    *,
+    metrics_port: int,
+) -> None:
+    """The main of ``courier writer|closer|auditor``: connect, build, serve metrics, run.
+
+    Runs until SIGINT/SIGTERM, then lets the component drain and closes the connection.
+    """
+
+    async def main(stop: asyncio.Event) -> None:
+        conn = await connect_service(settings, f"courier-{name}")
+        try:
+            component = await build(conn)
+            with metrics_endpoint(
+                component.metrics.registry,
+                host=settings.metrics_host,
+                port=metrics_port,
+                service=name,
+            ):
+                await component.run(stop)
+        finally:
+            await conn.transport.close()
+
+    run(main)

@@ -19,10 +19,9 @@ from courier.audit import (
     gather_types,
     recount,
 )
-from courier.runtime import connect_service, run
+from courier.runtime import Connected, connect_service, run_component
 from courier.settings import Settings
 from courier.storage import Layout
-from courier.telemetry import metrics_endpoint
 from courier.transport import AUDIT_KV
 
 WAIT_FOR_NATS_SECS = 10.0
@@ -46,22 +45,11 @@ def parse_when(text: str | None, default: float) -> float:
 
 
 def run_auditor(settings: Settings) -> None:
-    async def main(stop: asyncio.Event) -> None:
-        conn = await connect_service(settings, "courier-auditor")
-        try:
-            store = AuditStore(await conn.transport.key_value(AUDIT_KV))
-            auditor = Auditor(settings, conn.transport, conn.registry, store)
-            with metrics_endpoint(
-                auditor.metrics.registry,
-                host=settings.metrics_host,
-                port=settings.audit.metrics_port,
-                service="auditor",
-            ):
-                await auditor.run(stop)
-        finally:
-            await conn.transport.close()
+    async def build(conn: Connected) -> Auditor:
+        store = AuditStore(await conn.transport.key_value(AUDIT_KV))
+        return Auditor(settings, conn.transport, conn.registry, store)
 
-    run(main)
+    run_component(settings, "auditor", build, metrics_port=settings.audit.metrics_port)
 
 
 async def audit_report(

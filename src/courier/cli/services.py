@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import time
 
 from courier.closer import Catalog, Closer, default_closer_id
-from courier.runtime import connect_service, run
+from courier.runtime import Connected, run_component
 from courier.settings import Settings
-from courier.telemetry import metrics_endpoint
 from courier.transport import CATALOG_KV, EmbeddedNats
 from courier.writer import Writer
 
@@ -18,44 +16,22 @@ log = logging.getLogger("courier.cli")
 
 
 def run_writer(settings: Settings) -> None:
-    async def main(stop: asyncio.Event) -> None:
-        conn = await connect_service(settings, "courier-writer")
-        writer = Writer(settings, conn.transport, conn.registry)
-        try:
-            with metrics_endpoint(
-                writer.metrics.registry,
-                host=settings.metrics_host,
-                port=settings.writer.metrics_port,
-                service="writer",
-            ):
-                await writer.run(stop)
-        finally:
-            await conn.transport.close()
+    async def build(conn: Connected) -> Writer:
+        return Writer(settings, conn.transport, conn.registry)
 
-    run(main)
+    run_component(settings, "writer", build, metrics_port=settings.writer.metrics_port)
 
 
 def run_closer(settings: Settings) -> None:
-    async def main(stop: asyncio.Event) -> None:
-        conn = await connect_service(settings, "courier-closer")
-        try:
-            catalog = Catalog(
-                await conn.transport.key_value(CATALOG_KV),
-                settings.closer.closer_id or default_closer_id(),
-                settings.closer.claim_lease_secs,
-            )
-            closer = Closer(settings, conn.transport, conn.registry, catalog)
-            with metrics_endpoint(
-                closer.metrics.registry,
-                host=settings.metrics_host,
-                port=settings.closer.metrics_port,
-                service="closer",
-            ):
-                await closer.run(stop)
-        finally:
-            await conn.transport.close()
+    async def build(conn: Connected) -> Closer:
+        catalog = Catalog(
+            await conn.transport.key_value(CATALOG_KV),
+            settings.closer.closer_id or default_closer_id(),
+            settings.closer.claim_lease_secs,
+        )
+        return Closer(settings, conn.transport, conn.registry, catalog)
 
-    run(main)
+    run_component(settings, "closer", build, metrics_port=settings.closer.metrics_port)
 
 
 def run_nats(settings: Settings) -> None:
