@@ -24,6 +24,7 @@ COLUMNS = (
     ("http_429", 8),
     ("conn_errors", 11),
     ("skewed", 6),
+    ("duplicates_removed", 18),
 )
 
 

@@ -322,14 +322,17 @@ class Harness:
         except OSError:
             return -1
 
-    def skewed_events(self) -> int:
-        """Events the closer moved into a bucket from an already-closed one (early closes)."""
+    def bucket_totals(self) -> tuple[int, int]:
+        """From the manifests: (events moved into a bucket from an already-closed one, i.e.
+        early closes; duplicates the closer removed, i.e. redeliveries and client retries)."""
         layout = Layout(self.data_dir, self.width)
-        total = 0
+        skewed = dropped = 0
         for t in self.names:
             for s in layout.closed_bucket_starts(t):
-                total += read_manifest(layout.manifest_path(BucketKey(t, s))).skewed_in
-        return total
+                m = read_manifest(layout.manifest_path(BucketKey(t, s)))
+                skewed += m.skewed_in
+                dropped += m.duplicates_dropped
+        return skewed, dropped
 
     def wait_all_closed(self, until: float, timeout_secs: float) -> bool:
         reader = BucketReader(self.data_dir, self.width)

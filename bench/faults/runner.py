@@ -117,7 +117,7 @@ def run_scenario(
                 faults.problems.append("the gateway did not accept events after the faults")
             all_closed = h.wait_all_closed(time.time(), CLOSE_TIMEOUT_SECS)
             drain = time.time() - last_ack
-            skewed = h.skewed_events()
+            skewed, dups_removed = h.bucket_totals()
         finally:
             h.close()
         report = verify(h.ledger_dir, h.data_dir, bucket_width_secs=h.width, event_types=h.names)
@@ -150,6 +150,7 @@ def run_scenario(
         "recovery_secs": faults.recovery_secs,
         **client,
         "skewed": skewed,
+        "duplicates_removed": dups_removed,
         "open_buckets": report.open_buckets,
         "load_secs": round(last_ack - t0, 1),
         "drain_secs": round(drain, 1),
