@@ -18,9 +18,7 @@ import click
     type=click.Path(path_type=Path),
     help="Positions and rejected log (default <data-dir>/_tailer).",
 )
-@click.option(
-    "--api-key", envvar="COURIER_API_KEY", help="API key when the gateway has auth on."
-)
+@click.option("--api-key", envvar="COURIER_API_KEY", help="API key when the gateway has auth on.")
 @click.pass_obj
 def tail(
     obj: Any,
