@@ -334,6 +334,26 @@ class Harness:
                 dropped += m.duplicates_dropped
         return skewed, dropped
 
+    def stream_seq_gaps(self) -> dict[str, int]:
+        """Per type, stream sequence numbers below the highest closed one that no closed
+        bucket covers. A stream's sequences are contiguous, so a gap is a message the writer
+        never staged (the consumer skipped it); lost events without gaps were never in the
+        stream. Only meaningful once every bucket is closed."""
+        layout = Layout(self.data_dir, self.width)
+        gaps: dict[str, int] = {}
+        for t in self.names:
+            spans = sorted(
+                (r.first, r.last)
+                for s in layout.closed_bucket_starts(t)
+                for r in read_manifest(layout.manifest_path(BucketKey(t, s))).stream_seq_ranges
+            )
+            missing, nxt = 0, 1
+            for first, last in spans:
+                missing += max(0, first - nxt)
+                nxt = max(nxt, last + 1)
+            gaps[t] = missing
+        return gaps
+
     def wait_all_closed(self, until: float, timeout_secs: float) -> bool:
         reader = BucketReader(self.data_dir, self.width)
         deadline = time.monotonic() + timeout_secs

@@ -118,6 +118,7 @@ def run_scenario(
             all_closed = h.wait_all_closed(time.time(), CLOSE_TIMEOUT_SECS)
             drain = time.time() - last_ack
             skewed, dups_removed = h.bucket_totals()
+            seq_gaps = h.stream_seq_gaps()
         finally:
             h.close()
         report = verify(h.ledger_dir, h.data_dir, bucket_width_secs=h.width, event_types=h.names)
@@ -155,6 +156,6 @@ def run_scenario(
         "load_secs": round(last_ack - t0, 1),
         "drain_secs": round(drain, 1),
         "events_per_s": round(result.events_per_s, 1),
-        "notes": faults.notes,
+        "notes": {**faults.notes, "stream_seq_gaps": seq_gaps},
         "problems": faults.problems,
     }
