@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 log = logging.getLogger("courier.telemetry")
 
@@ -52,3 +52,14 @@ def metrics_endpoint(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def consumer_pending_gauge(registry: CollectorRegistry) -> Gauge:
+    """``courier_consumer_pending_messages{type,consumer}``: one definition for every
+    service that reports a durable consumer's backlog (closer: writer; auditor: audit)."""
+    return Gauge(
+        "courier_consumer_pending_messages",
+        "Messages of the type not yet acknowledged by the consumer",
+        ["type", "consumer"],
+        registry=registry,
+    )

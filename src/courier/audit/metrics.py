@@ -6,6 +6,8 @@ from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from courier.telemetry import consumer_pending_gauge
+
 #: Which SLO a breach is about; the ``slo`` label.
 Slo = Literal["timeliness", "completeness", "skewness"]
 SLOS: tuple[Slo, ...] = ("timeliness", "completeness", "skewness")
@@ -33,12 +35,7 @@ class AuditorMetrics:
             ["type"],
             registry=r,
         )
-        self.pending = Gauge(
-            "courier_consumer_pending_messages",
-            "Messages of the type not yet acknowledged by the consumer",
-            ["type", "consumer"],
-            registry=r,
-        )
+        self.pending = consumer_pending_gauge(r)
         self.oldest_uncounted_age = Gauge(
             "courier_audit_oldest_uncounted_age_seconds",
             "Age of the oldest message the auditor has not counted yet, per type",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from courier.telemetry import consumer_pending_gauge
+
 
 class CloserMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -37,12 +39,7 @@ class CloserMetrics:
             ["type"],
             registry=r,
         )
-        self.pending = Gauge(
-            "courier_consumer_pending_messages",
-            "Messages of the type not yet acknowledged by the consumer",
-            ["type", "consumer"],
-            registry=r,
-        )
+        self.pending = consumer_pending_gauge(r)
         self.watermark_lag = Gauge(
             "courier_watermark_lag_seconds", "Now minus the type's watermark", ["type"], registry=r
         )
