@@ -27,16 +27,3 @@ async def provision(settings: Settings, root: Path, types: int) -> list[str]:
         return [d.name for d in defs]
     finally:
         await transport.close()
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The ``COURIER_*`` environment that reproduces ``settings`` in a child process."""
-    env = {}
-    for key, value in settings.model_dump(mode="json").items():
-        if isinstance(value, dict):
-            for sub, v in value.items():
-                if v is not None:
-                    env[f"COURIER_{key.upper()}__{sub.upper()}"] = str(v)
-        elif value is not None:
-            env[f"COURIER_{key.upper()}"] = str(value)
-    return env

@@ -27,11 +27,12 @@ import httpx
 import msgspec
 import numpy as np
 
-from bench._nats import bench_settings, provision, settings_env
+from bench._nats import bench_settings, provision
 from bench._report import emit
 from bench._stack import RssSampler
 from bench.loadgen import LoadConfig, id_key, read_ledger, run_load
 from bench.loadgen.ledger import KEY_DTYPE
+from courier.settings import settings_env
 from courier.transport import AUDIT_CONSUMER, EmbeddedNats, Transport, free_port
 
 

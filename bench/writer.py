@@ -28,10 +28,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench._data import compiled_example, stored_bodies
-from bench._nats import bench_settings, provision, settings_env
+from bench._nats import bench_settings, provision
 from bench._report import emit
 from bench._stack import RssSampler
 from courier.gateway import EVENTS_HEADER, SCHEMA_VERSION_HEADER
+from courier.settings import settings_env
 from courier.transport import EmbeddedNats, Transport
 
 TYPE = "PlaySong"

@@ -17,7 +17,7 @@ import msgspec
 
 from courier.closer import Catalog, Closer
 from courier.schema import CompiledType, Registry, TypeDefinition, load_definitions
-from courier.settings import Settings
+from courier.settings import Settings, settings_env
 from courier.storage import BucketReader
 from courier.transport import (
     CATALOG_KV,
@@ -111,19 +111,6 @@ FAST = {
     "writer": {"flush_interval_secs": 0.3, "fetch_wait_secs": 0.2, "ack_wait_secs": 3.0},
     "closer": {"default_grace_secs": 1, "poll_interval_secs": 0.2},
 }
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The ``COURIER_*`` environment that reproduces ``settings`` in a child process."""
-    env = {}
-    for key, value in settings.model_dump(mode="json").items():
-        if isinstance(value, dict):
-            for sub, v in value.items():
-                if v is not None:
-                    env[f"COURIER_{key.upper()}__{sub.upper()}"] = str(v)
-        elif value is not None:
-            env[f"COURIER_{key.upper()}"] = str(value)
-    return env
 
 
 def courier_process(

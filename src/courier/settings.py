@@ -323,3 +323,16 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
                 os.environ.pop("COURIER_CONFIG", None)
             else:
                 os.environ["COURIER_CONFIG"] = old
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``COURIER_*`` environment that reproduces ``settings`` in a child process."""
+    env = {}
+    for key, value in settings.model_dump(mode="json").items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                if v is not None:
+                    env[f"COURIER_{key.upper()}__{sub.upper()}"] = str(v)
+        elif value is not None:
+            env[f"COURIER_{key.upper()}"] = str(value)
+    return env
