@@ -98,6 +98,10 @@ async def test_kv_create_and_update_are_compare_and_set(make_settings):
         assert entry is not None and entry.value == b"c" and entry.revision == rev2
         assert await kv.keys() == ["T.1"]
         assert await kv.get("none") is None
+        await kv.put("T.2", b"x")
+        assert await kv.keys() == ["T.1", "T.2"]
+        await kv.delete("T.2")
+        assert await kv.get("T.2") is None
     finally:
         await t.close()
 

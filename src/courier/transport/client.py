@@ -401,15 +401,16 @@ class Transport:
             except nats.errors.Error as exc:
                 raise TransportUnavailableError(f"KV bucket {bucket}: {exc}") from exc
             self._kvs[bucket] = kv
-        return NatsKeyValue(kv, bucket)
+        return NatsKeyValue(kv, bucket, self.js)
 
 
 class NatsKeyValue:
     """:class:`courier.transport.kv.KeyValue` over a JetStream KV bucket."""
 
-    def __init__(self, kv: NatsKV, bucket: str) -> None:
+    def __init__(self, kv: NatsKV, bucket: str, js: JetStreamContext) -> None:
         self._kv = kv
         self._bucket = bucket
+        self._js = js
 
     async def get(self, key: str) -> KVEntry | None:
         try:
@@ -461,9 +462,15 @@ class NatsKeyValue:
             raise TransportError(f"KV delete {self._bucket}/{key}: {exc}") from exc
 
     async def keys(self) -> list[str]:
+        """Keys from the KV stream's per-subject state: one API request that either
+        answers or raises. (nats-py's ``keys()`` reads a watcher and returns nothing
+        when the watcher is slow, which under load made a registry look empty and the
+        gateway reject every event as an unknown type.) May include a key deleted
+        since; ``get`` then returns None."""
+        prefix = f"$KV.{self._bucket}."
         try:
-            return sorted(await self._kv.keys())
-        except nats.js.errors.NoKeysError:
-            return []
+            info = await self._js.stream_info(f"KV_{self._bucket}", subjects_filter=f"{prefix}>")
         except nats.errors.Error as exc:
             raise TransportError(f"KV keys {self._bucket}: {exc}") from exc
+        subjects = info.state.subjects or {}
+        return sorted(s[len(prefix) :] for s in subjects if s.startswith(prefix))

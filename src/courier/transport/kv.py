@@ -43,7 +43,8 @@ class KeyValue(Protocol):
     async def delete(self, key: str) -> None: ...
 
     async def keys(self) -> list[str]:
-        """All live keys (empty list when there are none)."""
+        """All keys (empty list when there are none); a key deleted concurrently may
+        still be listed, so callers treat ``get() is None`` as absent."""
         ...
 
 
