@@ -43,6 +43,7 @@ def _client_view(result: LoadResult) -> dict[str, int]:
         "missing_retry_after": no_retry_after,
         "retries": result.retries,
         "unknown_events": result.unknown_events,
+        "rejected_events": result.rejected_events,
     }
 
 
@@ -136,6 +137,9 @@ def run_scenario(
         faults.problems.append(f"{skewed} events arrived for an already-closed bucket")
     if not all_closed:
         faults.problems.append("not every bucket closed in time")
+    if client["rejected_events"]:
+        # The load is valid: a rejection means the gateway judged it with a wrong registry.
+        faults.problems.append(f"{client['rejected_events']} valid events were rejected")
     ok = report.ok and result.acked_events > 0 and not faults.problems
     return {
         **row,

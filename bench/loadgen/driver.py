@@ -126,6 +126,7 @@ class _Client:
         import aiohttp
 
         self.cfg = cfg
+        self.last_rejected: set[int] = set()
         self.result = result
         self.factory = BatchFactory(
             types=cfg.types,
@@ -157,7 +158,11 @@ class _Client:
         self.result.errors[what] = self.result.errors.get(what, 0) + 1
 
     async def _post(self, batch: Batch) -> bool | None:
-        """True when acked, False when refused for good (4xx), None when unknown."""
+        """True when answered 200, False when refused for good (4xx), None when unknown.
+
+        After a 200, ``self.last_rejected`` holds the indexes the gateway rejected:
+        those events were not accepted and must not enter the ledger as acked.
+        """
         import aiohttp
         import msgspec
 
@@ -175,6 +180,7 @@ class _Client:
                 if status == 200:
                     rejected = msgspec.json.decode(payload).get("rejected") or []
                     self.result.rejected_events += len(rejected)
+                    self.last_rejected = {int(r["index"]) for r in rejected}
                     return True
                 self._error(str(status))
                 if status not in (429, 503):
@@ -192,15 +198,25 @@ class _Client:
     async def send(self, batch: Batch, due: float) -> None:
         ok = await self._post(batch)
         if ok:
-            # Step 3: the ledger first; nothing between the 2xx and this write.
-            if self.ledger is not None:
-                self.ledger.acked_keys(batch.keys)
+            # Step 3: the ledger first; nothing between the 2xx and this write. Only the
+            # accepted events: a rejected one is final and never in a bucket (it is in
+            # _invalid), so recording it as acked would report it as lost.
+            keys, accepted = batch.keys, len(batch.ids)
+            if self.last_rejected:
+                keys = b"".join(
+                    batch.keys[i * 16 : (i + 1) * 16]
+                    for i in range(len(batch.ids))
+                    if i not in self.last_rejected
+                )
+                accepted -= len(self.last_rejected)
+            if self.ledger is not None and keys:
+                self.ledger.acked_keys(keys)
             self.latencies.append((time.perf_counter() - due) * 1000)
             r = self.result
-            r.acked_events += len(batch.ids)
+            r.acked_events += accepted
             r.acked_requests += 1
-            r.events_by_type[batch.event_type] = r.events_by_type.get(batch.event_type, 0) + len(
-                batch.ids
+            r.events_by_type[batch.event_type] = (
+                r.events_by_type.get(batch.event_type, 0) + accepted
             )
             if self.cfg.max_events is not None and r.acked_events >= self.cfg.max_events:
                 self.stopping = True
