@@ -101,3 +101,56 @@ def test_gateway_auth_the_gateway_binds_loopback_unless_configured(gateway_setti
     config = uvicorn_config(settings, create_app(settings))
     assert config.host == "127.0.0.1"
     assert config.timeout_keep_alive == round(settings.gateway.idle_timeout_secs)
+
+
+async def test_gateway_auth_a_request_head_that_trickles_in_gets_408_and_a_close(served, sink):
+    port = await served(head_read_timeout_secs=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = request_head(len(BODY))
+
+    async def trickle() -> None:  # one byte every 0.1 s: the head would take seconds
+        with contextlib.suppress(ConnectionError):
+            for i in range(len(head)):
+                writer.write(head[i : i + 1])
+                await writer.drain()
+                await asyncio.sleep(0.1)
+
+    sending = asyncio.create_task(trickle())
+    try:
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        assert status_line.startswith(b"HTTP/1.1 408"), status_line
+        rest = await asyncio.wait_for(reader.read(), 10)  # EOF: the server closed
+        assert b"did not arrive within 0.5s" in rest
+    finally:
+        sending.cancel()
+        writer.close()
+    assert sink.messages == []
+
+
+async def test_gateway_auth_a_connection_that_never_sends_a_request_is_closed(served):
+    port = await served(head_read_timeout_secs=0.3, idle_timeout_secs=60)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, nothing written
+    finally:
+        writer.close()
+
+
+async def test_gateway_auth_the_head_deadline_restarts_for_each_keep_alive_request(served):
+    port = await served(head_read_timeout_secs=0.5, idle_timeout_secs=60)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(3):  # each request is quick; together they outlast one deadline
+            writer.write(request_head(len(BODY)) + BODY)
+            await writer.drain()
+            status_line = await asyncio.wait_for(reader.readline(), 10)
+            assert status_line.startswith(b"HTTP/1.1 200"), status_line
+            length = 0
+            while line := (await asyncio.wait_for(reader.readline(), 10)).strip():
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            assert b'"accepted":1' in await reader.readexactly(length)
+            await asyncio.sleep(0.3)
+    finally:
+        writer.close()

@@ -370,8 +370,10 @@ def create_app(
 
 
 def uvicorn_config(settings: Settings, app: Starlette) -> Any:
-    """The uvicorn Config the gateway runs with: host, idle timeout, no access log."""
+    """The uvicorn Config the gateway runs with: host, head and idle timeouts, no access log."""
     import uvicorn
+
+    from courier.gateway.http import head_deadline_protocol
 
     loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     return uvicorn.Config(
@@ -386,6 +388,7 @@ def uvicorn_config(settings: Settings, app: Starlette) -> Any:
         lifespan="on",
         server_header=False,
         timeout_keep_alive=max(1, round(settings.gateway.idle_timeout_secs)),
+        http=head_deadline_protocol(settings.gateway.head_read_timeout_secs),
     )
 
 
