@@ -1,4 +1,5 @@
-"""The dashboard in real headless Chromium: the grid's colours say closed on time, late, open."""
+"""The dashboard in real headless Chromium: the grid's colours say closed on time, late, open,
+and an audit mismatch (events lost from a closed bucket) is marked on its cell."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from courier.model import bucket_start
+from audit.audit_testing import AUDIT_FAST, audit_bucket, start_auditor
+from courier.model import BucketKey, bucket_start
 from courier.transport import free_port
 from courier_testing import FAST, courier_process, example_definitions, open_pipeline, stop_process
 
@@ -27,6 +29,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 GREEN, RED, GREY = "rgb(46, 157, 79)", "rgb(214, 69, 69)", "rgb(184, 184, 184)"
+MISMATCH_OUTLINE = "rgb(123, 44, 191)"
 
 if not CHROMIUM.exists():
     if os.environ.get("CI"):
@@ -46,7 +49,7 @@ async def stack(make_settings):
     port = free_port()
     settings = make_settings(
         **FAST,
-        audit={"slo_normal_close_delay_secs": 0.5},
+        audit={**AUDIT_FAST, "slo_normal_close_delay_secs": 0.5},
         dashboard={"port": port, "refresh_secs": 0.5},
     )
     p = await open_pipeline(settings, example_definitions("PlaySong", "Search"))
@@ -108,3 +111,45 @@ async def test_the_grid_shows_closed_late_and_open_buckets_in_their_colours(stac
         finally:
             await browser.close()
     assert (ARTIFACTS / "dashboard-grid.png").stat().st_size > 0
+
+
+async def test_a_bucket_that_lost_events_after_its_close_is_marked_as_a_mismatch(stack):
+    p, url = stack
+    width = p.settings.bucket_width_secs
+    while time.time() % width > width - 0.5:  # publish well inside one bucket
+        await asyncio.sleep(0.1)
+    start = bucket_start(time.time(), width)
+    ids = [f"m{i}" for i in range(10)]
+    await p.publish("Search", [{"query": f"q{i}", "results": i} for i in range(10)], ids)
+    await start_auditor(p)
+    p.start_writer()
+    await p.wait_until(lambda: p.reader.manifest("Search", start) is not None, 20)
+    for _ in range(100):  # the auditor has counted the stream: the bucket reconciles
+        b = await audit_bucket(p, "Search", start)
+        if b is not None and b.verdict == "ok":
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError(f"the bucket never reconciled: {b}")
+    bucket_dir = p.reader.layout.bucket_dir(BucketKey("Search", start))
+    for part in bucket_dir.glob("part-*.parquet"):
+        part.unlink()  # the loss the auditor must see
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = await browser.new_page()
+            await page.goto(url)
+            cell = page.locator(f'td.cell[data-type="Search"][data-start="{start}"]')
+            await cell.wait_for(timeout=10_000)
+            assert "mismatch" in (await cell.get_attribute("class") or "")
+            outline = await cell.evaluate("el => getComputedStyle(el).outlineColor")
+            assert outline == MISMATCH_OUTLINE
+            mark = await cell.evaluate("el => getComputedStyle(el, '::after').content")
+            assert mark == '"!"'
+            await cell.click()
+            details = await page.locator("#details").text_content() or ""
+            assert "lost" in details
+        finally:
+            await browser.close()
