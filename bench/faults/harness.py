@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +38,20 @@ log = logging.getLogger("bench.faults")
 
 COMPONENTS = ("gateway", "writer", "closer")
 CLOSER_ID = "faults-closer"
+#: The components that write the data root.
+STORAGE_COMPONENTS = ("writer", "closer")
+#: Root without the capabilities that bypass file permissions: such a process gets
+#: EACCES from a directory without write permission, as any other user would.
+_DROP_DAC = "-dac_override,-dac_read_search"
+
+
+def without_permission_override() -> list[str]:
+    """An argv prefix that runs a command as root but bound by file permissions
+    (``setpriv`` drops CAP_DAC_OVERRIDE); empty when not root or setpriv is missing."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        return []
+    return [setpriv, f"--bounding-set={_DROP_DAC}", f"--inh-caps={_DROP_DAC}"]
 
 
 @dataclass
@@ -54,11 +69,13 @@ class Child:
     starts: int = 0
     exits: list[int] = field(default_factory=list)
     exited_at: float | None = None
+    #: Runs the component under this command (e.g. without permission override).
+    argv_prefix: list[str] = field(default_factory=list)
 
     def start(self, extra_env: dict[str, str] | None = None) -> None:
         env = {**self.env, **self.next_env, **(extra_env or {})}
         self.next_env = {}
-        argv = [sys.executable, "-m", "courier.cli.main", self.name]
+        argv = [*self.argv_prefix, sys.executable, "-m", "courier.cli.main", self.name]
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(
                 argv, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT
@@ -185,8 +202,14 @@ class Harness:
         for n in self.nats:
             n.start()
         self._provision(timeout_secs)
+        # With a data root on our own filesystem (storage faults), the writer and the
+        # closer are bound by file permissions even as root, so "permission denied" is real.
+        bound = without_permission_override() if self.mount is not None else []
         for name in COMPONENTS:
-            self.children[name] = Child(name, self.env, self.logs_dir / f"{name}.log")
+            prefix = bound if name in STORAGE_COMPONENTS else []
+            self.children[name] = Child(
+                name, self.env, self.logs_dir / f"{name}.log", argv_prefix=prefix
+            )
             self.children[name].start()
         self._supervisor.start()
         if self.probe(timeout_secs) is None:
@@ -221,6 +244,11 @@ class Harness:
                         c.exits.append(code)
                     if now - c.exited_at >= self.restart_delay_secs:
                         c.start()
+
+    @property
+    def permissions_enforced(self) -> bool:
+        """Whether the writer and closer are subject to file permissions."""
+        return all(self.children[n].argv_prefix or os.geteuid() != 0 for n in STORAGE_COMPONENTS)
 
     def close(self) -> None:
         """Stop every process this harness started (children first, then NATS)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -212,10 +214,28 @@ def _remount(mount: Path, mode: str) -> None:
 
 
 @contextlib.contextmanager
+def _permission_denied(data_dir: Path) -> Iterator[None]:
+    """Every directory of the data root made read-only (0555) for its owner: creating,
+    renaming or deleting a file anywhere there fails with EACCES. The harness runs the
+    writer and closer without CAP_DAC_OVERRIDE, so this binds them as root too."""
+    modes: dict[Path, int] = {}
+    for _ in range(2):  # a second pass catches a directory created during the first
+        for dirpath, _dirs, _files in os.walk(data_dir):
+            path = Path(dirpath)
+            if path not in modes:
+                modes[path] = stat.S_IMODE(path.stat().st_mode)
+                path.chmod(0o555)
+    try:
+        yield
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+
+
+@contextlib.contextmanager
 def _not_directories(h: Harness, secs: float) -> Iterator[None]:
     """A regular file where the writer must create the staging directories of the coming
-    buckets: every write there fails, as a directory without write permission would
-    (as root, permissions do not stop us)."""
+    buckets: every write there fails with ENOTDIR."""
     layout = Layout(h.data_dir, h.width)
     now = time.time()
     blockers = []
@@ -236,8 +256,8 @@ def _not_directories(h: Harness, secs: float) -> Iterator[None]:
 
 
 def storage(h: Harness, o: Options) -> Faults:
-    """Disk full, read-only, and a path that cannot be created, each held for a while under
-    load; then removed. The writer must back off without acking (errors grow
+    """Disk full, read-only, permission denied and a path that cannot be created, each
+    held for a while under load; then removed. The writer must back off without acking (errors grow
     logarithmically with time, not per loop) and both services must recover."""
     f = Faults()
     assert h.mount is not None
@@ -247,6 +267,10 @@ def storage(h: Harness, o: Options) -> Faults:
         ("read_only", lambda: _read_only(h.mount)),  # type: ignore[arg-type]
         ("not_a_directory", lambda: _not_directories(h, hold)),
     ]
+    if h.permissions_enforced:
+        phases.insert(2, ("permission_denied", lambda: _permission_denied(h.data_dir)))
+    else:
+        f.notes["permission_denied"] = "skipped: root without setpriv ignores permissions"
     gap = _storage_gap_secs(o)
     for name, fault in phases:
         time.sleep(gap)
@@ -288,13 +312,18 @@ def _storage_hold_secs(o: Options) -> float:
     return 4.0 if o.quick else max(8.0, o.duration_secs / 6)
 
 
+_STORAGE_PHASES = 4
+
+
 def _storage_gap_secs(o: Options) -> float:
-    return max(2.0, (o.duration_secs - 3 * _storage_hold_secs(o)) / 4)
+    return max(2.0, (o.duration_secs - _STORAGE_PHASES * _storage_hold_secs(o)) / 5)
 
 
 def _storage_load_secs(o: Options) -> float:
-    """Load must run through all three faults and their recoveries."""
-    return 4 * _storage_gap_secs(o) + 3 * _storage_hold_secs(o) + 15.0
+    """Load must run through all the faults and their recoveries."""
+    return (_STORAGE_PHASES + 1) * _storage_gap_secs(o) + _STORAGE_PHASES * (
+        _storage_hold_secs(o) + 5.0
+    )
 
 
 @contextlib.contextmanager

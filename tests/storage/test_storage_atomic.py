@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -77,7 +81,32 @@ def test_a_failed_parquet_write_leaves_no_partial_file(
     assert _entries(tmp_path) == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+_WRITE_INTO_READ_ONLY = """
+import sys
+from pathlib import Path
+from courier.errors import StorageError
+from courier.storage.atomic import write_bytes_atomic
+try:
+    write_bytes_atomic(Path(sys.argv[1]) / "file.json", b"x")
+except StorageError as exc:
+    print(exc)
+    sys.exit(0)
+sys.exit("no StorageError")
+"""
+
+
+def _without_permission_override() -> list[str]:
+    """Root bypasses permissions through CAP_DAC_OVERRIDE; setpriv drops it, so the
+    check runs for real as root too (the CI machine runs as root)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root ignores directory permissions and setpriv is not installed")
+    drop = "-dac_override,-dac_read_search"
+    return [setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}"]
+
+
 def test_writing_into_a_read_only_directory_raises_a_storage_error_naming_the_path(
     tmp_path: Path,
 ) -> None:
@@ -85,8 +114,14 @@ def test_writing_into_a_read_only_directory_raises_a_storage_error_naming_the_pa
     ro.mkdir()
     ro.chmod(0o555)
     try:
-        with pytest.raises(StorageError, match=r"ro/file\.json.*Permission denied"):
-            write_bytes_atomic(ro / "file.json", b"x")
+        done = subprocess.run(
+            [*_without_permission_override(), sys.executable, "-c", _WRITE_INTO_READ_ONLY, ro],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert re.search(r"ro/file\.json.*Permission denied", done.stdout), done.stdout
         assert _entries(ro) == []
     finally:
         ro.chmod(0o755)
