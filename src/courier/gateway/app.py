@@ -11,8 +11,10 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -36,7 +38,7 @@ from courier.gateway.admin import Provision, apply_schema
 from courier.gateway.body import body_format, content_encoding, read_body
 from courier.gateway.ingest import DecodedBatch
 from courier.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from courier.gateway.metrics import GatewayMetrics
+from courier.gateway.metrics import GatewayMetrics, share_across_workers
 from courier.gateway.openapi import openapi_document
 from courier.gateway.publisher import EventSink, NatsSink
 from courier.gateway.ratelimit import RateLimiter
@@ -81,9 +83,9 @@ async def _no_provisioning(event_type: str) -> None:
 class _Gateway:
     """What the routes need; filled by the lifespan (None until started)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics_dir: Path | None) -> None:
         self.settings = settings
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(metrics_dir)
         self.service: EventService | None = None
         self.openapi = _encode(
             openapi_document(settings.gateway, auth_required=settings.auth.enabled)
@@ -287,9 +289,11 @@ def create_app(
     *,
     sink: EventSink | None = None,
     registry: Registry | None = None,
+    metrics_dir: Path | None = None,
 ) -> Starlette:
-    """The gateway app. Without ``sink`` and ``registry`` its lifespan connects to NATS."""
-    gw = _Gateway(settings)
+    """The gateway app. Without ``sink`` and ``registry`` its lifespan connects to NATS;
+    ``metrics_dir`` when pre-forked workers share metrics (see gateway/metrics.py)."""
+    gw = _Gateway(settings, metrics_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -400,22 +404,28 @@ def serve(settings: Settings) -> None:
     encoding are CPU-bound Python, so one process saturates one core. Each worker
     has its own NATS connection and group commit. If a worker dies, the others
     are stopped and the process exits non-zero so its supervisor restarts it whole.
-    Each worker keeps its own metrics, so a scrape of ``/metrics`` sees the worker
-    that accepted it; scrape per worker (or run one worker per port) until the
-    metrics are aggregated across workers.
+    The workers share their metrics through a temporary directory, so a scrape of
+    ``/metrics`` reports all of them, whichever worker answers it.
     """
     sock = _listen(settings)
     workers = max(1, settings.gateway.workers)
     if workers == 1:
-        _run_worker(settings, sock)
+        _run_worker(settings, sock, None)
         return
+    with tempfile.TemporaryDirectory(prefix="courier-gateway-metrics-") as metrics_dir:
+        share_across_workers(Path(metrics_dir))
+        code = _fork_workers(settings, sock, workers, Path(metrics_dir))
+    sys.exit(code)
+
+
+def _fork_workers(settings: Settings, sock: socket.socket, workers: int, metrics: Path) -> int:
     children: list[int] = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             code = 0
             try:
-                _run_worker(settings, sock)
+                _run_worker(settings, sock, metrics)
             except SystemExit as exc:
                 code = int(exc.code or 0)
             except BaseException:
@@ -430,7 +440,7 @@ def serve(settings: Settings) -> None:
         settings.gateway.port,
         workers,
     )
-    sys.exit(_wait_workers(children))
+    return _wait_workers(children)
 
 
 def _listen(settings: Settings) -> socket.socket:
@@ -450,10 +460,11 @@ def _listen(settings: Settings) -> socket.socket:
     return sock
 
 
-def _run_worker(settings: Settings, sock: socket.socket) -> None:
+def _run_worker(settings: Settings, sock: socket.socket, metrics_dir: Path | None) -> None:
     import uvicorn
 
-    server = uvicorn.Server(uvicorn_config(settings, create_app(settings)))
+    app = create_app(settings, metrics_dir=metrics_dir)
+    server = uvicorn.Server(uvicorn_config(settings, app))
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(3)  # what uvicorn.run does: a failed start is not a clean exit
