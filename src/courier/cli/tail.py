@@ -19,6 +19,13 @@ import click
     help="Positions and rejected log (default <data-dir>/_tailer).",
 )
 @click.option("--api-key", envvar="COURIER_API_KEY", help="API key when the gateway has auth on.")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Serve /metrics (lines sent/rejected, files, unacked bytes) on this port; 0 = off.",
+)
 @click.pass_obj
 def tail(
     obj: Any,
@@ -26,14 +33,18 @@ def tail(
     gateway_url: str | None,
     state_dir: Path | None,
     api_key: str | None,
+    metrics_port: int,
 ) -> None:
     """Follow JSON-lines files (globs, quoted) and deliver every line to the gateway once.
 
     Each line is {"type", "id"?, "time"?, "data"}; lines without an id get a
     deterministic one. Survives rotation (rename and copytruncate) and restarts.
     """
-    from courier.tailer import Tailer, TailerSettings
+    from prometheus_client import CollectorRegistry
+
+    from courier.tailer import Tailer, TailerCollector, TailerSettings
     from courier.tailer.tailer import glob_patterns
+    from courier.telemetry import metrics_endpoint
 
     s = obj.settings()  # the group's _Ctx (also when run as ``python -m courier.cli.main``)
     settings = TailerSettings(
@@ -50,4 +61,8 @@ def tail(
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    Tailer(settings, stop=stop).run()
+    tailer = Tailer(settings, stop=stop)
+    registry = CollectorRegistry()
+    registry.register(TailerCollector(tailer))
+    with metrics_endpoint(registry, host=s.metrics_host, port=metrics_port, service="tailer"):
+        tailer.run()

@@ -15,6 +15,7 @@ from courier.sdk.delivery import (
     GatewayClient,
     MemoryDeliverer,
 )
+from courier.sdk.metrics import ProducerCollector
 from courier.sdk.producer import (
     AsyncProducer,
     Producer,
@@ -33,6 +34,7 @@ __all__ = [
     "GatewayClient",
     "MemoryDeliverer",
     "Producer",
+    "ProducerCollector",
     "ProducerSettings",
     "ProducerStats",
     "RejectedEvent",

@@ -2,6 +2,7 @@
 
 from courier.tailer.checkpoint import Checkpoint
 from courier.tailer.files import TailedFile, fingerprint, line_id
+from courier.tailer.metrics import TailerCollector
 from courier.tailer.tailer import Deliverer, Tailer, TailerSettings, TailerStats, event_payload
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "Deliverer",
     "TailedFile",
     "Tailer",
+    "TailerCollector",
     "TailerSettings",
     "TailerStats",
     "event_payload",

@@ -24,8 +24,10 @@ to its end and closed once it has been quiet for ``rotate_wait_secs``.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -115,6 +117,8 @@ class TailerStats:
     lines_sent: int
     lines_rejected: int
     files_open: int
+    #: Bytes of the open files the gateway has not acknowledged: how far behind it is.
+    unacked_bytes: int = 0
 
 
 def event_payload(fp: str, offset: int, line: bytes) -> bytes:
@@ -162,7 +166,16 @@ class Tailer:
         self.lines_rejected = 0
 
     def stats(self) -> TailerStats:
-        return TailerStats(self.lines_sent, self.lines_rejected, len(self._files))
+        """A snapshot; safe to call from another thread (a metrics scrape)."""
+        files = list(self._files.values())  # copies are atomic; iterating live dicts is not
+        acked = dict(self.checkpoint.positions)
+        behind = 0
+        for f in files:
+            position = acked.get(f.fp)
+            with contextlib.suppress(OSError):  # closed meanwhile: nothing left to send
+                size = os.fstat(f.fd).st_size
+                behind += max(0, size - (position.offset if position else 0))
+        return TailerStats(self.lines_sent, self.lines_rejected, len(files), behind)
 
     def run(self) -> None:
         """Follow the files until ``stop`` is set; saves the positions on the way out."""
