@@ -79,6 +79,11 @@ class StoredBodyError(CourierError):
     """A stored message body does not decode with the schema version it names."""
 
 
+class RepairRefusedError(CourierError):
+    """A repair cannot be done as asked (the data it needs is gone, or it would skip
+    unacknowledged messages); nothing was changed."""
+
+
 class RequestError(CourierError):
     """A gateway request is unacceptable as a whole; nothing in it was accepted.
 
@@ -133,6 +138,12 @@ class RateLimitedError(RequestError):
     def __init__(self, message: str, retry_after_secs: int) -> None:
         super().__init__(message)
         self.retry_after_secs = retry_after_secs
+
+
+class NotFoundError(RequestError):
+    """The request names something that does not exist (an unknown event type)."""
+
+    status = 404
 
 
 class ConflictError(RequestError):

@@ -18,6 +18,7 @@ from courier.transport.names import (
     AUDIT_CONSUMER,
     AUDIT_KV,
     CATALOG_KV,
+    REPAIRS_KV,
     SCHEMAS_KV,
     WRITER_CONSUMER,
     closed_subject,
@@ -25,12 +26,14 @@ from courier.transport.names import (
     stream_name,
 )
 from courier.transport.provision import provision_base, provision_type, verify_type
+from courier.transport.repoint import Repointed, repoint_writer
 from courier.transport.server import EmbeddedNats, free_port, nats_server_binary
 
 __all__ = [
     "AUDIT_CONSUMER",
     "AUDIT_KV",
     "CATALOG_KV",
+    "REPAIRS_KV",
     "SCHEMAS_KV",
     "WRITER_CONSUMER",
     "ConsumerProgress",
@@ -42,6 +45,7 @@ __all__ = [
     "NatsKeyValue",
     "PublishResult",
     "PullConsumer",
+    "Repointed",
     "StoredMessage",
     "Transport",
     "closed_subject",
@@ -50,6 +54,7 @@ __all__ = [
     "nats_server_binary",
     "provision_base",
     "provision_type",
+    "repoint_writer",
     "stream_name",
     "verify_type",
 ]

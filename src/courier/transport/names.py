@@ -10,6 +10,7 @@ AUDIT_CONSUMER = "audit"
 SCHEMAS_KV = "courier_schemas"
 CATALOG_KV = "courier_buckets"
 AUDIT_KV = "courier_audit"
+REPAIRS_KV = "courier_repairs"
 
 
 def stream_name(event_type: str) -> str:

@@ -32,6 +32,7 @@ from courier.transport.names import (
     AUDIT_KV,
     CATALOG_KV,
     CLOSED_STREAM,
+    REPAIRS_KV,
     SCHEMAS_KV,
     WRITER_CONSUMER,
     closed_subject,
@@ -62,6 +63,14 @@ def _stream_config(settings: Settings, name: str, subjects: list[str]) -> Stream
         num_replicas=n.replicas,
         allow_direct=True,
     )
+
+
+def consumer_spec(settings: Settings, event_type: str, durable: str) -> ConsumerConfig:
+    """The configuration provisioning gives the ``durable`` consumer of ``event_type``."""
+    for c in _spec(settings, event_type).consumers:
+        if c.durable_name == durable:
+            return c
+    raise ValueError(f"no consumer {durable!r} is provisioned")
 
 
 def _spec(settings: Settings, event_type: str) -> _Spec:
@@ -102,8 +111,9 @@ _STREAM_FIELDS = (
     "duplicate_window",
     "num_replicas",
 )
-_CONSUMER_FIELDS = (
-    "deliver_policy",
+#: Compared at start-up and by provisioning. Not deliver_policy/opt_start_*: where a
+#: consumer starts is set at creation and moved by a repair; it is not drift.
+CONSUMER_FIELDS = (
     "ack_policy",
     "ack_wait",
     "max_deliver",
@@ -112,7 +122,8 @@ _CONSUMER_FIELDS = (
 )
 
 
-def _diff(want: object, have: object, fields: Iterable[str]) -> list[str]:
+def diff_config(want: object, have: object, fields: Iterable[str]) -> list[str]:
+    """``field: live X, wanted Y`` for each of ``fields`` that differs (floats within 1 ms)."""
     out = []
     for f in fields:
         a, b = getattr(want, f), getattr(have, f)
@@ -133,7 +144,7 @@ async def _ensure_stream(transport: Transport, cfg: StreamConfig, *, update: boo
         await js.add_stream(cfg)
         log.info("created stream %s", cfg.name)
         return
-    problems = _diff(cfg, info.config, _STREAM_FIELDS)
+    problems = diff_config(cfg, info.config, _STREAM_FIELDS)
     if problems and update:
         await js.update_stream(cfg)
         log.info("updated stream %s: %s", cfg.name, "; ".join(problems))
@@ -149,9 +160,16 @@ async def _ensure_consumer(
         await js.add_consumer(stream, cfg)
         log.info("created consumer %s on %s", cfg.durable_name, stream)
         return
-    problems = _diff(cfg, info.config, _CONSUMER_FIELDS)
+    problems = diff_config(cfg, info.config, CONSUMER_FIELDS)
     if problems and update:
-        # add_consumer on an existing durable updates the mutable fields.
+        # add_consumer on an existing durable updates the mutable fields. The server
+        # refuses a changed start, and a repaired consumer's start must stay: keep it.
+        live = info.config
+        cfg = cfg.evolve(
+            deliver_policy=live.deliver_policy,
+            opt_start_seq=live.opt_start_seq,
+            opt_start_time=live.opt_start_time,
+        )
         await js.add_consumer(stream, cfg)
         log.info("updated consumer %s on %s: %s", cfg.durable_name, stream, "; ".join(problems))
 
@@ -160,7 +178,8 @@ async def provision_base(transport: Transport, settings: Settings) -> None:
     """KV buckets and the close-notification stream. Idempotent."""
     js = transport.js
     try:
-        for bucket, history in ((SCHEMAS_KV, 16), (CATALOG_KV, 4), (AUDIT_KV, 4)):
+        kvs = ((SCHEMAS_KV, 16), (CATALOG_KV, 4), (AUDIT_KV, 4), (REPAIRS_KV, 1))
+        for bucket, history in kvs:
             try:
                 await js.key_value(bucket)
             except nats.js.errors.BucketNotFoundError:
@@ -199,7 +218,9 @@ async def verify_type(transport: Transport, settings: Settings, event_type: str)
     problems: list[str] = []
     try:
         info = await js.stream_info(name)
-        problems += [f"stream {name}: {p}" for p in _diff(spec.stream, info.config, _STREAM_FIELDS)]
+        problems += [
+            f"stream {name}: {p}" for p in diff_config(spec.stream, info.config, _STREAM_FIELDS)
+        ]
         for c in spec.consumers:
             try:
                 ci = await js.consumer_info(name, c.durable_name or "")
@@ -208,7 +229,7 @@ async def verify_type(transport: Transport, settings: Settings, event_type: str)
                 continue
             problems += [
                 f"consumer {c.durable_name} on {name}: {p}"
-                for p in _diff(c, ci.config, _CONSUMER_FIELDS)
+                for p in diff_config(c, ci.config, CONSUMER_FIELDS)
             ]
     except nats.js.errors.NotFoundError as exc:
         raise ProvisioningError(
