@@ -183,7 +183,20 @@ class BucketCloser:
             m = read_manifest(self.layout.manifest_path(key))
         except ManifestError:
             return []
-        return [self.layout.bucket_dir(key) / f.name for f in m.files]
+        parts = [self.layout.bucket_dir(key) / f.name for f in m.files]
+        present = [p for p in parts if p.exists()]
+        if len(present) < len(parts):
+            # A closed bucket lost a file (deleted by hand, storage fault): its ids cannot
+            # be deduplicated against; redelivered copies of them land in this bucket as
+            # skewed events (``courier repair redeliver``), not nowhere.
+            missing = sorted(p.name for p in parts if not p.exists())
+            log.warning(
+                "closed bucket %s is missing %s listed in its manifest; not deduplicating "
+                "against them",
+                key.label(),
+                ", ".join(missing),
+            )
+        return present
 
     def _dedup_against(self, key: BucketKey, entry: CatalogEntry) -> list[Path]:
         """Closed files whose ids this bucket must not repeat: H-1, and the closed

@@ -5,7 +5,7 @@
     <root>/<Type>/<partition>/part-00000.parquet   final bucket files
     <root>/<Type>/<partition>/_SUCCESS              manifest, written last
     <root>/_invalid/<partition>/...                 rejected events, laid out like a type
-    <root>/_staging/<Type>/<partition>/<writer>-<first_seq>-<last_seq>.parquet
+    <root>/_staging/<Type>/<partition>/<writer>-<first_seq>-<last_seq>[-<flush>].parquet
     <root>/_quarantine/<Type>/...                   undecodable messages
 
 ``<partition>`` is :func:`courier.model.partition_path`, e.g.
@@ -71,9 +71,23 @@ class Layout:
         """``<root>/_staging/<Type>/<partition>``."""
         return self.root / STAGING_DIR / key.event_type / partition_path(key.start, self.width)
 
-    def staging_file(self, key: BucketKey, writer_id: str, first_seq: int, last_seq: int) -> Path:
-        """Staging file of one flush: ``<writer>-<first_seq:020d>-<last_seq:020d>.parquet``."""
-        name = f"{writer_id}-{first_seq:020d}-{last_seq:020d}{PARQUET_SUFFIX}"
+    def staging_file(
+        self,
+        key: BucketKey,
+        writer_id: str,
+        first_seq: int,
+        last_seq: int,
+        flush_id: str | None = None,
+    ) -> Path:
+        """Staging file of one flush: ``<writer>-<first_seq:020d>-<last_seq:020d>[-<flush_id>].parquet``.
+
+        The writer passes a ``flush_id`` unique to the flush: after a redelivery
+        (``courier repair redeliver``) the same writer may stage the same range of
+        a closed bucket again, and that file must not take the name of one the
+        bucket's manifest already consumed (the closer would take it for a leftover).
+        """
+        suffix = f"-{flush_id}" if flush_id else ""
+        name = f"{writer_id}-{first_seq:020d}-{last_seq:020d}{suffix}{PARQUET_SUFFIX}"
         return self.staging_dir(key) / name
 
     def list_staging_files(self, key: BucketKey) -> list[Path]:

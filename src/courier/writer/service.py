@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -324,7 +325,9 @@ class Writer:
                 return True
             del self._buffers[bkey]  # new rows go to a fresh buffer meanwhile
             seqs = [d.seq for d in buf.deliveries]
-            path = self.layout.staging_file(buf.key, self.writer_id, min(seqs), max(seqs))
+            path = self.layout.staging_file(
+                buf.key, self.writer_id, min(seqs), max(seqs), flush_id=secrets.token_hex(4)
+            )
             table = pa.concat_tables(buf.tables)
             try:
                 # Step 3: durable staging file.
