@@ -49,6 +49,7 @@ from courier.examples import SCHEMAS_DIR
 from courier.gateway import MemorySink, create_app
 from courier.gateway.app import uvicorn_config
 from courier.gateway.openapi import openapi_document
+from courier.repair import MemoryRepairTarget
 from courier.schema import Registry, load_definitions
 from courier.settings import Settings, load_settings
 from courier.transport.kv import MemoryKeyValue
@@ -90,7 +91,8 @@ class LiveGateway:
         async def main() -> None:
             registry = Registry(MemoryKeyValue())
             await registry.apply(load_definitions(SCHEMAS_DIR))
-            app = create_app(self.settings, sink=self.sink, registry=registry)
+            repairs = MemoryRepairTarget(set(await registry.compiled()))
+            app = create_app(self.settings, sink=self.sink, registry=registry, repairs=repairs)
             self._server = uvicorn.Server(uvicorn_config(self.settings, app))
             self._started.set()
             await self._server.serve()
@@ -365,7 +367,13 @@ CHECKS = [
 
 OPERATIONS = [op.ok() for op in SCHEMA.get_all_operations()]
 #: Operations with inputs to get wrong (the others have no negative cases).
-WITH_INPUT = {"POST /v1/events", "PUT /v1/schemas/{type}"}
+WITH_INPUT = {
+    "POST /v1/events",
+    "PUT /v1/schemas/{type}",
+    "POST /v1/admin/redeliver/{type}",
+    "POST /v1/admin/republish/{type}",
+    "GET /v1/admin/repairs",
+}
 
 
 @pytest.mark.parametrize(

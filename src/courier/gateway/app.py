@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
@@ -42,8 +41,18 @@ from courier.gateway.metrics import GatewayMetrics, share_across_workers
 from courier.gateway.openapi import openapi_document
 from courier.gateway.publisher import EventSink, NatsSink
 from courier.gateway.ratelimit import RateLimiter
+from courier.gateway.repair import RepairRoutes
+from courier.gateway.responses import (
+    encode_json,
+    error_response,
+    json_response,
+    read_admin_body,
+    refused,
+    unavailable,
+)
 from courier.gateway.service import EventService
 from courier.model import INVALID_TYPE
+from courier.repair import NatsRepairTarget, RepairTarget
 from courier.schema import Registry, record_to_json
 from courier.settings import Settings
 from courier.transport.client import Transport
@@ -54,26 +63,9 @@ log = logging.getLogger("courier.gateway")
 
 #: How long a starting gateway waits for NATS before giving up.
 WAIT_FOR_NATS_SECS = 30.0
-_encode = msgspec.json.Encoder().encode
-
-
-def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_encode(doc), status, headers=headers, media_type="application/json")
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return _json({"error": message}, status, headers)
-
-
-def _refused(exc: RequestError) -> Response:
-    """The answer to a request refused as a whole (4xx), with the headers its status needs."""
-    headers = {}
-    if exc.status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    retry_after = getattr(exc, "retry_after_secs", None)
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    return _error(exc.status, str(exc), headers)
+_json = json_response
+_error = error_response
+_refused = refused
 
 
 async def _no_provisioning(event_type: str) -> None:
@@ -87,21 +79,16 @@ class _Gateway:
         self.settings = settings
         self.metrics = GatewayMetrics(metrics_dir)
         self.service: EventService | None = None
-        self.openapi = _encode(
+        self.openapi = encode_json(
             openapi_document(settings.gateway, auth_required=settings.auth.enabled)
         )
         self.keyring = KeyRing(settings.auth)
+        self.repairs = RepairRoutes(settings, self.keyring)
         self.limiter = RateLimiter()
         self.provision: Provision = _no_provisioning
 
     def unavailable(self, what: str) -> Response:
-        retry = str(self.settings.gateway.retry_after_secs)
-        return _error(
-            503,
-            f"{what}; nothing was accepted: retry the whole batch after {retry}s "
-            "(the events' ids make the retry safe)",
-            {"Retry-After": retry},
-        )
+        return unavailable(self.settings.gateway, what)
 
     # -- routes -----------------------------------------------------------------
 
@@ -214,13 +201,7 @@ class _Gateway:
             self.keyring.require_admin(request.headers)
             if self.service is None:
                 return self.unavailable("the gateway is starting")
-            body = await read_body(
-                request.stream(),
-                content_length=request.headers.get("content-length"),
-                encoding="identity",
-                max_body_bytes=self.settings.gateway.max_body_bytes,
-                timeout_secs=self.settings.gateway.body_read_timeout_secs,
-            )
+            body = await read_admin_body(request, self.settings.gateway)
             result = await apply_schema(self.service.registry, name, body, self.provision)
             await self.service.refresh()
         except RequestError as exc:
@@ -290,9 +271,14 @@ def create_app(
     sink: EventSink | None = None,
     registry: Registry | None = None,
     metrics_dir: Path | None = None,
+    repairs: RepairTarget | None = None,
 ) -> Starlette:
     """The gateway app. Without ``sink`` and ``registry`` its lifespan connects to NATS;
-    ``metrics_dir`` when pre-forked workers share metrics (see gateway/metrics.py)."""
+    ``metrics_dir`` when pre-forked workers share metrics (see gateway/metrics.py).
+
+    ``repairs`` is what the repair routes act on (tests: MemoryRepairTarget); by
+    default the NATS transport, and without one those routes answer 503.
+    """
     gw = _Gateway(settings, metrics_dir)
 
     @contextlib.asynccontextmanager
@@ -316,6 +302,10 @@ def create_app(
                 the_registry = Registry(await transport.key_value(SCHEMAS_KV))
             if transport is not None:
                 gw.provision = _provisioner(settings, transport)
+                gw.repairs.target = NatsRepairTarget(transport, settings)
+            if repairs is not None:
+                gw.repairs.target = repairs
+            gw.repairs.registry = the_registry
             tally, store = await _audit_tally(settings, transport)
             service = EventService(settings, the_sink, the_registry, gw.metrics, tally=tally)
             try:
@@ -353,6 +343,7 @@ def create_app(
                     stop_flushing.set()  # one last flush of the audit counts
                     await flusher
                 gw.service = None
+                gw.repairs.target = gw.repairs.registry = None
                 log.info("gateway stopped")
         finally:
             if transport is not None:
@@ -363,6 +354,7 @@ def create_app(
         Route("/v1/schemas", gw.list_schemas, methods=["GET"]),
         Route("/v1/schemas/{type}", gw.get_schema, methods=["GET"]),
         Route("/v1/schemas/{type}", gw.put_schema, methods=["PUT"]),
+        *gw.repairs.routes(),
         Route("/healthz", gw.healthz, methods=["GET"]),
         Route("/readyz", gw.readyz, methods=["GET"]),
         Route("/metrics", gw.metrics_route, methods=["GET"]),

@@ -34,6 +34,142 @@ def _refusals(*, admin: bool = False) -> dict[str, Any]:
     }
 
 
+def _record_answer(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Repair"}}},
+    }
+
+
+def _repair_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """The ``/v1/admin/`` repair routes (DESIGN §10): admin key, every call recorded."""
+    type_param = [{"name": "type", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+    def post(summary: str, body_ref: str, extra: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": summary,
+                "security": security,
+                "parameters": type_param,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": body_ref}}},
+                },
+                "responses": {
+                    "200": _record_answer("Done; the repair record."),
+                    "400": _error("Malformed body (recorded as refused)."),
+                    **_refusals(admin=True),
+                    "404": _error("Unknown event type (recorded as refused)."),
+                    "408": _error("The body did not arrive in time."),
+                    **extra,
+                    "413": _error("Body too large."),
+                    "503": _error(
+                        "Transport or repair log unavailable; retrying is safe.", retry=True
+                    ),
+                },
+            }
+        }
+
+    return {
+        "/v1/admin/repairs": {
+            "get": {
+                "summary": "The repair log, newest first (admin key)",
+                "security": security,
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Repair records",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/Repair"},
+                                }
+                            }
+                        },
+                    },
+                    "400": _error("Bad limit."),
+                    **_refusals(admin=True),
+                    "503": _error("Repair log unavailable.", retry=True),
+                },
+            }
+        },
+        "/v1/admin/redeliver/{type}": post(
+            "Redeliver a type from a stream sequence or time (admin key)",
+            "#/components/schemas/Redeliver",
+            {
+                "409": _error(
+                    "Refused: the start is no longer retained, would skip unacked messages, "
+                    "or the consumer is not as provisioned; nothing changed."
+                )
+            },
+        ),
+        "/v1/admin/republish/{type}": post(
+            "Publish a stored (quarantined) message again, after the fix (admin key)",
+            "#/components/schemas/Republish",
+            {"409": _error("Refused in the current state; nothing changed.")},
+        ),
+    }
+
+
+def _repair_schemas() -> dict[str, Any]:
+    return {
+        "Redeliver": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Exactly one of from_seq and from_time.",
+            "properties": {
+                "from_seq": {"type": "integer", "minimum": 1},
+                "from_time": {"type": "string", "format": "date-time"},
+            },
+        },
+        "Republish": {
+            "type": "object",
+            "required": ["stream_seq", "body_base64"],
+            "additionalProperties": False,
+            "description": "A quarantine record's fields; published with the message id "
+            "replay.<type>.<stream_seq>.",
+            "properties": {
+                "stream_seq": {"type": "integer", "minimum": 1},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "body_base64": {"type": "string", "contentEncoding": "base64"},
+            },
+        },
+        "Repair": {
+            "type": "object",
+            "required": [
+                "id",
+                "operation",
+                "event_type",
+                "arguments",
+                "principal",
+                "started_at",
+                "outcome",
+            ],
+            "properties": {
+                "format_version": {"type": "integer"},
+                "id": {"type": "string"},
+                "operation": {"type": "string"},
+                "event_type": {"type": "string"},
+                "arguments": {"type": "object"},
+                "principal": {"type": "string", "description": "The key's name, never the key."},
+                "started_at": {"type": "string", "format": "date-time"},
+                "finished_at": {"type": ["string", "null"], "format": "date-time"},
+                "outcome": {"type": "string", "enum": ["started", "done", "refused", "failed"]},
+                "error": {"type": ["string", "null"]},
+                "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "result": {"type": "object"},
+            },
+        },
+    }
+
+
 def openapi_document(limits: GatewaySettings, *, auth_required: bool = False) -> dict[str, Any]:
     """The API description, with the configured limits written into it.
 
@@ -41,6 +177,7 @@ def openapi_document(limits: GatewaySettings, *, auth_required: bool = False) ->
     """
     keyed: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
     security = keyed if auth_required else [*keyed, {}]
+    admin_security = security
     event = {
         "type": "object",
         "required": ["type", "data"],
@@ -190,9 +327,7 @@ def openapi_document(limits: GatewaySettings, *, auth_required: bool = False) ->
             "/v1/schemas/{type}": {
                 "put": {
                     "summary": "Register a type or a new schema version (admin key)",
-                    "security": [{"bearer": []}, {"apiKey": []}]
-                    if auth_required
-                    else [{"bearer": []}, {"apiKey": []}, {}],
+                    "security": admin_security,
                     "parameters": [
                         {
                             "name": "type",
@@ -252,6 +387,7 @@ def openapi_document(limits: GatewaySettings, *, auth_required: bool = False) ->
                     },
                 },
             },
+            **_repair_paths(admin_security),
             "/healthz": {"get": {"summary": "Process alive", "responses": {"200": plain_ok}}},
             "/readyz": {
                 "get": {
@@ -303,6 +439,7 @@ def openapi_document(limits: GatewaySettings, *, auth_required: bool = False) ->
                         "version": {"type": "integer"},
                     },
                 },
+                **_repair_schemas(),
                 "Event": event,
                 "Batch": batch,
                 "Accepted": accepted,

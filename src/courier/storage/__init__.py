@@ -6,6 +6,7 @@ Object stores (S3, GCS) come later behind the same layout and protocols.
 from courier.storage.atomic import (
     FileInfo,
     fsync_dir,
+    move_durable,
     remove_stale_temps,
     sha256_file,
     write_bytes_atomic,
@@ -32,6 +33,7 @@ __all__ = [
     "ManifestFile",
     "SeqRange",
     "fsync_dir",
+    "move_durable",
     "read_manifest",
     "remove_stale_temps",
     "seq_ranges",

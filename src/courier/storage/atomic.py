@@ -209,3 +209,20 @@ def remove_stale_temps(directory: Path, *, min_age_secs: float = 0.0) -> int:
         except OSError as exc:
             raise StorageError(f"could not remove stale temp file {tmp}: {_describe(exc)}") from exc
     return removed
+
+
+def move_durable(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` (same filesystem) and make the move durable.
+
+    Creates ``dst``'s missing directories (fsynced), renames (atomic on POSIX:
+    the file is at one of the two names, never both or neither), then fsyncs
+    both directories. StorageError on failure; ``src`` is then still in place
+    unless the rename itself happened.
+    """
+    try:
+        _make_dirs(dst.parent)
+        os.replace(src, dst)
+        fsync_dir(dst.parent)
+        fsync_dir(src.parent)
+    except OSError as exc:
+        raise StorageError(f"could not move {src} to {dst}: {_describe(exc)}") from exc

@@ -1,0 +1,56 @@
+"""JSON answers of the gateway's routes, shared by the ingest, schema and repair routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from courier.errors import RequestError
+from courier.gateway.body import read_body
+from courier.settings import GatewaySettings
+
+encode_json = msgspec.json.Encoder().encode
+
+
+def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(encode_json(doc), status, headers=headers, media_type="application/json")
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response({"error": message}, status, headers)
+
+
+def refused(exc: RequestError, **extra: Any) -> Response:
+    """The answer to a request refused as a whole (4xx), with the headers its status needs."""
+    headers = {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    retry_after = getattr(exc, "retry_after_secs", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return json_response({"error": str(exc), **extra}, exc.status, headers)
+
+
+def unavailable(limits: GatewaySettings, what: str) -> Response:
+    """503 with ``Retry-After``: ``what`` could not be done now; retrying is safe."""
+    retry = str(limits.retry_after_secs)
+    return error_response(
+        503,
+        f"{what}; nothing was accepted: retry the whole batch after {retry}s "
+        "(the events' ids make the retry safe)",
+        {"Retry-After": retry},
+    )
+
+
+async def read_admin_body(request: Request, limits: GatewaySettings) -> bytes:
+    """The plain (uncompressed) body of an admin request, within the body size and deadline."""
+    return await read_body(
+        request.stream(),
+        content_length=request.headers.get("content-length"),
+        encoding="identity",
+        max_body_bytes=limits.max_body_bytes,
+        timeout_secs=limits.body_read_timeout_secs,
+    )
