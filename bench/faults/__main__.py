@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, help="parent of the temp dirs (default: system temp)")
     p.add_argument("--keep", action="store_true", help="keep temp dirs (logs) for a post-mortem")
     args = p.parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C: the harness stops its processes and unmounts its tmpfs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     names = list(SCENARIOS) if "all" in args.scenarios else list(dict.fromkeys(args.scenarios))
     duration = args.duration or (6.0 if args.quick else 45.0)

@@ -107,7 +107,9 @@ def run_scenario(
                 retry_budget_secs=120.0,
             )
             box: list[LoadResult] = []
-            load = threading.Thread(target=lambda: box.append(run_load(cfg)), name="load")
+            load = threading.Thread(
+                target=lambda: box.append(run_load(cfg)), name="load", daemon=True
+            )
             t0 = time.time()
             load.start()
             faults = scenario.run(h, replace(opts))
