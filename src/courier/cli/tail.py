@@ -9,16 +9,17 @@ from typing import Any
 
 import click
 
+from courier.cli.http import gateway_base_url, gateway_options
+
 
 @click.command()
 @click.argument("patterns", nargs=-1, required=True)
-@click.option("--gateway-url", help="Gateway base URL (default from settings: gateway host/port).")
+@gateway_options(api_key_help="API key when the gateway has auth on.")
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
     help="Positions and rejected log (default <data-dir>/_tailer).",
 )
-@click.option("--api-key", envvar="COURIER_API_KEY", help="API key when the gateway has auth on.")
 @click.option(
     "--metrics-port",
     type=int,
@@ -50,7 +51,7 @@ def tail(
     settings = TailerSettings(
         patterns=glob_patterns(patterns),
         state_dir=state_dir or s.data_dir / "_tailer",
-        gateway_url=gateway_url or f"http://{s.gateway.host}:{s.gateway.port}",
+        gateway_url=gateway_base_url(s, gateway_url),
         max_line_bytes=s.gateway.max_event_bytes,
         api_key=api_key,
     )

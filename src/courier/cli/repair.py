@@ -1,0 +1,175 @@
+"""``courier repair``: repairs (DESIGN §10) through the gateway's admin API.
+
+Every command calls the gateway with the admin key (``--api-key`` or
+``COURIER_API_KEY``); the gateway records each call in the repair log, which
+``courier repair list`` shows. ``replay-quarantine`` also reads and moves the
+quarantine files under the data dir, so it runs where the writer's data dir is
+(see :mod:`courier.repair.quarantine` for its protocol).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from courier.cli.audit import SettingsSource
+from courier.cli.http import GatewayClient, error_text, gateway_base_url, gateway_options
+from courier.errors import StorageError
+
+_ADMIN_KEY_HELP = "The gateway's admin key (when it has auth on)."
+
+
+@click.group()
+def repair() -> None:
+    """Redeliver, replay and inspect repairs (admin key; every call is recorded)."""
+
+
+def _client(c: SettingsSource, gateway_url: str | None, api_key: str | None) -> GatewayClient:
+    return GatewayClient(gateway_base_url(c.settings(), gateway_url), api_key)
+
+
+def _ok(response: Any, what: str) -> dict[str, Any]:
+    if response.status_code != 200:
+        raise click.ClickException(f"{what}: HTTP {response.status_code}: {error_text(response)}")
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+@repair.command("list")
+@click.option("--limit", type=int, default=50, show_default=True, help="Latest repairs shown.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@gateway_options(api_key_help=_ADMIN_KEY_HELP)
+@click.pass_obj
+def repair_list(
+    c: SettingsSource, limit: int, as_json: bool, gateway_url: str | None, api_key: str | None
+) -> None:
+    """The repair log, newest first: who did what, when, and how it ended."""
+    with _client(c, gateway_url, api_key) as client:
+        response = client.request("GET", "/v1/admin/repairs", limit=limit)
+    if response.status_code != 200:
+        raise click.ClickException(
+            f"listing repairs: HTTP {response.status_code}: {error_text(response)}"
+        )
+    records: list[dict[str, Any]] = response.json()
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    click.echo(f"{'started_at':25} {'operation':10} {'type':16} {'by':10} {'outcome':8} details")
+    for r in records:
+        args = " ".join(f"{k}={v}" for k, v in r["arguments"].items())
+        counts = " ".join(f"{k}={v}" for k, v in sorted(r.get("counts", {}).items()))
+        details = r.get("error") or " ".join(x for x in (args, counts) if x)
+        click.echo(
+            f"{r['started_at']:25} {r['operation']:10} {r['event_type']:16} "
+            f"{r['principal']:10} {r['outcome']:8} {details}  [{r['id']}]"
+        )
+
+
+@repair.command("redeliver")
+@click.argument("event_type")
+@click.option("--from-seq", type=int, help="First stream sequence to deliver again.")
+@click.option("--from-time", help="Deliver again what was published at or after (RFC 3339).")
+@gateway_options(api_key_help=_ADMIN_KEY_HELP)
+@click.pass_obj
+def repair_redeliver(
+    c: SettingsSource,
+    event_type: str,
+    from_seq: int | None,
+    from_time: str | None,
+    gateway_url: str | None,
+    api_key: str | None,
+) -> None:
+    """Make the writers receive EVENT_TYPE's messages again from a sequence or a time.
+
+    Closed buckets do not change: redelivered events already in them are
+    dropped, events missing from them land once in the oldest open bucket
+    (counted as skewed). Open buckets wait until the redelivery is written.
+    """
+    if (from_seq is None) == (from_time is None):
+        raise click.UsageError("give exactly one of --from-seq and --from-time")
+    body = {"from_seq": from_seq} if from_seq is not None else {"from_time": from_time}
+    with _client(c, gateway_url, api_key) as client:
+        response = client.request("POST", f"/v1/admin/redeliver/{event_type}", json=body)
+    record = _ok(response, f"redelivering {event_type}")
+    result = record["result"]
+    click.echo(
+        f"redelivering {event_type} from seq {result['from_seq']}: "
+        f"{record['counts']['messages']} messages (stream {result['stream_first_seq']}.."
+        f"{result['stream_last_seq']}); repair {record['id']}"
+    )
+
+
+@repair.command("replay-quarantine")
+@click.argument("event_type")
+@click.option("--dry-run", is_flag=True, help="Only list what would be replayed.")
+@gateway_options(api_key_help=_ADMIN_KEY_HELP)
+@click.pass_obj
+def repair_replay_quarantine(
+    c: SettingsSource,
+    event_type: str,
+    dry_run: bool,
+    gateway_url: str | None,
+    api_key: str | None,
+) -> None:
+    """Publish EVENT_TYPE's quarantined messages again (after the fix), then file them away.
+
+    Each record goes to the gateway (POST /v1/admin/republish/EVENT_TYPE) and,
+    only once it is stored, moves to _quarantine/EVENT_TYPE/_replayed/. Exits 1
+    when a record could not be replayed (it stays in place; run again later).
+    """
+    from courier.repair import mark_replayed, quarantined_files, read_quarantined
+    from courier.storage import Layout
+
+    s = c.settings()
+    files = quarantined_files(Layout(s.data_dir, s.bucket_width_secs), event_type)
+    replayed = duplicates = refused = unreadable = 0
+    with GatewayClient(gateway_base_url(s, gateway_url), api_key) as client:
+        for path in files:
+            try:
+                record = read_quarantined(path)
+                if record.event_type != event_type:
+                    raise StorageError(f"{path} holds a {record.event_type!r} message")
+            except StorageError as exc:
+                click.echo(f"unreadable: {exc}", err=True)
+                unreadable += 1
+                continue
+            if dry_run:
+                click.echo(
+                    f"would replay seq {record.stream_seq} ({len(record.body)} bytes), "
+                    f"quarantined for: {record.reason}"
+                )
+                continue
+            response = client.request(
+                "POST", f"/v1/admin/republish/{event_type}", json=record.republish_request()
+            )
+            if response.status_code in (400, 404, 409, 413):
+                click.echo(f"refused seq {record.stream_seq}: {error_text(response)}", err=True)
+                refused += 1
+                continue
+            if response.status_code != 200:
+                left = len(files) - replayed - duplicates - refused - unreadable
+                raise click.ClickException(
+                    f"replaying seq {record.stream_seq}: HTTP {response.status_code}: "
+                    f"{error_text(response)}; stopped, {left} records left in place "
+                    f"(replayed {replayed + duplicates}); run again later"
+                )
+            result = response.json()["result"]
+            # Only now that the message is stored: a crash before this move replays it again.
+            mark_replayed(record)
+            if result["duplicate"]:
+                duplicates += 1
+                click.echo(f"seq {record.stream_seq}: already stored (duplicate), filed away")
+            else:
+                replayed += 1
+                click.echo(f"seq {record.stream_seq}: stored as seq {result['stream_seq']}")
+    if dry_run:
+        click.echo(f"{event_type}: {len(files) - unreadable} to replay (dry run, nothing sent)")
+    else:
+        click.echo(
+            f"{event_type}: replayed {replayed}, already stored {duplicates}, "
+            f"refused {refused}, unreadable {unreadable}"
+        )
+    sys.exit(1 if refused or unreadable else 0)
