@@ -60,6 +60,15 @@ def _spread(o: Options, count: int) -> float:
     return o.duration_secs / (count + 1)
 
 
+def _fault_times(o: Options, count: int) -> Iterator[int]:
+    """Yield 0..count-1 at evenly spread moments of the load, counted from the first call:
+    a slow recovery delays the next fault, it does not push the rest past the load's end."""
+    start = time.monotonic()
+    for i in range(count):
+        time.sleep(max(0.0, start + (i + 1) * _spread(o, count) - time.monotonic()))
+        yield i
+
+
 def _count(o: Options, quick: int, every_secs: float) -> int:
     return quick if o.quick else max(quick + 1, int(o.duration_secs / every_secs))
 
@@ -71,8 +80,7 @@ def gateway_kill(h: Harness, o: Options) -> Faults:
     """``kill -9`` the gateway repeatedly; recovery = until ``/readyz`` answers 200 again."""
     f = Faults()
     kills = _count(o, 2, 8)
-    for _ in range(kills):
-        time.sleep(_spread(o, kills))
+    for _ in _fault_times(o, kills):
         t0 = time.monotonic()
         h.kill9("gateway")
         wait_for(lambda: not h.ready(), 5, 0.02)
@@ -88,20 +96,36 @@ def _writer_flushed(h: Harness) -> bool:
     return (h.metric("writer", "courier_writer_flushes_total") or 0) > 0
 
 
+def _writer_recovery(h: Harness, t0: float) -> float | None:
+    """Seconds from ``t0`` until the restarted writer flushed; probes (ledgered events)
+    keep data coming when the load has already ended."""
+    last_probe = time.monotonic()
+
+    def flushed() -> bool:
+        nonlocal last_probe
+        if _writer_flushed(h):
+            return True
+        if time.monotonic() - last_probe > 1.0:
+            h.probe(5.0)
+            last_probe = time.monotonic()
+        return False
+
+    up = wait_for(flushed, RECOVERY_TIMEOUT_SECS)
+    return None if up is None else time.monotonic() - t0
+
+
 def writer_kill(h: Harness, o: Options) -> Faults:
     """``kill -9`` the writer at random moments (every 0.5 s it flushes, so often mid-flush);
     every other restart also crashes itself right after its first staging file, before the ack.
     Recovery = until a restarted writer has written and acked a staging file."""
     f = Faults()
     kills = _count(o, 2, 6)
-    for i in range(kills):
-        time.sleep(_spread(o, kills))
+    for i in _fault_times(o, kills):
         t0 = time.monotonic()
         crash_env = {CRASH_AFTER_STAGING_ENV: "1"} if i % 2 == 0 else {}
         h.kill9("writer", next_env=crash_env)
         wait_for(lambda: h.metric("writer", "courier_writer_flushes_total") is None, 5, 0.02)
-        up = wait_for(lambda: _writer_flushed(h), RECOVERY_TIMEOUT_SECS)
-        f.recovered(None if up is None else time.monotonic() - t0, "a writer kill")
+        f.recovered(_writer_recovery(h, t0), "a writer kill")
     c = h.children["writer"]
     f.notes["writer_kills"] = kills
     f.notes["writer_self_kills_after_staging"] = max(0, c.exits.count(-9) - kills)
@@ -147,8 +171,7 @@ def nats_kill(h: Harness, o: Options) -> Faults:
     Recovery = kill until an event of every type is acked again."""
     f = Faults()
     kills = _count(o, 2, 10)
-    for _ in range(kills):
-        time.sleep(_spread(o, kills))
+    for _ in _fault_times(o, kills):
         t0 = time.monotonic()
         h.nats[0].kill()
         time.sleep(1.0)
