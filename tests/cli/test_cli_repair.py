@@ -202,3 +202,73 @@ async def test_quarantined_messages_replayed_after_a_fix_land_once_and_are_filed
     republished = [r for r in json.loads(listed.stdout) if r["operation"] == "republish"]
     assert [r["result"]["duplicate"] for r in republished] == [False, True, False]
     assert [r["arguments"]["stream_seq"] for r in republished] == [3, 2, 2]
+
+
+async def test_rejected_events_replayed_after_a_schema_fix_are_accepted_or_rejected_with_reasons(
+    make_settings,
+):
+    from courier.model import INVALID_TYPE
+
+    settings = _settings(make_settings)
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    def play(event_id: str, **data: Any) -> dict[str, Any]:
+        return {"type": "PlaySong", "id": event_id, "data": {"track_id": "t", **data}}
+
+    events = [
+        play("ok1", ms_played=1),
+        play("m1", ms_played=2, mood="happy"),  # unknown field until the fix
+        play("m2", ms_played=3, mood="sad"),
+        play("bad1", ms_played="x"),  # still wrong after the fix
+        {"type": "Search", "id": "s1", "data": {"query": "q", "results": 1, "mood": "x"}},
+    ]
+    async with stack(settings) as pipeline, httpx.AsyncClient(base_url=_base(settings)) as http:
+        started = time.time()
+        r = await http.post("/v1/events", json={"events": events}, headers=admin)
+        assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+        stored = time.time()  # the rejects are in _invalid buckets up to this one
+        pipeline.start_writer()
+        await pipeline.start_closer()
+        await pipeline.wait_until(
+            lambda: pipeline.reader.manifest(INVALID_TYPE, stored) is not None, 30
+        )
+        # The fix: a new PlaySong version with the optional field.
+        schema = example_definitions("PlaySong")[0].avro
+        fields = [*schema["fields"], {"name": "mood", "type": ["null", "string"], "default": None}]
+        put = await http.put(
+            "/v1/schemas/PlaySong", json={"schema": {**schema, "fields": fields}}, headers=admin
+        )
+        assert put.status_code == 200 and put.json()["version"] == 2, put.text
+
+        replay = await courier(
+            settings,
+            "repair",
+            "replay-invalid",
+            "--type",
+            "PlaySong",
+            "--from",
+            str(started - 5),
+            "--to",
+            str(time.time()),
+        )
+        replayed_at = time.time()
+        width = settings.bucket_width_secs
+        await pipeline.wait_until(
+            lambda: (
+                pipeline.reader.manifest("PlaySong", replayed_at + width) is not None
+                and pipeline.reader.manifest(INVALID_TYPE, replayed_at + width) is not None
+            ),
+            30,
+        )
+        listed = await courier(settings, "repair", "list", "--json")
+
+    assert replay.returncode == 1, replay.stderr  # one event is still rejected
+    assert "3 rejected events in _invalid" in replay.stdout
+    assert "accepted 2, still rejected 1" in replay.stdout
+    assert "ms_played" in replay.stdout
+    assert _closed_ids(settings) == Counter(["ok1", "m1", "m2"])
+    invalid = pipeline.reader.read(INVALID_TYPE, 0, time.time() + 10).to_pylist()
+    assert Counter(r["id"] for r in invalid) == Counter({"bad1": 2, "m1": 1, "m2": 1, "s1": 1})
+    [record] = [r for r in json.loads(listed.stdout) if r["operation"] == "resubmit"]
+    assert record["counts"] == {"accepted": 2, "rejected": 1}
+    assert record["arguments"]["events"] == 3 and record["event_type"] == "PlaySong"

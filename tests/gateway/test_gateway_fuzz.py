@@ -372,6 +372,7 @@ WITH_INPUT = {
     "PUT /v1/schemas/{type}",
     "POST /v1/admin/redeliver/{type}",
     "POST /v1/admin/republish/{type}",
+    "POST /v1/admin/resubmit/{type}",
     "GET /v1/admin/repairs",
 }
 

@@ -26,6 +26,7 @@ ROUTES = [
     ("GET", "/v1/admin/repairs", None),
     ("POST", "/v1/admin/redeliver/PlaySong", {"from_seq": 1}),
     ("POST", "/v1/admin/republish/PlaySong", {"stream_seq": 1, "body_base64": ""}),
+    ("POST", "/v1/admin/resubmit/PlaySong", {"events": []}),
 ]
 
 

@@ -44,9 +44,19 @@ class GatewayClient:
     def __exit__(self, *exc: object) -> None:
         self._client.close()
 
-    def request(self, method: str, path: str, json: Any = None, **params: Any) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        content: bytes | None = None,
+        **params: Any,
+    ) -> httpx.Response:
+        headers = {"Content-Type": "application/json"} if content is not None else None
         try:
-            return self._client.request(method, path, json=json, params=params or None)
+            return self._client.request(
+                method, path, json=json, content=content, headers=headers, params=params or None
+            )
         except httpx.HTTPError as exc:
             raise click.ClickException(
                 f"cannot reach the gateway at {self.base_url}: {exc}; nothing was changed "

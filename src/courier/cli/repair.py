@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from typing import Any
 
 import click
@@ -173,3 +174,104 @@ def repair_replay_quarantine(
             f"refused {refused}, unreadable {unreadable}"
         )
     sys.exit(1 if refused or unreadable else 0)
+
+
+@repair.command("replay-invalid")
+@click.option("--type", "event_type", required=True, help="The event type whose rejects to replay.")
+@click.option("--from", "from_", required=True, help="Start of the _invalid buckets (RFC 3339).")
+@click.option("--to", required=True, help="End (exclusive) of the _invalid buckets (RFC 3339).")
+@gateway_options(api_key_help=_ADMIN_KEY_HELP)
+@click.pass_obj
+def repair_replay_invalid(
+    c: SettingsSource,
+    event_type: str,
+    from_: str,
+    to: str,
+    gateway_url: str | None,
+    api_key: str | None,
+) -> None:
+    """Validate the rejected events of a type again, against its current schema.
+
+    Reads the closed _invalid buckets of [--from, --to), takes the rows of
+    --type and sends their raw events to the gateway (POST
+    /v1/admin/resubmit/TYPE, the same validation and storage as POST
+    /v1/events). Reports what was accepted and what is still rejected, and why;
+    those are stored in _invalid again. Exits 1 when some are still rejected.
+    """
+    from courier.cli.audit import parse_when
+    from courier.model import INVALID_TYPE, iso_utc
+    from courier.storage import BucketReader
+
+    s = c.settings()
+    start, end = parse_when(from_, 0), parse_when(to, 0)
+    table = BucketReader(s.data_dir, s.bucket_width_secs).read(
+        INVALID_TYPE, start, end, columns=["event_type", "raw"]
+    )
+    raws = [
+        row["raw"]
+        for row in table.to_pylist()
+        if row.get("event_type") == event_type and row["raw"]
+    ]
+    sendable, not_json = _json_objects(raws)
+    without_id = sum(1 for r in sendable if "id" not in json.loads(r))
+    accepted = 0
+    reasons: Counter[str] = Counter({"the stored raw text is not a JSON object": not_json})
+    budget = max(1024, s.gateway.max_body_bytes // 2)
+    with GatewayClient(gateway_base_url(s, gateway_url), api_key) as client:
+        for batch in _batches(sendable, budget, s.gateway.max_events_per_batch):
+            body = (
+                '{"from_time":'
+                + json.dumps(iso_utc(start))
+                + ',"to_time":'
+                + json.dumps(iso_utc(end))
+                + ',"events":['
+                + ",".join(batch)
+                + "]}"
+            )
+            response = client.request(
+                "POST",
+                f"/v1/admin/resubmit/{event_type}",
+                content=body.encode(),
+            )
+            doc = _ok(response, f"resubmitting {len(batch)} {event_type} events")
+            accepted += doc["counts"]["accepted"]
+            reasons.update(r["error"] for r in doc["rejected"])
+    still = sum(reasons.values())
+    click.echo(
+        f"{event_type}: {len(raws)} rejected events in _invalid [{iso_utc(start)}, {iso_utc(end)}): "
+        f"accepted {accepted}, still rejected {still}"
+    )
+    for reason, n in reasons.most_common(20):
+        if n:
+            click.echo(f"  {n:6}  {reason}")
+    if without_id:
+        click.echo(
+            f"note: {without_id} events had no id; replaying them again would store them twice"
+        )
+    sys.exit(1 if still else 0)
+
+
+def _json_objects(raws: list[str]) -> tuple[list[str], int]:
+    """The raw texts that are JSON objects (sendable as they are), and how many are not."""
+    good: list[str] = []
+    for raw in raws:
+        try:
+            if isinstance(json.loads(raw), dict):
+                good.append(raw)
+                continue
+        except ValueError:
+            pass
+    return good, len(raws) - len(good)
+
+
+def _batches(raws: list[str], max_bytes: int, max_events: int) -> list[list[str]]:
+    batches: list[list[str]] = [[]]
+    size = 0
+    for raw in raws:
+        n = len(raw.encode()) + 1
+        if batches[-1] and (size + n > max_bytes or len(batches[-1]) >= max_events):
+            batches.append([])
+            size = 0
+        batches[-1].append(raw)
+        size += n
+    return [b for b in batches if b]

@@ -10,7 +10,8 @@
 
 A crash between 2 and 3 leaves a registered type without a stream: its
 events get 503 until the next apply or ``courier provision``, never loss.
-Repair routes, when added, go under ``/v1/admin/`` behind the same key.
+The repair routes, under ``/v1/admin/`` behind the same key, are in
+:mod:`courier.gateway.repair`.
 """
 
 from __future__ import annotations

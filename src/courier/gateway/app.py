@@ -313,6 +313,7 @@ def create_app(
             except CourierError as exc:
                 log.warning("schema registry not loaded at start (%s); retrying", exc)
             gw.service = service
+            gw.repairs.service = service
             refresher = asyncio.create_task(
                 _refresh_forever(service, settings.gateway.registry_refresh_secs)
             )
@@ -343,7 +344,7 @@ def create_app(
                     stop_flushing.set()  # one last flush of the audit counts
                     await flusher
                 gw.service = None
-                gw.repairs.target = gw.repairs.registry = None
+                gw.repairs.target = gw.repairs.registry = gw.repairs.service = None
                 log.info("gateway stopped")
         finally:
             if transport is not None:

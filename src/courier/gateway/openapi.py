@@ -110,6 +110,11 @@ def _repair_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
                 )
             },
         ),
+        "/v1/admin/resubmit/{type}": post(
+            "Validate rejected (_invalid) events again and store the valid ones (admin key)",
+            "#/components/schemas/Resubmit",
+            {},
+        ),
         "/v1/admin/republish/{type}": post(
             "Publish a stored (quarantined) message again, after the fix (admin key)",
             "#/components/schemas/Republish",
@@ -127,6 +132,18 @@ def _repair_schemas() -> dict[str, Any]:
             "properties": {
                 "from_seq": {"type": "integer", "minimum": 1},
                 "from_time": {"type": "string", "format": "date-time"},
+            },
+        },
+        "Resubmit": {
+            "type": "object",
+            "required": ["events"],
+            "additionalProperties": False,
+            "description": "The raw events of _invalid rows of this type; answered like "
+            "POST /v1/events, with the repair record.",
+            "properties": {
+                "events": {"type": "array", "items": {"type": "object"}},
+                "from_time": {"type": "string", "format": "date-time"},
+                "to_time": {"type": "string", "format": "date-time"},
             },
         },
         "Republish": {
@@ -165,6 +182,11 @@ def _repair_schemas() -> dict[str, Any]:
                 "error": {"type": ["string", "null"]},
                 "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "result": {"type": "object"},
+                "rejected": {
+                    "type": "array",
+                    "description": "resubmit only: every event rejected again, with the reason.",
+                    "items": {"type": "object"},
+                },
             },
         },
     }

@@ -7,6 +7,10 @@
 - ``POST /v1/admin/republish/{type}`` with a quarantine record's
   ``stream_seq``, ``headers`` and ``body_base64``: publishes that body again
   and answers after the publish ack (:mod:`courier.repair.republish`).
+- ``POST /v1/admin/resubmit/{type}`` with ``{"events": [...]}`` (raw events of
+  ``_invalid``): the ingest of ``POST /v1/events`` validates them again against
+  the current schema (:mod:`courier.repair.resubmit`); the answer adds every
+  rejection (``rejected``) to the record.
 
 A request without a key is 401 and with another key 403; neither is recorded.
 Every call past that is (:mod:`courier.repair.log`): its answer is the repair
@@ -18,7 +22,10 @@ repair log unavailable (the repair was not done, or may be retried safely).
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -37,12 +44,15 @@ from courier.errors import (
     TransportError,
     UnknownEventTypeError,
 )
+from courier.gateway.body import BodyFormat
+from courier.gateway.ingest import DecodedBatch
 from courier.gateway.responses import (
     error_response,
     json_response,
     read_admin_body,
     refused,
 )
+from courier.gateway.service import EventService
 from courier.repair import RepairLog, RepairRecord
 from courier.repair.redeliver import parse_redeliver, redeliver, redeliver_result
 from courier.repair.republish import (
@@ -51,6 +61,7 @@ from courier.repair.republish import (
     republish,
     republish_arguments,
 )
+from courier.repair.resubmit import RECORDED_REJECTIONS, parse_resubmit
 from courier.repair.target import RepairTarget
 from courier.schema import Registry
 from courier.settings import Settings
@@ -68,6 +79,7 @@ class RepairRoutes:
         self.keyring = keyring
         self.target: RepairTarget | None = None
         self.registry: Registry | None = None
+        self.service: EventService | None = None
         self._log: RepairLog | None = None
         self._log_target: RepairTarget | None = None
 
@@ -76,6 +88,7 @@ class RepairRoutes:
             Route("/v1/admin/repairs", self.list_repairs, methods=["GET"]),
             Route("/v1/admin/redeliver/{type}", self.redeliver, methods=["POST"]),
             Route("/v1/admin/republish/{type}", self.republish, methods=["POST"]),
+            Route("/v1/admin/resubmit/{type}", self.resubmit, methods=["POST"]),
         ]
 
     def _unavailable(self, what: str) -> Response:
@@ -134,6 +147,31 @@ class RepairRoutes:
 
         return await self._repair(request, "republish", event_type, run)
 
+    async def resubmit(self, request: Request) -> Response:
+        event_type = request.path_params["type"]
+        rejected: list[dict[str, Any]] = []
+
+        async def run(record: RepairRecord, body: bytes) -> None:
+            req, events = parse_resubmit(body)
+            record.arguments = req.arguments()
+            await self._require_type(event_type)
+            if self.service is None:
+                raise TransportError("the gateway is starting")
+            now = dt.datetime.now(dt.UTC)
+            result = await self.service.ingest(
+                events, BodyFormat.JSON, now, admit=_only(event_type)
+            )
+            rejected.extend(
+                {"index": r.index, "id": r.id, "error": r.error} for r in result.rejections
+            )
+            record.counts = {"accepted": result.accepted, "rejected": len(rejected)}
+            record.result = {"rejected": rejected[:RECORDED_REJECTIONS]}
+
+        response = await self._repair(request, "resubmit", event_type, run)
+        if response.status_code != 200:
+            return response
+        return json_response({**json.loads(bytes(response.body)), "rejected": rejected})
+
     async def _repair(
         self, request: Request, operation: str, event_type: str, run: Any
     ) -> Response:
@@ -182,6 +220,22 @@ class RepairRoutes:
                 f"event type {event_type[:64]!r} is not registered (see GET /v1/schemas); "
                 "nothing was done"
             )
+
+
+def _only(event_type: str) -> Callable[[DecodedBatch], None]:
+    """An ``admit`` for the ingest: refuses, whole, a batch holding another type."""
+
+    def admit(batch: DecodedBatch) -> None:
+        sent = set(batch.valid) | {r.event_type for r in batch.rejections if r.event_type}
+        others = sorted(t for t in sent if t != event_type)
+        if others:
+            names = ", ".join(repr(t[:64]) for t in others[:10])
+            raise MalformedRequestError(
+                f"a resubmission of {event_type!r} may only hold {event_type!r} events, "
+                f"not {names}; nothing was accepted"
+            )
+
+    return admit
 
 
 def _ref(record: RepairRecord | None) -> dict[str, str]:
