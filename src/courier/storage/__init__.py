@@ -17,6 +17,7 @@ from courier.storage.layout import Layout
 from courier.storage.manifest import (
     Manifest,
     ManifestFile,
+    ManifestRepair,
     SeqRange,
     read_manifest,
     seq_ranges,
@@ -31,6 +32,7 @@ __all__ = [
     "Layout",
     "Manifest",
     "ManifestFile",
+    "ManifestRepair",
     "SeqRange",
     "fsync_dir",
     "move_durable",

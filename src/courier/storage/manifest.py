@@ -16,7 +16,10 @@ Fields (times are RFC 3339 UTC, :func:`courier.model.iso_utc`):
   ``skewed_in`` (events moved here from an already-closed bucket);
 - ``stream_seq_ranges``: the JetStream sequences covered, as maximal ranges;
 - ``files``: the final Parquet files; ``staging_files``: the inputs consumed;
-- ``schema_versions``, ``watermark``, ``closed_at``, ``close_delay_secs``.
+- ``schema_versions``, ``watermark``, ``closed_at``, ``close_delay_secs``;
+- ``version`` (1 as closed; each ``courier repair reclose`` adds one) and ``repair``
+  (null, or what the re-close that wrote this version did; the previous version is
+  kept beside it as ``_SUCCESS.v<N>``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,17 @@ class SeqRange(msgspec.Struct):
     last: int
 
 
+class ManifestRepair(msgspec.Struct, kw_only=True):
+    """How a re-closed version came to be (``courier repair reclose``)."""
+
+    repair_id: str
+    reason: str
+    repaired_at: str
+    #: The previous version's manifest, kept in the bucket directory.
+    previous_manifest: str
+    previous_events: int
+
+
 class Manifest(msgspec.Struct, kw_only=True):
     """The content of a ``_SUCCESS`` file; see the module docstring."""
 
@@ -71,6 +85,8 @@ class Manifest(msgspec.Struct, kw_only=True):
     watermark: str
     closed_at: str
     close_delay_secs: float
+    version: int = 1
+    repair: ManifestRepair | None = None
 
 
 class _Versioned(msgspec.Struct):

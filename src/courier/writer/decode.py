@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +30,21 @@ class Decoded:
     deliveries: list[Delivery]
 
 
-def message_body(d: Delivery) -> bytes:
+class StoredEvents(Protocol):
+    """A stored message as the decoder needs it: a Delivery, or one read directly from
+    the stream (:class:`courier.transport.StoredMessage`, for repairs)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def published_at(self) -> float: ...
+    @property
+    def headers(self) -> dict[str, str]: ...
+    @property
+    def data(self) -> bytes: ...
+
+
+def message_body(d: StoredEvents) -> bytes:
     body = d.data
     if d.headers.get("Content-Encoding") == "zstd":
         body = zstandard.ZstdDecompressor().decompress(body)
@@ -38,14 +53,14 @@ def message_body(d: Delivery) -> bytes:
     return body
 
 
-def schema_version_of(d: Delivery) -> int:
+def schema_version_of(d: StoredEvents) -> int:
     try:
         return int(d.headers.get(SCHEMA_VERSION_HEADER, "0"))
     except ValueError:
         return 0
 
 
-def decode_batch(compiled: CompiledType, deliveries: Sequence[Delivery]) -> pa.Table:
+def decode_batch(compiled: CompiledType, deliveries: Sequence[StoredEvents]) -> pa.Table:
     """Decode the bodies of ``deliveries`` (same type) in one pyarrow call.
 
     ``published_at`` comes from the transport's timestamp of each message;

@@ -1,0 +1,402 @@
+"""Re-close one closed bucket from the stream's retained messages (a repair, DESIGN §10).
+
+A closed bucket is final (G4) except through this explicit, audited repair. When
+a closed bucket is known to be wrong — a part file lost or corrupted on storage
+(``courier audit`` reports ``lost_from_bucket``) — and the stream still retains
+its messages, its rows are rebuilt from the stream and published as a new
+manifest version. A reader that follows ``_SUCCESS`` sees either the old or the
+new version, never a mix.
+
+What the new version holds — the rules of a close (DESIGN §6), applied to the
+stream instead of staging files:
+
+- every event of the messages the previous version covered
+  (``stream_seq_ranges``) and of every retained message published in the
+  bucket's time range (also ones the previous version missed);
+- one row per id, the earliest in stream order;
+- no id another closed bucket already holds: the previous and the next bucket
+  (retries across the boundary), the closed buckets skewed rows were published
+  in, and every later bucket that took skewed rows (events published here that
+  reached the writer after this bucket closed stay where they are).
+
+Refused, with nothing changed, when the stream no longer retains a message the
+previous version covered (it would lose events), or the type or bucket is
+unknown or not closed.
+
+Steps (a crash between any two is repaired by running the same re-close again,
+which produces the same bytes):
+
+1. read the current manifest (version N) and the stream: the messages of its
+   sequence ranges and of the bucket's time range, decoded as the writer
+   decodes them, into temporary files under ``_tmp/reclose``;
+2. deduplicate as step 3 of a close (DuckDB, out of core);
+3. write the parts of version N+1 as ``part-vN+1-00000.parquet`` ...
+   (new names: version N's files stay readable until step 5);
+4. keep version N's manifest as ``_SUCCESS.vN``, then replace ``_SUCCESS``
+   atomically with version N+1 (``version``, ``repair``);
+5. record the new event count in the bucket catalog; delete version N's parts
+   and the temporary files.
+
+A re-run after step 4 finds version N+1 written by the same repair id and only
+finishes step 5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from courier.closer.catalog import Catalog
+from courier.closer.dedup import BucketDedup, conform, exact_chunks
+from courier.closer.protocol import _parts, _StreamStats
+from courier.errors import ManifestError, RepairRefusedError
+from courier.model import BucketKey, iso_utc
+from courier.schema import CompiledType
+from courier.settings import Settings
+from courier.storage import (
+    Layout,
+    Manifest,
+    ManifestFile,
+    ManifestRepair,
+    SeqRange,
+    read_manifest,
+    write_manifest,
+    write_parquet_atomic,
+    write_parquet_chunks_atomic,
+)
+from courier.storage.atomic import write_bytes_atomic
+from courier.storage.manifest import encode_manifest
+from courier.transport import StoredMessage, Transport
+from courier.writer.decode import UndecodableError, decode_batch
+
+log = logging.getLogger("courier.closer")
+
+#: Messages decoded into one temporary input file.
+_DECODE_BATCH_MESSAGES = 512
+
+
+@dataclass(frozen=True)
+class RecloseResult:
+    key: BucketKey
+    previous: Manifest
+    manifest: Manifest
+    #: Retained messages that could not be decoded (they stay in the stream; the
+    #: writer quarantined them when it met them).
+    undecodable_messages: int
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "version": self.manifest.version,
+            "events_before": self.previous.events,
+            "events_after": self.manifest.events,
+            "undecodable_messages": self.undecodable_messages,
+        }
+
+
+class BucketRecloser:
+    """Re-closes buckets of any type from their stream (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport,
+        catalog: Catalog,
+        *,
+        after_step: Callable[[int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.cfg = settings.closer
+        self.width = settings.bucket_width_secs
+        self.layout = Layout(settings.data_dir, self.width)
+        self.transport = transport
+        self.catalog = catalog
+        self._after_step = after_step or (lambda step: None)
+
+    async def reclose(
+        self, key: BucketKey, compiled: CompiledType, *, repair_id: str, reason: str, now: float
+    ) -> RecloseResult:
+        manifest_path = self.layout.manifest_path(key)
+        try:
+            current = read_manifest(manifest_path)
+        except ManifestError as exc:
+            raise RepairRefusedError(
+                f"{key.label()} has no readable manifest ({exc}); only closed buckets are "
+                "re-closed — an open bucket closes by itself"
+            ) from exc
+        if current.repair is not None and current.repair.repair_id == repair_id:
+            previous = read_manifest(self._kept_manifest_path(key, current.version - 1))
+            self._finish(key, current)  # a re-run after step 4
+            await self._record(key, current)
+            return RecloseResult(key, previous, current, 0)
+        work = self.layout.root / "_tmp" / "reclose" / f"{key.event_type}-{key.start}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            # Step 1: the stream's messages, as staging-form files.
+            inputs, undecodable = await self._read_stream(key, compiled, current, work)
+            self._after_step(1)
+            against = self._closed_neighbours(key, inputs)
+            # Steps 2-3.
+            new = await asyncio.to_thread(
+                self._write_version,
+                key,
+                compiled,
+                current,
+                inputs,
+                against,
+                work,
+                repair_id,
+                reason,
+                now,
+            )
+            # Step 4: keep version N, then switch.
+            kept = self._kept_manifest_path(key, current.version)
+            write_bytes_atomic(kept, encode_manifest(current))
+            write_manifest(manifest_path, new)
+            self._after_step(4)
+            # Step 5.
+            await self._record(key, new)
+            self._finish(key, new)
+            self._after_step(5)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        log.info(
+            "re-closed %s as version %d: %d events (was %d); repair %s",
+            key.label(),
+            new.version,
+            new.events,
+            current.events,
+            repair_id,
+        )
+        return RecloseResult(key, current, new, undecodable)
+
+    # -- step 1 -------------------------------------------------------------------
+
+    async def _read_stream(
+        self, key: BucketKey, compiled: CompiledType, current: Manifest, work: Path
+    ) -> tuple[list[Path], int]:
+        first, last = await self.transport.stream_bounds(key.event_type)
+        covered = [(r.first, r.last) for r in current.stream_seq_ranges]
+        wanted = sum(b - a + 1 for a, b in covered)
+        seen: set[int] = set()
+        batch: list[StoredMessage] = []
+        inputs: list[Path] = []
+        undecodable = 0
+
+        def flush() -> None:
+            nonlocal undecodable
+            if batch:
+                undecodable += self._decode_to(
+                    compiled, batch, work / f"in-{len(inputs):06d}.parquet", inputs
+                )
+                batch.clear()
+
+        async def take(messages: AsyncIterator[StoredMessage], stop_after: float | None) -> None:
+            async for m in messages:
+                if stop_after is not None and m.published_at >= stop_after:
+                    return
+                if m.seq in seen:
+                    continue
+                if stop_after is not None and not key.start <= m.published_at < key.end(self.width):
+                    continue
+                seen.add(m.seq)
+                batch.append(m)
+                if len(batch) >= _DECODE_BATCH_MESSAGES:
+                    flush()
+
+        for a, b in covered:
+            await take(self.transport.scan(key.event_type, a, b), None)
+        found = sum(1 for s in seen if any(a <= s <= b for a, b in covered))
+        if found < wanted:
+            raise RepairRefusedError(
+                f"the stream of {key.event_type} no longer retains {wanted - found} of the "
+                f"{wanted} messages {key.label()} was closed from (retained: seq {first}..{last}); "
+                "a re-close would lose events, so nothing was changed"
+            )
+        # Messages published in the bucket that the previous version did not cover.
+        skew = self.settings.max_clock_skew_secs
+        start_seq = await self._first_seq_at(key.event_type, key.start - skew, first, last)
+        if start_seq is not None:
+            stop = key.end(self.width) + skew
+            await take(self.transport.scan(key.event_type, start_seq, last), stop)
+        flush()
+        return inputs, undecodable
+
+    def _decode_to(
+        self, compiled: CompiledType, batch: list[StoredMessage], path: Path, inputs: list[Path]
+    ) -> int:
+        """Decode ``batch`` into ``path``; returns how many messages could not be decoded."""
+        tables: list[pa.Table] = []
+        bad = 0
+        try:
+            tables.append(decode_batch(compiled, batch))
+        except UndecodableError:
+            for m in batch:
+                try:
+                    tables.append(decode_batch(compiled, [m]))
+                except UndecodableError as exc:
+                    log.warning(
+                        "re-close %s: seq %d does not decode (%s); skipped",
+                        compiled.name,
+                        m.seq,
+                        exc,
+                    )
+                    bad += 1
+        if tables:
+            write_parquet_atomic(path, pa.concat_tables(tables))
+            inputs.append(path)
+        return bad
+
+    async def _first_seq_at(self, event_type: str, at: float, first: int, last: int) -> int | None:
+        """The first retained sequence published at or after ``at`` (binary search over
+        direct gets: stream timestamps rise with the sequence)."""
+        if first == 0 or last < first:
+            return None
+        lo, hi = first, last + 1
+        # Invariant: every retained message below ``lo`` was published before ``at``.
+        while lo < hi:
+            mid = (lo + hi) // 2
+            m = await self._message_at_or_after(event_type, mid, last)
+            if m is not None and m.published_at < at:
+                lo = m.seq + 1
+            else:
+                hi = mid
+        return lo if lo <= last else None
+
+    async def _message_at_or_after(
+        self, event_type: str, seq: int, last: int
+    ) -> StoredMessage | None:
+        async for m in self.transport.scan(event_type, seq, last):
+            return m
+        return None
+
+    # -- steps 2-3 ----------------------------------------------------------------
+
+    def _closed_neighbours(self, key: BucketKey, inputs: list[Path]) -> list[Path]:
+        """Closed parts whose ids the new version must not repeat."""
+        starts = {key.previous(self.width).start, key.start + self.width}
+        width_us = self.width * 1_000_000
+        for path in inputs:  # the buckets skewed rows were published in
+            published = pq.read_table(path, columns=["published_at"]).column(0)
+            us = pc.cast(published, pa.int64())
+            early = pc.filter(us, pc.less(us, key.start * 1_000_000))
+            starts |= {v // width_us * self.width for v in pc.unique(early).to_pylist()}
+        for s in self.layout.closed_bucket_starts(key.event_type):
+            if s > key.start:
+                try:
+                    m = read_manifest(self.layout.manifest_path(BucketKey(key.event_type, s)))
+                except ManifestError:
+                    continue
+                if m.skewed_in:
+                    starts.add(s)
+        starts.discard(key.start)
+        parts: list[Path] = []
+        for s in sorted(starts):
+            other = BucketKey(key.event_type, s)
+            try:
+                m = read_manifest(self.layout.manifest_path(other))
+            except ManifestError:
+                continue
+            parts += [p for f in m.files if (p := self.layout.bucket_dir(other) / f.name).exists()]
+        return parts
+
+    def _write_version(
+        self,
+        key: BucketKey,
+        compiled: CompiledType,
+        current: Manifest,
+        inputs: list[Path],
+        against: list[Path],
+        work: Path,
+        repair_id: str,
+        reason: str,
+        now: float,
+    ) -> Manifest:
+        version = current.version + 1
+        schema = compiled.arrow_schema
+        chunk_rows = max(1, min(self.cfg.row_group_rows, self.cfg.max_rows_per_file))
+        stats = _StreamStats(key.start)
+        files: list[ManifestFile] = []
+        spans: list[SeqRange] = []
+        input_events = dup_prev = 0
+        bdir = self.layout.bucket_dir(key)
+        if inputs:
+            dedup = BucketDedup(
+                inputs,
+                against,
+                memory_limit_bytes=self.cfg.memory_limit_bytes,
+                spill_dir=work / "spill",
+                threads=self.cfg.threads,
+            )
+            try:
+                input_events = dedup.input_rows()
+                spans = [SeqRange(first=sp.first, last=sp.last) for sp in dedup.seq_spans()]
+                dup_prev = dedup.ids_already_closed()
+                chunks = (
+                    stats.observe(conform(t, schema))
+                    for t in exact_chunks(dedup.rows(chunk_rows), chunk_rows)
+                )
+                per_file = max(chunk_rows, self.cfg.max_rows_per_file // chunk_rows * chunk_rows)
+                self._after_step(2)
+                for i, part in enumerate(_parts(chunks, per_file // chunk_rows)):
+                    info = write_parquet_chunks_atomic(bdir / _part_name(version, i), schema, part)
+                    files.append(
+                        ManifestFile(
+                            name=info.name, bytes=info.bytes, rows=info.rows, sha256=info.sha256
+                        )
+                    )
+            finally:
+                dedup.close()
+        self._after_step(3)
+        return msgspec.structs.replace(
+            current,
+            events=stats.rows,
+            input_events=input_events,
+            duplicates_dropped=input_events - stats.rows,
+            duplicates_dropped_previous_bucket=dup_prev,
+            skewed_in=stats.skewed,
+            stream_seq_ranges=spans,
+            files=files,
+            staging_files=[],
+            schema_versions=sorted(stats.versions),
+            version=version,
+            repair=ManifestRepair(
+                repair_id=repair_id,
+                reason=reason,
+                repaired_at=iso_utc(now),
+                previous_manifest=self._kept_manifest_path(key, current.version).name,
+                previous_events=current.events,
+            ),
+        )
+
+    # -- steps 4-5 ----------------------------------------------------------------
+
+    def _kept_manifest_path(self, key: BucketKey, version: int) -> Path:
+        return self.layout.manifest_path(key).with_name(f"_SUCCESS.v{version}")
+
+    async def _record(self, key: BucketKey, manifest: Manifest) -> None:
+        got = await self.catalog.get(key)
+        if got is None:
+            return
+        entry, rev = got
+        if entry.events != manifest.events:
+            await self.catalog.update(key, replace(entry, events=manifest.events), rev)
+
+    def _finish(self, key: BucketKey, manifest: Manifest) -> None:
+        keep = {f.name for f in manifest.files}
+        for p in self.layout.bucket_dir(key).glob("part-*.parquet"):
+            if p.name not in keep:
+                p.unlink(missing_ok=True)
+
+
+def _part_name(version: int, index: int) -> str:
+    return f"part-v{version}-{index:05d}.parquet"

@@ -1,0 +1,154 @@
+"""Re-closing a closed bucket from the stream (repair): a lost part file comes back as a
+new manifest version, exactly once across buckets; refused when the stream lost data."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from courier.closer import Catalog
+from courier.closer.reclose import BucketRecloser
+from courier.errors import RepairRefusedError
+from courier.model import BucketKey, bucket_start
+from courier.storage import read_manifest
+from courier.transport import CATALOG_KV
+from courier.transport.names import stream_name
+from courier_testing import FAST, Pipeline, example_definitions, open_pipeline
+
+T = "PlaySong"
+
+
+def _payloads(n: int) -> list[dict[str, object]]:
+    return [{"track_id": "t", "ms_played": i} for i in range(n)]
+
+
+async def _at_start_of_a_bucket(width: int) -> int:
+    """Wait until the next bucket begins; its start."""
+    start = bucket_start(time.time(), width) + width
+    await asyncio.sleep(max(0.0, start - time.time()) + 0.05)
+    return start
+
+
+@pytest.fixture
+async def closed(make_settings):
+    """Bucket H: 10 + 5 events in two messages and 3 retried ids; H+1: one id retried from H
+    and 3 new ones. Both closed by a real writer and closer."""
+    p = await open_pipeline(make_settings(**FAST), example_definitions(T))
+    width = p.settings.bucket_width_secs
+    h = await _at_start_of_a_bucket(width)
+    await p.publish(T, _payloads(10), [f"a{i}" for i in range(10)])
+    await p.publish(T, _payloads(5), [f"b{i}" for i in range(5)])
+    await p.publish(T, _payloads(3), ["a0", "a1", "a2"])
+    assert await _at_start_of_a_bucket(width) == h + width
+    await p.publish(T, _payloads(4), ["a5", "c0", "c1", "c2"])
+    p.start_writer()
+    await p.start_closer()
+    await p.wait_until(lambda: p.reader.manifest(T, h + width) is not None, 30)
+    try:
+        yield p, h
+    finally:
+        await p.stop()
+        await p.transport.close()
+
+
+async def _recloser(p: Pipeline, **kw) -> BucketRecloser:
+    catalog = Catalog(await p.transport.key_value(CATALOG_KV), "repair", 30.0)
+    return BucketRecloser(p.settings, p.transport, catalog, **kw)
+
+
+def _ids(p: Pipeline, start: int) -> list[str]:
+    return p.reader.read(T, start, start + 1).column("id").to_pylist()
+
+
+async def test_a_bucket_that_lost_its_part_file_is_rebuilt_from_the_stream_as_version_2(closed):
+    p, h = closed
+    key = BucketKey(T, h)
+    before = read_manifest(p.reader.layout.manifest_path(key))
+    assert before.events == 15 and before.version == 1
+    next_ids = _ids(p, h + p.settings.bucket_width_secs)
+    assert sorted(next_ids) == ["c0", "c1", "c2"]
+    for part in p.reader.layout.bucket_dir(key).glob("part-*.parquet"):
+        part.unlink()  # lost on storage
+
+    result = await (await _recloser(p)).reclose(
+        key, p.compiled[T], repair_id="r1", reason="part lost", now=time.time()
+    )
+
+    after = read_manifest(p.reader.layout.manifest_path(key))
+    assert after == result.manifest
+    assert after.version == 2 and after.events == 15
+    assert after.repair is not None and after.repair.previous_events == 15
+    assert after.repair.previous_manifest == "_SUCCESS.v1"
+    assert read_manifest(p.reader.layout.bucket_dir(key) / "_SUCCESS.v1") == before
+    assert sorted(_ids(p, h)) == sorted([f"a{i}" for i in range(10)] + [f"b{i}" for i in range(5)])
+    assert sorted(_ids(p, h + p.settings.bucket_width_secs)) == next_ids  # untouched
+    names = sorted(x.name for x in p.reader.layout.bucket_dir(key).glob("part-*"))
+    assert names == [f.name for f in after.files] == ["part-v2-00000.parquet"]
+    catalog = Catalog(await p.transport.key_value(CATALOG_KV), "repair", 30.0)
+    entry = await catalog.get(key)
+    assert entry is not None and entry[0].events == 15
+
+
+async def test_a_re_close_never_repeats_an_id_the_next_bucket_holds(closed):
+    p, h = closed
+    width = p.settings.bucket_width_secs
+    key = BucketKey(T, h)
+    # H+1 is re-closed: a5 (published in H+1, a retry of an H event) must stay out.
+    result = await (await _recloser(p)).reclose(
+        BucketKey(T, h + width), p.compiled[T], repair_id="r2", reason="check", now=time.time()
+    )
+    assert result.manifest.events == 3
+    assert result.manifest.duplicates_dropped_previous_bucket == 1
+    all_ids = _ids(p, h) + _ids(p, h + width)
+    assert len(all_ids) == len(set(all_ids)) == 18
+    assert read_manifest(p.reader.layout.manifest_path(key)).version == 1
+
+
+async def test_a_crash_during_a_re_close_is_repaired_by_running_it_again(closed):
+    p, h = closed
+    key = BucketKey(T, h)
+
+    def crash_after(step: int):
+        def hook(at: int) -> None:
+            if at == step:
+                raise RuntimeError(f"crash after step {at}")
+
+        return hook
+
+    for step in (3, 4):
+        with pytest.raises(RuntimeError):
+            await (await _recloser(p, after_step=crash_after(step))).reclose(
+                key, p.compiled[T], repair_id="r3", reason="x", now=1.0e9
+            )
+    result = await (await _recloser(p)).reclose(
+        key, p.compiled[T], repair_id="r3", reason="x", now=1.0e9
+    )
+    assert result.manifest.version == 2 and result.manifest.events == 15
+    names = sorted(x.name for x in p.reader.layout.bucket_dir(key).glob("part-*"))
+    assert names == ["part-v2-00000.parquet"]  # version 1's part went at step 5
+    assert len(_ids(p, h)) == 15
+
+
+async def test_a_re_close_is_refused_when_the_stream_lost_a_message_of_the_bucket(closed):
+    p, h = closed
+    key = BucketKey(T, h)
+    before = p.reader.layout.manifest_path(key).read_bytes()
+    first = read_manifest(p.reader.layout.manifest_path(key)).stream_seq_ranges[0].first
+    await p.transport.js.delete_msg(stream_name(T), first)
+    with pytest.raises(RepairRefusedError, match="no longer retains 1 of the 3 messages"):
+        await (await _recloser(p)).reclose(
+            key, p.compiled[T], repair_id="r4", reason="x", now=time.time()
+        )
+    assert p.reader.layout.manifest_path(key).read_bytes() == before
+    assert len(_ids(p, h)) == 15
+
+
+async def test_an_open_bucket_is_not_re_closed(closed):
+    p, _ = closed
+    far = bucket_start(time.time(), p.settings.bucket_width_secs) + 3600
+    with pytest.raises(RepairRefusedError, match="only closed buckets are re-closed"):
+        await (await _recloser(p)).reclose(
+            BucketKey(T, far), p.compiled[T], repair_id="r5", reason="x", now=time.time()
+        )
