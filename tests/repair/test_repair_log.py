@@ -18,7 +18,8 @@ async def test_a_repair_is_recorded_as_started_before_it_runs_and_done_after(cap
     async with log.recording("redeliver", "PlaySong", "admin", {"from_seq": 3}) as record:
         during = await log.list()
         record.counts = {"messages": 7}
-    assert [r.outcome for r in during] == ["started"] and during[0].finished_at is None
+    assert [(r.outcome, r.arguments) for r in during] == [("started", {"from_seq": 3})]
+    assert during[0].finished_at is None
     [done] = await log.list()
     assert (done.outcome, done.principal, done.arguments) == ("done", "admin", {"from_seq": 3})
     assert done.counts == {"messages": 7} and done.finished_at is not None

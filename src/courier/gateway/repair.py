@@ -23,9 +23,8 @@ repair log unavailable (the repair was not done, or may be retried safely).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -119,23 +118,27 @@ class RepairRoutes:
     async def redeliver(self, request: Request) -> Response:
         event_type = request.path_params["type"]
 
-        async def run(record: RepairRecord, body: bytes) -> None:
+        def parse(body: bytes) -> tuple[dict[str, Any], Any]:
             req = parse_redeliver(body)
-            record.arguments = req.arguments()
-            await self._require_type(event_type)
+            return req.arguments(), req
+
+        async def act(record: RepairRecord, req: Any) -> dict[str, Any]:
             assert self.target is not None
             done = await redeliver(self.target, event_type, req)
             record.counts, record.result = redeliver_result(done)
+            return {}
 
-        return await self._repair(request, "redeliver", event_type, run)
+        return await self._repair(request, "redeliver", event_type, parse, act)
 
     async def republish(self, request: Request) -> Response:
         event_type = request.path_params["type"]
 
-        async def run(record: RepairRecord, body: bytes) -> None:
+        def parse(body: bytes) -> tuple[dict[str, Any], Any]:
             req, data, headers = parse_republish(body)
-            record.arguments = republish_arguments(req, data, headers)
-            await self._require_type(event_type)
+            return republish_arguments(req, data, headers), (req, data, headers)
+
+        async def act(record: RepairRecord, parsed: Any) -> dict[str, Any]:
+            req, data, headers = parsed
             assert self.target is not None
             stored = await republish(self.target, event_type, req, data, headers)
             record.counts = {"published": 0 if stored.duplicate else 1}
@@ -144,59 +147,73 @@ class RepairRoutes:
                 "duplicate": stored.duplicate,
                 "msg_id": replay_msg_id(event_type, req.stream_seq),
             }
+            return {}
 
-        return await self._repair(request, "republish", event_type, run)
+        return await self._repair(request, "republish", event_type, parse, act)
 
     async def resubmit(self, request: Request) -> Response:
         event_type = request.path_params["type"]
-        rejected: list[dict[str, Any]] = []
 
-        async def run(record: RepairRecord, body: bytes) -> None:
+        def parse(body: bytes) -> tuple[dict[str, Any], Any]:
             req, events = parse_resubmit(body)
-            record.arguments = req.arguments()
-            await self._require_type(event_type)
+            return req.arguments(), events
+
+        async def act(record: RepairRecord, events: Any) -> dict[str, Any]:
             if self.service is None:
                 raise TransportError("the gateway is starting")
             now = dt.datetime.now(dt.UTC)
             result = await self.service.ingest(
                 events, BodyFormat.JSON, now, admit=_only(event_type)
             )
-            rejected.extend(
-                {"index": r.index, "id": r.id, "error": r.error} for r in result.rejections
-            )
+            rejected = [{"index": r.index, "id": r.id, "error": r.error} for r in result.rejections]
             record.counts = {"accepted": result.accepted, "rejected": len(rejected)}
             record.result = {"rejected": rejected[:RECORDED_REJECTIONS]}
+            return {"rejected": rejected}  # every one in the answer, the first ones recorded
 
-        response = await self._repair(request, "resubmit", event_type, run)
-        if response.status_code != 200:
-            return response
-        return json_response({**json.loads(bytes(response.body)), "rejected": rejected})
+        return await self._repair(request, "resubmit", event_type, parse, act)
 
     async def _repair(
-        self, request: Request, operation: str, event_type: str, run: Any
+        self,
+        request: Request,
+        operation: str,
+        event_type: str,
+        parse: Callable[[bytes], tuple[dict[str, Any], Any]],
+        act: Callable[[RepairRecord, Any], Awaitable[dict[str, Any]]],
     ) -> Response:
-        """Authenticate, read the body, and run ``run(record, body)`` inside a recorded repair."""
+        """Authenticate, read and ``parse`` the body, then ``act`` inside a recorded repair.
+
+        ``parse`` gives the arguments to record (before anything changes) and what
+        ``act`` needs; ``act`` fills the record's counts and result and returns
+        fields to add to the answer. A body that cannot be read or parsed is
+        recorded as refused (with no arguments).
+        """
         try:
             principal: Principal = self.keyring.require_admin(request.headers)
         except RequestError as exc:
             return refused(exc)  # not recorded: nobody we know asked
-        unreadable: RequestError | None = None
+        problem: RequestError | None = None
+        arguments: dict[str, Any] = {}
+        parsed: Any = None
         try:
-            body = await read_admin_body(request, self.settings.gateway)
+            arguments, parsed = parse(await read_admin_body(request, self.settings.gateway))
         except ClientDisconnect:
             return error_response(400, "the client disconnected before sending the whole body")
         except RequestError as exc:
-            body, unreadable = b"", exc
+            problem = exc
         try:
             repair_log = await self._repair_log()
         except TransportError as exc:
             return self._unavailable(f"the repair log cannot be written ({exc}); nothing was done")
         record: RepairRecord | None = None
+        extra: dict[str, Any] = {}
         try:
-            async with repair_log.recording(operation, event_type, principal.name, {}) as record:
-                if unreadable is not None:
-                    raise unreadable
-                await run(record, body)
+            async with repair_log.recording(
+                operation, event_type, principal.name, arguments
+            ) as record:
+                if problem is not None:
+                    raise problem
+                await self._require_type(event_type)
+                extra = await act(record, parsed)
         except RequestError as exc:
             return refused(exc, **_ref(record))
         except UnknownEventTypeError as exc:
@@ -209,7 +226,7 @@ class RepairRoutes:
             return self._unavailable(
                 f"{operation} of {event_type} failed: {exc} (repair {record.id})"
             )
-        return json_response(record.to_json())
+        return json_response({**record.to_json(), **extra})
 
     async def _require_type(self, event_type: str) -> None:
         if self.registry is None:
