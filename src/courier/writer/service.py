@@ -6,8 +6,9 @@ The protocol, per (type, bucket) buffer (DESIGN §6):
 2. decode the bodies into Arrow in bulk and add ``published_at`` (the
    transport's timestamp), ``_seq`` and ``_idx``;
 3. buffer rows per (type, bucket, schema version); flush on rows, bytes, age
-   or memory pressure: write ``_staging/<type>/<bucket>/<writer>-<first>-<last>.parquet``
-   atomically (temp, fsync, rename, fsync dir);
+   or memory pressure: write ``_staging/<type>/<bucket>/<writer>-<first>-<last>-<flush>.parquet``
+   atomically (temp, fsync, rename, fsync dir); ``<flush>`` is unique per flush, so
+   a range redelivered by a repair never reuses a name a closed bucket consumed;
 4. only then ack every message in that file, and wait until the server has
    applied the acks.
 
