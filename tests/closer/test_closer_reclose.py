@@ -4,6 +4,9 @@ new manifest version, exactly once across buckets; refused when the stream lost 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -11,9 +14,11 @@ import pytest
 from courier.closer import Catalog
 from courier.closer.reclose import BucketRecloser
 from courier.errors import RepairRefusedError
-from courier.model import BucketKey, bucket_start
+from courier.model import BucketKey, bucket_start, iso_utc
+from courier.repair import RepairLog
+from courier.settings import settings_env
 from courier.storage import read_manifest
-from courier.transport import CATALOG_KV
+from courier.transport import CATALOG_KV, REPAIRS_KV
 from courier.transport.names import stream_name
 from courier_testing import FAST, Pipeline, example_definitions, open_pipeline
 
@@ -152,3 +157,39 @@ async def test_an_open_bucket_is_not_re_closed(closed):
         await (await _recloser(p)).reclose(
             BucketKey(T, far), p.compiled[T], repair_id="r5", reason="x", now=time.time()
         )
+
+
+def _courier(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **settings_env(p.settings)}
+    return subprocess.run(
+        [sys.executable, "-m", "courier.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_courier_repair_reclose_rebuilds_the_bucket_and_records_the_repair(closed):
+    p, h = closed
+    key = BucketKey(T, h)
+    for part in p.reader.layout.bucket_dir(key).glob("part-*.parquet"):
+        part.unlink()
+    done = await asyncio.to_thread(
+        _courier, p, "repair", "reclose", T, iso_utc(h + 0.5), "--reason", "disk lost a file"
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"re-closed {key.label()} as version 2: 15 events (was 15)" in done.stdout
+    assert len(_ids(p, h)) == 15
+    manifest = read_manifest(p.reader.layout.manifest_path(key))
+    assert manifest.repair is not None and manifest.repair.reason == "disk lost a file"
+    (record,) = await RepairLog(await p.transport.key_value(REPAIRS_KV)).list()
+    assert (record.operation, record.outcome, record.event_type) == ("reclose", "done", T)
+    assert record.principal.startswith("local:") and record.id == manifest.repair.repair_id
+    assert record.counts["events_after"] == 15
+
+    refused = await asyncio.to_thread(
+        _courier, p, "repair", "reclose", "NoSuchType", iso_utc(h), "--reason", "x"
+    )
+    assert refused.returncode == 1
+    assert "re-close refused: 'NoSuchType' is not a registered event type" in refused.stderr

@@ -1,24 +1,37 @@
 """``courier repair``: repairs (DESIGN §10) through the gateway's admin API.
 
-Every command calls the gateway with the admin key (``--api-key`` or
-``COURIER_API_KEY``); the gateway records each call in the repair log, which
-``courier repair list`` shows. ``replay-quarantine`` also reads and moves the
+Every command but ``reclose`` calls the gateway with the admin key (``--api-key``
+or ``COURIER_API_KEY``); the gateway records each call in the repair log, which
+``courier repair list`` shows. ``reclose`` rebuilds bucket files, so it runs where
+the data dir is, against NATS directly, and records itself in the same log. ``replay-quarantine`` also reads and moves the
 quarantine files under the data dir, so it runs where the writer's data dir is
 (see :mod:`courier.repair.quarantine` for its protocol).
 """
 
 from __future__ import annotations
 
+import asyncio
+import getpass
 import json
+import socket
 import sys
+import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from courier.cli.audit import SettingsSource
 from courier.cli.http import GatewayClient, error_text, gateway_base_url, gateway_options
-from courier.errors import StorageError
+from courier.errors import CourierError, RepairRefusedError, StorageError
+from courier.model import BucketKey, bucket_start, iso_utc, parse_time
+from courier.repair import RepairLog
+from courier.runtime import connect_service
+from courier.settings import Settings
+from courier.transport import CATALOG_KV, REPAIRS_KV
+
+if TYPE_CHECKING:
+    from courier.closer.reclose import RecloseResult
 
 _ADMIN_KEY_HELP = "The gateway's admin key (when it has auth on)."
 
@@ -275,3 +288,64 @@ def _batches(raws: list[str], max_bytes: int, max_events: int) -> list[list[str]
         batches[-1].append(raw)
         size += n
     return [b for b in batches if b]
+
+
+@repair.command("reclose")
+@click.argument("event_type")
+@click.argument("bucket")
+@click.option("--reason", required=True, help="Why (kept in the manifest and the repair log).")
+@click.pass_obj
+def repair_reclose(c: SettingsSource, event_type: str, bucket: str, reason: str) -> None:
+    """Rebuild the closed BUCKET of EVENT_TYPE from the stream as a new manifest version.
+
+    BUCKET is any RFC 3339 time inside it (e.g. 2026-11-26T10:00:00Z). For a bucket
+    that lost or corrupted a part file while the stream still retains its messages;
+    refused, with nothing changed, when the stream lost any of them. Runs here,
+    against NATS and the data dir (like ``courier provision``: access to both is the
+    privilege), and is recorded in the repair log. See courier/closer/reclose.py.
+    """
+    settings = c.settings()
+    try:
+        at = parse_time(bucket)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="BUCKET") from exc
+    key = BucketKey(event_type, bucket_start(at, settings.bucket_width_secs))
+    try:
+        result, repair_id = asyncio.run(_reclose(settings, key, reason))
+    except RepairRefusedError as exc:
+        raise click.ClickException(f"re-close refused: {exc}") from exc
+    except CourierError as exc:
+        raise click.ClickException(f"re-close of {key.label()} failed: {exc}") from exc
+    m = result.manifest
+    click.echo(
+        f"re-closed {key.label()} as version {m.version}: {m.events} events "
+        f"(was {result.previous.events}); {result.undecodable_messages} undecodable "
+        f"messages skipped; repair {repair_id}"
+    )
+
+
+async def _reclose(settings: Settings, key: BucketKey, reason: str) -> tuple[RecloseResult, str]:
+    # DuckDB and pyarrow load only for this command, not for every `courier` call.
+    from courier.closer import Catalog
+    from courier.closer.reclose import BucketRecloser
+
+    conn = await connect_service(settings, "courier-repair", wait_secs=10.0)
+    try:
+        compiled = (await conn.registry.compiled()).get(key.event_type)
+        if compiled is None:
+            raise RepairRefusedError(f"{key.event_type!r} is not a registered event type")
+        log = RepairLog(await conn.transport.key_value(REPAIRS_KV))
+        catalog = Catalog(
+            await conn.transport.key_value(CATALOG_KV), "repair", settings.closer.claim_lease_secs
+        )
+        principal = f"local:{getpass.getuser()}@{socket.gethostname()}"
+        arguments = {"bucket": iso_utc(key.start), "reason": reason}
+        async with log.recording("reclose", key.event_type, principal, arguments) as record:
+            result = await BucketRecloser(settings, conn.transport, catalog).reclose(
+                key, compiled, repair_id=record.id, reason=reason, now=time.time()
+            )
+            record.counts.update(result.counts())
+            record.result = {"files": [f.name for f in result.manifest.files]}
+        return result, record.id
+    finally:
+        await conn.transport.close()
