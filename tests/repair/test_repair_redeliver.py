@@ -14,9 +14,12 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 
+from courier.closer import Catalog
+from courier.closer.reclose import BucketRecloser
 from courier.gateway import create_app
 from courier.model import BucketKey, bucket_start
 from courier.storage import Layout, read_manifest
+from courier.transport import CATALOG_KV
 
 BATCHES = 3
 PER_BATCH = 20
@@ -135,6 +138,20 @@ async def test_events_missing_from_a_closed_bucket_come_back_once_in_a_later_buc
     manifests = _closed_since(pipeline, before)
     assert sum(m.skewed_in for m in manifests) == len(lost)
     assert sum(m.duplicates_dropped for m in manifests) == len(ids) - len(lost)
+
+    # A re-close of the damaged bucket afterwards must not bring them back a second time:
+    # they stay where the redelivery put them.
+    catalog = Catalog(await pipeline.transport.key_value(CATALOG_KV), "repair", 30.0)
+    result = await BucketRecloser(pipeline.settings, pipeline.transport, catalog).reclose(
+        BucketKey("PlaySong", lost_bucket),
+        pipeline.compiled["PlaySong"],
+        repair_id="reclose-after-redeliver",
+        reason="test",
+        now=time.time(),
+    )
+    assert result.manifest.events == 0
+    assert result.manifest.duplicates_dropped_previous_bucket == len(lost)
+    assert _ids_in_closed_buckets(pipeline) == Counter(ids)
 
 
 def _has_events(layout: Layout, start: int) -> bool:
