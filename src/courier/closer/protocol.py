@@ -207,23 +207,10 @@ class BucketCloser:
 
     @property
     def _chunk_rows(self) -> int:
-        return max(1, min(self.cfg.row_group_rows, self.cfg.max_rows_per_file))
+        return chunk_rows(self.cfg)
 
     def _rows_per_file(self, paths: list[Path], input_rows: int) -> int:
-        """Right-sized files from the staging files' compressed bytes per row (deterministic)."""
-        chunk = self._chunk_rows
-        if input_rows == 0:
-            return chunk
-        per_row = max(1.0, sum(p.stat().st_size for p in paths) / input_rows)
-        cap = max(chunk, min(self.cfg.max_rows_per_file, int(self.cfg.target_file_bytes / per_row)))
-        # Spread the rows evenly over the fewest files under the cap (no tiny last file),
-        # in whole chunks so row groups stay uniform.
-        files = -(-input_rows // cap)
-        per_file = -(-input_rows // files)
-        per_file = -(-per_file // chunk) * chunk
-        if files == 1:
-            return per_file  # the one file holds at most input_rows <= cap rows
-        return per_file - chunk if per_file > cap and per_file > chunk else per_file
+        return rows_per_file(self.cfg, sum(p.stat().st_size for p in paths), input_rows)
 
     def _write_bucket(
         self, key: BucketKey, compiled: CompiledType, entry: CatalogEntry
@@ -232,7 +219,7 @@ class BucketCloser:
         paths = self._paths(rels)
         schema = compiled.arrow_schema
         files: list[ManifestFile] = []
-        stats = _StreamStats(key.start)
+        stats = BucketStats(key.start)
         input_events = dup_prev = 0
         spans: list[SeqRange] = []
         bdir = self.layout.bucket_dir(key)
@@ -256,7 +243,7 @@ class BucketCloser:
                 self._after_step(3)
                 # Step 4: final files, deterministic names and bytes.
                 per_file = self._rows_per_file(paths, input_events)
-                for i, part in enumerate(_parts(chunks, per_file // self._chunk_rows)):
+                for i, part in enumerate(split_parts(chunks, per_file // self._chunk_rows)):
                     info = write_parquet_chunks_atomic(
                         bdir / self.layout.part_name(i), schema, part
                     )
@@ -327,7 +314,29 @@ class BucketCloser:
                 d = d.parent
 
 
-class _StreamStats:
+def chunk_rows(cfg: CloserSettings) -> int:
+    """Rows per row group of a final file (also the unit files are cut in)."""
+    return max(1, min(cfg.row_group_rows, cfg.max_rows_per_file))
+
+
+def rows_per_file(cfg: CloserSettings, input_bytes: int, input_rows: int) -> int:
+    """Right-sized files from the inputs' compressed bytes per row (deterministic)."""
+    chunk = chunk_rows(cfg)
+    if input_rows == 0:
+        return chunk
+    per_row = max(1.0, input_bytes / input_rows)
+    cap = max(chunk, min(cfg.max_rows_per_file, int(cfg.target_file_bytes / per_row)))
+    # Spread the rows evenly over the fewest files under the cap (no tiny last file),
+    # in whole chunks so row groups stay uniform.
+    files = -(-input_rows // cap)
+    per_file = -(-input_rows // files)
+    per_file = -(-per_file // chunk) * chunk
+    if files == 1:
+        return per_file  # the one file holds at most input_rows <= cap rows
+    return per_file - chunk if per_file > cap and per_file > chunk else per_file
+
+
+class BucketStats:
     """Counts taken while the bucket's rows stream past (no second pass)."""
 
     def __init__(self, bucket_start: int) -> None:
@@ -348,7 +357,7 @@ class _StreamStats:
         return t
 
 
-def _parts(chunks: Iterator[pa.Table], chunks_per_part: int) -> Iterator[Iterator[pa.Table]]:
+def split_parts(chunks: Iterator[pa.Table], chunks_per_part: int) -> Iterator[Iterator[pa.Table]]:
     """Group a stream of chunks into parts of ``chunks_per_part`` chunks, never an empty part."""
     it = iter(chunks)
     for first in it:

@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 
 from courier.closer.catalog import Catalog
 from courier.closer.dedup import BucketDedup, conform, exact_chunks
-from courier.closer.protocol import _parts, _StreamStats
+from courier.closer.protocol import BucketStats, chunk_rows, rows_per_file, split_parts
 from courier.errors import ManifestError, RepairRefusedError
 from courier.model import BucketKey, iso_utc
 from courier.schema import CompiledType
@@ -323,8 +323,8 @@ class BucketRecloser:
     ) -> Manifest:
         version = current.version + 1
         schema = compiled.arrow_schema
-        chunk_rows = max(1, min(self.cfg.row_group_rows, self.cfg.max_rows_per_file))
-        stats = _StreamStats(key.start)
+        chunk = chunk_rows(self.cfg)
+        stats = BucketStats(key.start)
         files: list[ManifestFile] = []
         spans: list[SeqRange] = []
         input_events = dup_prev = 0
@@ -343,11 +343,12 @@ class BucketRecloser:
                 dup_prev = dedup.ids_already_closed()
                 chunks = (
                     stats.observe(conform(t, schema))
-                    for t in exact_chunks(dedup.rows(chunk_rows), chunk_rows)
+                    for t in exact_chunks(dedup.rows(chunk), chunk)
                 )
-                per_file = max(chunk_rows, self.cfg.max_rows_per_file // chunk_rows * chunk_rows)
+                input_bytes = sum(p.stat().st_size for p in inputs)
+                per_file = rows_per_file(self.cfg, input_bytes, input_events)
                 self._after_step(2)
-                for i, part in enumerate(_parts(chunks, per_file // chunk_rows)):
+                for i, part in enumerate(split_parts(chunks, per_file // chunk)):
                     info = write_parquet_chunks_atomic(bdir / _part_name(version, i), schema, part)
                     files.append(
                         ManifestFile(
