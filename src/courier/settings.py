@@ -63,7 +63,7 @@ class GatewaySettings(_Section):
     #: Deadline for receiving a whole request body; a slower (slow-loris) body gets 408.
     body_read_timeout_secs: float = 30.0
     #: Deadline for a request's line and headers (uvicorn has none); slower gets 408 + close.
-    head_read_timeout_secs: float = 10.0
+    head_read_timeout_secs: float = Field(default=10.0, gt=0)
     #: An idle keep-alive connection is closed after this long (uvicorn ``timeout_keep_alive``).
     idle_timeout_secs: float = 5.0
 

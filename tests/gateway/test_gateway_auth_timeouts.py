@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import uvicorn
 
+from courier.errors import ConfigError
 from courier.gateway import create_app
 from courier.gateway.app import uvicorn_config
 
@@ -154,3 +155,8 @@ async def test_gateway_auth_the_head_deadline_restarts_for_each_keep_alive_reque
             await asyncio.sleep(0.3)
     finally:
         writer.close()
+
+
+def test_gateway_auth_a_head_deadline_of_zero_is_a_settings_error(gateway_settings):
+    with pytest.raises(ConfigError, match="head_read_timeout_secs: Input should be greater than 0"):
+        gateway_settings(head_read_timeout_secs=0)
