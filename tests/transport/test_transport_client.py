@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from courier.errors import (
@@ -114,5 +116,33 @@ async def test_a_comma_separated_url_list_connects_to_any_live_server(make_setti
     try:
         assert t.is_connected
         await provision_base(t, make_settings())
+    finally:
+        await t.close()
+
+
+async def test_a_scan_streams_a_range_skips_deleted_messages_and_leaves_no_consumer(
+    make_settings,
+):
+    settings = make_settings()
+    t = await _connected(settings)
+    try:
+        for i in range(1, 2501):
+            await t.publish_events(
+                "PlaySong", f"{{}}\n#{i}".encode(), msg_id=f"s{i}", headers={}, timeout_secs=5
+            )
+        for seq in (5, 6, 2000):
+            await t.js.delete_msg("COURIER_PlaySong", seq)
+        seqs = [m.seq async for m in t.scan("PlaySong", 3, 2100, batch_messages=300)]
+        assert seqs == [s for s in range(3, 2101) if s not in (5, 6, 2000)]
+        scanned = [m async for m in t.scan("PlaySong", 2499, 9999)]  # past the end: stops
+        assert [m.seq for m in scanned] == [2499, 2500]
+        assert scanned[-1].data.endswith(b"#2500") and scanned[-1].published_at > 0
+        async with contextlib.aclosing(t.scan("PlaySong", 1, 2500)) as early:
+            async for _ in early:
+                break  # stopped early: the scan's consumer goes all the same
+        info = await t.js.stream_info("COURIER_PlaySong")
+        assert info.state.consumer_count == 2  # writer + audit: no scan consumer left
+        assert (await t.message_at_or_after("PlaySong", 5)).seq == 7
+        assert await t.message_at_or_after("PlaySong", 2501) is None
     finally:
         await t.close()

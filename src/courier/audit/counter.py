@@ -45,9 +45,12 @@ from courier.pertype import PerTypeTasks
 from courier.schema import Registry
 from courier.settings import Settings
 from courier.storage import Layout
-from courier.transport import AUDIT_CONSUMER, PullConsumer, Transport
+from courier.transport import AUDIT_CONSUMER, PullConsumer, StoredMessage, Transport
 
 log = logging.getLogger("courier.audit")
+
+#: A recount adds the scanned messages in chunks of this many (memory stays bounded).
+_RECOUNT_BATCH_MESSAGES = 10_000
 
 EVENTS_HEADER = "Courier-Events"
 
@@ -297,7 +300,12 @@ async def recount(
     scanned_to = 0
     while True:
         if last_seq > scanned_to:
-            batch = [m async for m in transport.scan(event_type, scanned_to + 1, last_seq)]
+            batch: list[StoredMessage] = []
+            async for m in transport.scan(event_type, scanned_to + 1, last_seq):
+                batch.append(m)
+                if len(batch) >= _RECOUNT_BATCH_MESSAGES:  # bounded memory on long streams
+                    add_messages(fresh, batch, width, spill)
+                    batch.clear()
             add_messages(fresh, batch, width, spill)
             scanned_to = last_seq
         fresh.last_seq = max(fresh.last_seq, scanned_to)

@@ -44,9 +44,10 @@ finishes step 5.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -200,18 +201,23 @@ class BucketRecloser:
                 )
                 batch.clear()
 
-        async def take(messages: AsyncIterator[StoredMessage], stop_after: float | None) -> None:
-            async for m in messages:
-                if stop_after is not None and m.published_at >= stop_after:
-                    return
-                if m.seq in seen:
-                    continue
-                if stop_after is not None and not key.start <= m.published_at < key.end(self.width):
-                    continue
-                seen.add(m.seq)
-                batch.append(m)
-                if len(batch) >= _DECODE_BATCH_MESSAGES:
-                    flush()
+        async def take(
+            messages: AsyncGenerator[StoredMessage, None], stop_after: float | None
+        ) -> None:
+            # Closed on an early return too: a scan holds a consumer on the server.
+            async with contextlib.aclosing(messages):
+                async for m in messages:
+                    if stop_after is not None and m.published_at >= stop_after:
+                        return
+                    if m.seq in seen:
+                        continue
+                    end = key.end(self.width)
+                    if stop_after is not None and not key.start <= m.published_at < end:
+                        continue
+                    seen.add(m.seq)
+                    batch.append(m)
+                    if len(batch) >= _DECODE_BATCH_MESSAGES:
+                        flush()
 
         for a, b in covered:
             await take(self.transport.scan(key.event_type, a, b), None)
@@ -275,9 +281,8 @@ class BucketRecloser:
     async def _message_at_or_after(
         self, event_type: str, seq: int, last: int
     ) -> StoredMessage | None:
-        async for m in self.transport.scan(event_type, seq, last):
-            return m
-        return None
+        m = await self.transport.message_at_or_after(event_type, seq)
+        return m if m is not None and m.seq <= last else None
 
     # -- steps 2-3 ----------------------------------------------------------------
 

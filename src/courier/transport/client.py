@@ -18,8 +18,9 @@ nats-py pitfalls owned here (DESIGN §5):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue as NatsKV
 
 from courier.errors import (
@@ -361,30 +363,88 @@ class Transport:
             raise TransportError(f"stream info {stream}: {exc}") from exc
         return int(info.state.first_seq or 0), int(info.state.last_seq or 0)
 
+    async def message_at_or_after(self, event_type: str, seq: int) -> StoredMessage | None:
+        """The first retained message of a type with sequence ``>= seq`` (one direct get),
+        or None when there is none."""
+        stream = stream_name(event_type)
+        try:
+            raw = await self.js.get_msg(
+                stream, seq=max(1, seq), subject=events_subject(event_type), next=True
+            )
+        except nats.js.errors.NotFoundError:
+            return None
+        except nats.errors.Error as exc:
+            raise TransportError(f"reading {stream} seq {seq}: {exc}") from exc
+        if raw.seq is None:
+            return None
+        published = raw.time.timestamp() if raw.time is not None else 0.0
+        return StoredMessage(raw.seq, published, dict(raw.headers or {}), raw.data or b"")
+
     async def scan(
-        self, event_type: str, first_seq: int, last_seq: int
-    ) -> AsyncIterator[StoredMessage]:
+        self, event_type: str, first_seq: int, last_seq: int, *, batch_messages: int = 1000
+    ) -> AsyncGenerator[StoredMessage, None]:
         """The retained messages of a type with ``first_seq <= seq <= last_seq``, in order.
 
-        Reads with direct gets, so no consumer is created or moved; deleted and
-        expired messages are skipped. Meant for recounts and repairs, not for
-        the data path.
+        Reads through a short-lived consumer of its own (ephemeral, in memory, no
+        acks), so no other consumer is moved, and it streams: one request per
+        ``batch_messages`` messages, not per message. Deleted and expired messages
+        are skipped. The consumer is deleted when the iteration ends (close the
+        iterator, e.g. ``contextlib.aclosing``, when stopping early); if this
+        process dies, the server drops it after 30 s of inactivity. Meant for
+        recounts and repairs, not for the data path.
         """
+        first_seq = max(1, first_seq)
+        if last_seq < first_seq:
+            return
         stream = stream_name(event_type)
         subject = events_subject(event_type)
-        seq = max(1, first_seq)
-        while seq <= last_seq:
-            try:
-                raw = await self.js.get_msg(stream, seq=seq, subject=subject, next=True)
-            except nats.js.errors.NotFoundError:
-                return
-            except nats.errors.Error as exc:
-                raise TransportError(f"reading {stream} seq {seq}: {exc}") from exc
-            if raw.seq is None or raw.seq > last_seq:
-                return
-            published = raw.time.timestamp() if raw.time is not None else 0.0
-            yield StoredMessage(raw.seq, published, dict(raw.headers or {}), raw.data or b"")
-            seq = raw.seq + 1
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=first_seq,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        try:
+            sub = await self.js.pull_subscribe(subject, stream=stream, config=config)
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot scan {stream} from seq {first_seq}: {exc}") from exc
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(batch_messages, timeout=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    # Nothing came within the wait: the end of the stream, or a slow
+                    # server. Only the consumer's own count tells which.
+                    if await self._scan_drained(sub, stream):
+                        return
+                    continue
+                except nats.errors.Error as exc:
+                    raise TransportError(f"scanning {stream}: {exc}") from exc
+                for m in msgs:
+                    md = m.metadata
+                    seq = md.sequence.stream
+                    if seq > last_seq:
+                        return
+                    yield StoredMessage(
+                        seq, md.timestamp.timestamp(), dict(m.headers or {}), m.data
+                    )
+                    if seq == last_seq:
+                        return
+        finally:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await sub.unsubscribe()
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await self.js.delete_consumer(stream, config.name or "")
+
+    @staticmethod
+    async def _scan_drained(sub: Any, stream: str) -> bool:
+        try:
+            info = await sub.consumer_info()
+        except nats.errors.Error as exc:
+            raise TransportError(f"scanning {stream}: {exc}") from exc
+        return not (info.num_pending or 0)
 
     # -- key-value --------------------------------------------------------------
 
