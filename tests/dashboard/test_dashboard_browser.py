@@ -72,11 +72,30 @@ async def stack(make_settings):
         await p.transport.close()
 
 
-async def _cell(page, event_type: str, start: int) -> tuple[str, str]:
+#: Class and computed style of a cell in one read. The page re-renders the grid every
+#: refresh, so separate reads could straddle two renders and meet a detached element
+#: (computed style ""): read all at once, from a connected element, or try again.
+_CELL_STYLE = """el => el.isConnected ? [
+    el.className,
+    getComputedStyle(el).backgroundColor,
+    getComputedStyle(el).outlineColor,
+    getComputedStyle(el, '::after').content,
+] : null"""
+
+
+async def _cell_style(page, event_type: str, start: int) -> list[str]:
     loc = page.locator(f'td.cell[data-type="{event_type}"][data-start="{start}"]')
-    await loc.wait_for(timeout=10_000)
-    classes = await loc.get_attribute("class") or ""
-    colour = await loc.evaluate("el => getComputedStyle(el).backgroundColor")
+    for _ in range(100):
+        await loc.wait_for(timeout=10_000)
+        got = await loc.evaluate(_CELL_STYLE)
+        if got is not None and got[1]:
+            return [str(v) for v in got]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"cell {event_type} {start} never rendered with a style")
+
+
+async def _cell(page, event_type: str, start: int) -> tuple[str, str]:
+    classes, colour, _, _ = await _cell_style(page, event_type, start)
     return classes, colour
 
 
@@ -141,14 +160,11 @@ async def test_a_bucket_that_lost_events_after_its_close_is_marked_as_a_mismatch
         try:
             page = await browser.new_page()
             await page.goto(url)
-            cell = page.locator(f'td.cell[data-type="Search"][data-start="{start}"]')
-            await cell.wait_for(timeout=10_000)
-            assert "mismatch" in (await cell.get_attribute("class") or "")
-            outline = await cell.evaluate("el => getComputedStyle(el).outlineColor")
+            classes, _, outline, mark = await _cell_style(page, "Search", start)
+            assert "mismatch" in classes
             assert outline == MISMATCH_OUTLINE
-            mark = await cell.evaluate("el => getComputedStyle(el, '::after').content")
             assert mark == '"!"'
-            await cell.click()
+            await page.locator(f'td.cell[data-type="Search"][data-start="{start}"]').click()
             details = await page.locator("#details").text_content() or ""
             assert "lost" in details
         finally:
