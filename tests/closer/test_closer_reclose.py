@@ -4,6 +4,7 @@ new manifest version, exactly once across buckets; refused when the stream lost 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from courier.repair import RepairLog
 from courier.settings import settings_env
 from courier.storage import read_manifest
 from courier.transport import CATALOG_KV, REPAIRS_KV
-from courier.transport.names import stream_name
+from courier.transport.names import CLOSED_STREAM, stream_name
 from courier_testing import FAST, Pipeline, example_definitions, open_pipeline
 
 T = "PlaySong"
@@ -94,6 +95,24 @@ async def test_a_bucket_that_lost_its_part_file_is_rebuilt_from_the_stream_as_ve
     catalog = Catalog(await p.transport.key_value(CATALOG_KV), "repair", 30.0)
     entry = await catalog.get(key)
     assert entry is not None and entry[0].events == 15
+    notices = await _closed_notices(p)
+    assert [(n["version"], n["events"]) for n in notices if n["bucket_start_epoch"] == h] == [
+        (1, 15),
+        (2, 15),
+    ]
+
+
+async def _closed_notices(p: Pipeline) -> list[dict[str, object]]:
+    """Every close notice on ``courier.closed.PlaySong``, in order."""
+    info = await p.transport.js.stream_info(CLOSED_STREAM)
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await p.transport.js.get_msg(CLOSED_STREAM, seq)
+        if msg.subject == f"courier.closed.{T}" and msg.data:
+            doc = json.loads(msg.data)
+            doc.setdefault("version", 1)
+            out.append(doc)
+    return out
 
 
 async def test_a_re_close_never_repeats_an_id_the_next_bucket_holds(closed):

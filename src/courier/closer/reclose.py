@@ -34,8 +34,9 @@ which produces the same bytes):
    (new names: version N's files stay readable until step 5);
 4. keep version N's manifest as ``_SUCCESS.vN``, then replace ``_SUCCESS``
    atomically with version N+1 (``version``, ``repair``);
-5. record the new event count in the bucket catalog; delete version N's parts
-   and the temporary files.
+5. record the new event count in the bucket catalog, publish the new manifest on
+   ``courier.closed.<T>`` (downstream jobs reread the bucket: ``version`` > 1,
+   ``repair`` set), delete version N's parts and the temporary files.
 
 A re-run after step 4 finds version N+1 written by the same repair id and only
 finishes step 5.
@@ -135,8 +136,9 @@ class BucketRecloser:
             ) from exc
         if current.repair is not None and current.repair.repair_id == repair_id:
             previous = read_manifest(self._kept_manifest_path(key, current.version - 1))
-            self._finish(key, current)  # a re-run after step 4
-            await self._record(key, current)
+            await self._record(key, current)  # a re-run after step 4
+            await self._notify(key, current)
+            self._finish(key, current)
             return RecloseResult(key, previous, current, 0)
         work = self.layout.root / "_tmp" / "reclose" / f"{key.event_type}-{key.start}"
         shutil.rmtree(work, ignore_errors=True)
@@ -166,6 +168,7 @@ class BucketRecloser:
             self._after_step(4)
             # Step 5.
             await self._record(key, new)
+            await self._notify(key, new)
             self._finish(key, new)
             self._after_step(5)
         finally:
@@ -396,6 +399,15 @@ class BucketRecloser:
         entry, rev = got
         if entry.events != manifest.events:
             await self.catalog.update(key, replace(entry, events=manifest.events), rev)
+
+    async def _notify(self, key: BucketKey, manifest: Manifest) -> None:
+        """Tell downstream jobs, as a close does: the manifest on ``courier.closed.<T>``,
+        once per version (the msg id carries it; at least once, like close notices)."""
+        await self.transport.publish_closed(
+            key.event_type,
+            msgspec.json.encode(manifest),
+            msg_id=f"closed.{key.label()}.v{manifest.version}",
+        )
 
     def _finish(self, key: BucketKey, manifest: Manifest) -> None:
         keep = {f.name for f in manifest.files}
