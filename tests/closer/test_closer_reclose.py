@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from courier.closer import Catalog
@@ -18,7 +20,7 @@ from courier.errors import RepairRefusedError
 from courier.model import BucketKey, bucket_start, iso_utc
 from courier.repair import RepairLog
 from courier.settings import settings_env
-from courier.storage import read_manifest
+from courier.storage import ManifestFile, read_manifest, write_manifest, write_parquet_atomic
 from courier.transport import CATALOG_KV, REPAIRS_KV
 from courier.transport.names import CLOSED_STREAM, stream_name
 from courier_testing import FAST, Pipeline, example_definitions, open_pipeline
@@ -212,3 +214,31 @@ async def test_courier_repair_reclose_rebuilds_the_bucket_and_records_the_repair
     )
     assert refused.returncode == 1
     assert "re-close refused: 'NoSuchType' is not a registered event type" in refused.stderr
+
+
+async def test_a_re_close_that_would_drop_an_id_the_bucket_holds_is_refused(closed):
+    p, h = closed
+    key = BucketKey(T, h)
+    layout = p.reader.layout
+    # Version 1 holds an id no retained message carries (as if its message no longer
+    # decoded with the current schema): rebuilding would lose it.
+    part = layout.bucket_dir(key) / "part-00000.parquet"
+    ghost = pq.read_table(part).slice(0, 1)
+    ghost = ghost.set_column(0, "id", pa.array(["ghost"]))
+    info = write_parquet_atomic(layout.bucket_dir(key) / "part-00001.parquet", ghost)
+    manifest = read_manifest(layout.manifest_path(key))
+    manifest.files.append(
+        ManifestFile(name=info.name, bytes=info.bytes, rows=info.rows, sha256=info.sha256)
+    )
+    write_manifest(layout.manifest_path(key), manifest)
+    before = layout.manifest_path(key).read_bytes()
+    with pytest.raises(RepairRefusedError, match="would drop 1 ids that version 1 holds"):
+        await (await _recloser(p)).reclose(
+            key, p.compiled[T], repair_id="r6", reason="x", now=time.time()
+        )
+    assert layout.manifest_path(key).read_bytes() == before
+    assert sorted(x.name for x in layout.bucket_dir(key).glob("part-*")) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
+    assert "ghost" in _ids(p, h)

@@ -20,7 +20,8 @@ import pyarrow as pa
 STAGING_COLUMNS = ("_seq", "_idx")
 
 
-def _sql_list(paths: list[Path]) -> str:
+def sql_list(paths: list[Path]) -> str:
+    """A DuckDB list literal of file paths (quotes escaped)."""
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
@@ -51,8 +52,8 @@ class BucketDedup:
                 "preserve_insertion_order": True,
             }
         )
-        self._staged = f"read_parquet({_sql_list(staging)}, union_by_name = true)"
-        self._closed = f"read_parquet({_sql_list(closed)})" if closed else None
+        self._staged = f"read_parquet({sql_list(staging)}, union_by_name = true)"
+        self._closed = f"read_parquet({sql_list(closed)})" if closed else None
 
     def close(self) -> None:
         self._con.close()

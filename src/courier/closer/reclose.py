@@ -52,13 +52,14 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import duckdb
 import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from courier.closer.catalog import Catalog
-from courier.closer.dedup import BucketDedup, conform, exact_chunks
+from courier.closer.dedup import BucketDedup, conform, exact_chunks, sql_list
 from courier.closer.protocol import BucketStats, chunk_rows, rows_per_file, split_parts
 from courier.errors import ManifestError, RepairRefusedError
 from courier.model import BucketKey, iso_utc
@@ -161,6 +162,9 @@ class BucketRecloser:
                 reason,
                 now,
             )
+            # Never give up an event version N still holds (e.g. one that no longer
+            # decodes with the current schema): refuse, and version N stays.
+            await asyncio.to_thread(self._check_keeps_every_id, key, current, new)
             # Step 4: keep version N, then switch.
             kept = self._kept_manifest_path(key, current.version)
             write_bytes_atomic(kept, encode_manifest(current))
@@ -386,6 +390,35 @@ class BucketRecloser:
                 previous_events=current.events,
             ),
         )
+
+    def _check_keeps_every_id(self, key: BucketKey, current: Manifest, new: Manifest) -> None:
+        directory = self.layout.bucket_dir(key)
+        old = [p for f in current.files if (p := directory / f.name).exists()]
+        if not old:
+            return
+        fresh = [directory / f.name for f in new.files]
+        con = duckdb.connect(config={"threads": max(1, self.cfg.threads)})
+        try:
+            old_sql = f"read_parquet({sql_list(old)}, union_by_name = true)"
+            if fresh:
+                new_sql = f"read_parquet({sql_list(fresh)}, union_by_name = true)"
+                query = (
+                    f"SELECT count(DISTINCT o.id) FROM {old_sql} o ANTI JOIN {new_sql} n USING (id)"
+                )
+            else:
+                query = f"SELECT count(DISTINCT id) FROM {old_sql}"
+            rows = con.execute(query).fetchall()
+        finally:
+            con.close()
+        dropped = int(rows[0][0]) if rows else 0
+        if dropped:
+            for p in fresh:
+                p.unlink(missing_ok=True)
+            raise RepairRefusedError(
+                f"re-closing {key.label()} would drop {dropped} ids that version "
+                f"{current.version} holds (messages that no longer decode with the current "
+                "schema, or that the stream lost); nothing was changed"
+            )
 
     # -- steps 4-5 ----------------------------------------------------------------
 
