@@ -217,7 +217,12 @@ def provision(c: _Ctx) -> None:
 @click.argument("event_type")
 @click.argument("data")
 @click.option("--id", "event_id", help="Idempotency key (default: generated UUIDv7).")
-@click.option("--url", help="Gateway base URL (default from settings).")
+@click.option(
+    "--gateway-url",
+    "--url",
+    "url",
+    help="Gateway base URL (default from settings: gateway host/port).",
+)
 @click.option(
     "--api-key", envvar="COURIER_API_KEY", help="API key, when the gateway has keys configured."
 )
@@ -228,10 +233,11 @@ def send(
     """Post one event: courier send PlaySong '{"track_id": "t1", "ms_played": 1000}'."""
     import httpx
 
+    from courier.cli.http import gateway_base_url
     from courier.model import uuid7
 
     s = c.settings()
-    base = url or f"http://{s.gateway.host}:{s.gateway.port}"
+    base = gateway_base_url(s, url)
     try:
         payload = json.loads(data)
     except json.JSONDecodeError as exc:
