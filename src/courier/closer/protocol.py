@@ -26,6 +26,7 @@ import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pyarrow as pa
@@ -205,58 +206,25 @@ class BucketCloser:
         starts |= {parse_partition_path(str(Path(r).parent)) for r in entry.skewed_files}
         return [p for s in sorted(starts) for p in self._closed_parts(BucketKey(key.event_type, s))]
 
-    @property
-    def _chunk_rows(self) -> int:
-        return chunk_rows(self.cfg)
-
-    def _rows_per_file(self, paths: list[Path], input_rows: int) -> int:
-        return rows_per_file(self.cfg, sum(p.stat().st_size for p in paths), input_rows)
-
     def _write_bucket(
         self, key: BucketKey, compiled: CompiledType, entry: CatalogEntry
     ) -> Manifest:
         rels = entry.staging_files or []
         paths = self._paths(rels)
-        schema = compiled.arrow_schema
-        files: list[ManifestFile] = []
-        stats = BucketStats(key.start)
-        input_events = dup_prev = 0
-        spans: list[SeqRange] = []
         bdir = self.layout.bucket_dir(key)
-        if paths:
-            dedup = BucketDedup(
-                paths,
-                self._dedup_against(key, entry),
-                memory_limit_bytes=self.cfg.memory_limit_bytes,
-                spill_dir=self.layout.root / "_tmp" / "closer",
-                threads=self.cfg.threads,
-            )
-            try:
-                # Step 3: order and deduplicate (streamed, spills under memory pressure).
-                input_events = dedup.input_rows()
-                spans = [SeqRange(first=sp.first, last=sp.last) for sp in dedup.seq_spans()]
-                dup_prev = dedup.ids_already_closed()
-                chunks = (
-                    stats.observe(conform(t, schema))
-                    for t in exact_chunks(dedup.rows(self._chunk_rows), self._chunk_rows)
-                )
-                self._after_step(3)
-                # Step 4: final files, deterministic names and bytes.
-                per_file = self._rows_per_file(paths, input_events)
-                for i, part in enumerate(split_parts(chunks, per_file // self._chunk_rows)):
-                    info = write_parquet_chunks_atomic(
-                        bdir / self.layout.part_name(i), schema, part
-                    )
-                    files.append(
-                        ManifestFile(
-                            name=info.name, bytes=info.bytes, rows=info.rows, sha256=info.sha256
-                        )
-                    )
-            finally:
-                dedup.close()
-        else:
-            self._after_step(3)
-        self._remove_extra_parts(bdir, len(files))
+        # Steps 3-4: order and deduplicate (streamed, spills under memory pressure), then
+        # the final files (deterministic names and bytes).
+        written = write_deduplicated(
+            self.cfg,
+            key.start,
+            compiled.arrow_schema,
+            paths,
+            self._dedup_against(key, entry) if paths else [],
+            spill_dir=self.layout.root / "_tmp" / "closer",
+            part_path=lambda i: bdir / self.layout.part_name(i),
+            before_writing=lambda: self._after_step(3),
+        )
+        self._remove_extra_parts(bdir, len(written.files))
         self._after_step(4)
         # Step 5: the manifest, last.
         end = key.end(self.width)
@@ -266,15 +234,8 @@ class BucketCloser:
             bucket_end=iso_utc(end),
             bucket_start_epoch=key.start,
             bucket_width_secs=self.width,
-            events=stats.rows,
-            input_events=input_events,
-            duplicates_dropped=input_events - stats.rows,
-            duplicates_dropped_previous_bucket=dup_prev,
-            skewed_in=stats.skewed,
-            stream_seq_ranges=spans,
-            files=files,
             staging_files=rels,
-            schema_versions=sorted(stats.versions),
+            **written.manifest_fields(),
             watermark=iso_utc(entry.watermark),
             closed_at=iso_utc(entry.claimed_at),
             close_delay_secs=round(entry.claimed_at - end, 3),
@@ -371,3 +332,72 @@ def split_parts(chunks: Iterator[pa.Table], chunks_per_part: int) -> Iterator[It
                 yield nxt
 
         yield part()
+
+
+@dataclass(frozen=True)
+class WrittenParts:
+    """What steps 3-4 of a close produced: the final files and the counts of their rows."""
+
+    files: list[ManifestFile]
+    stats: BucketStats
+    input_events: int
+    duplicates_dropped_previous_bucket: int
+    stream_seq_ranges: list[SeqRange]
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """The manifest fields these parts decide."""
+        return {
+            "events": self.stats.rows,
+            "input_events": self.input_events,
+            "duplicates_dropped": self.input_events - self.stats.rows,
+            "duplicates_dropped_previous_bucket": self.duplicates_dropped_previous_bucket,
+            "skewed_in": self.stats.skewed,
+            "stream_seq_ranges": self.stream_seq_ranges,
+            "files": self.files,
+            "schema_versions": sorted(self.stats.versions),
+        }
+
+
+def write_deduplicated(
+    cfg: CloserSettings,
+    bucket_start: int,
+    schema: pa.Schema,
+    inputs: list[Path],
+    closed: list[Path],
+    *,
+    spill_dir: Path,
+    part_path: Callable[[int], Path],
+    before_writing: Callable[[], None],
+) -> WrittenParts:
+    """Steps 3-4 of a close (also of a re-close): order the rows of the staging-form
+    ``inputs``, keep one per id and none that the ``closed`` files hold (DuckDB, out of
+    core), then write right-sized parts at ``part_path(0)``, ``part_path(1)``, ...
+    ``before_writing`` runs between the two (a crash-test hook)."""
+    stats = BucketStats(bucket_start)
+    if not inputs:
+        before_writing()
+        return WrittenParts([], stats, 0, 0, [])
+    chunk = chunk_rows(cfg)
+    dedup = BucketDedup(
+        inputs,
+        closed,
+        memory_limit_bytes=cfg.memory_limit_bytes,
+        spill_dir=spill_dir,
+        threads=cfg.threads,
+    )
+    try:
+        input_events = dedup.input_rows()
+        spans = [SeqRange(first=sp.first, last=sp.last) for sp in dedup.seq_spans()]
+        dup_prev = dedup.ids_already_closed()
+        chunks = (stats.observe(conform(t, schema)) for t in exact_chunks(dedup.rows(chunk), chunk))
+        before_writing()
+        per_file = rows_per_file(cfg, sum(p.stat().st_size for p in inputs), input_events)
+        files: list[ManifestFile] = []
+        for i, part in enumerate(split_parts(chunks, per_file // chunk)):
+            info = write_parquet_chunks_atomic(part_path(i), schema, part)
+            files.append(
+                ManifestFile(name=info.name, bytes=info.bytes, rows=info.rows, sha256=info.sha256)
+            )
+    finally:
+        dedup.close()
+    return WrittenParts(files, stats, input_events, dup_prev, spans)

@@ -59,8 +59,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from courier.closer.catalog import Catalog
-from courier.closer.dedup import BucketDedup, conform, exact_chunks, sql_list
-from courier.closer.protocol import BucketStats, chunk_rows, rows_per_file, split_parts
+from courier.closer.dedup import sql_list
+from courier.closer.protocol import write_deduplicated
 from courier.errors import ManifestError, RepairRefusedError
 from courier.model import BucketKey, iso_utc
 from courier.schema import CompiledType
@@ -68,13 +68,10 @@ from courier.settings import Settings
 from courier.storage import (
     Layout,
     Manifest,
-    ManifestFile,
     ManifestRepair,
-    SeqRange,
     read_manifest,
     write_manifest,
     write_parquet_atomic,
-    write_parquet_chunks_atomic,
 )
 from courier.storage.atomic import write_bytes_atomic
 from courier.storage.manifest import encode_manifest
@@ -334,53 +331,22 @@ class BucketRecloser:
         now: float,
     ) -> Manifest:
         version = current.version + 1
-        schema = compiled.arrow_schema
-        chunk = chunk_rows(self.cfg)
-        stats = BucketStats(key.start)
-        files: list[ManifestFile] = []
-        spans: list[SeqRange] = []
-        input_events = dup_prev = 0
         bdir = self.layout.bucket_dir(key)
-        if inputs:
-            dedup = BucketDedup(
-                inputs,
-                against,
-                memory_limit_bytes=self.cfg.memory_limit_bytes,
-                spill_dir=work / "spill",
-                threads=self.cfg.threads,
-            )
-            try:
-                input_events = dedup.input_rows()
-                spans = [SeqRange(first=sp.first, last=sp.last) for sp in dedup.seq_spans()]
-                dup_prev = dedup.ids_already_closed()
-                chunks = (
-                    stats.observe(conform(t, schema))
-                    for t in exact_chunks(dedup.rows(chunk), chunk)
-                )
-                input_bytes = sum(p.stat().st_size for p in inputs)
-                per_file = rows_per_file(self.cfg, input_bytes, input_events)
-                self._after_step(2)
-                for i, part in enumerate(split_parts(chunks, per_file // chunk)):
-                    info = write_parquet_chunks_atomic(bdir / _part_name(version, i), schema, part)
-                    files.append(
-                        ManifestFile(
-                            name=info.name, bytes=info.bytes, rows=info.rows, sha256=info.sha256
-                        )
-                    )
-            finally:
-                dedup.close()
+        written = write_deduplicated(
+            self.cfg,
+            key.start,
+            compiled.arrow_schema,
+            inputs,
+            against,
+            spill_dir=work / "spill",
+            part_path=lambda i: bdir / _part_name(version, i),
+            before_writing=lambda: self._after_step(2),
+        )
         self._after_step(3)
         return msgspec.structs.replace(
             current,
-            events=stats.rows,
-            input_events=input_events,
-            duplicates_dropped=input_events - stats.rows,
-            duplicates_dropped_previous_bucket=dup_prev,
-            skewed_in=stats.skewed,
-            stream_seq_ranges=spans,
-            files=files,
+            **written.manifest_fields(),
             staging_files=[],
-            schema_versions=sorted(stats.versions),
             version=version,
             repair=ManifestRepair(
                 repair_id=repair_id,
