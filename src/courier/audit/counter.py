@@ -32,7 +32,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Protocol
 
 import zstandard
 
@@ -45,7 +44,7 @@ from courier.pertype import PerTypeTasks
 from courier.schema import Registry
 from courier.settings import Settings
 from courier.storage import Layout
-from courier.transport import AUDIT_CONSUMER, PullConsumer, StoredMessage, Transport
+from courier.transport import AUDIT_CONSUMER, MessageLike, PullConsumer, StoredMessage, Transport
 
 log = logging.getLogger("courier.audit")
 
@@ -53,17 +52,6 @@ log = logging.getLogger("courier.audit")
 _RECOUNT_BATCH_MESSAGES = 10_000
 
 EVENTS_HEADER = "Courier-Events"
-
-
-class _Message(Protocol):
-    @property
-    def seq(self) -> int: ...
-    @property
-    def published_at(self) -> float: ...
-    @property
-    def headers(self) -> dict[str, str]: ...
-    @property
-    def data(self) -> bytes: ...
 
 
 def count_events(headers: dict[str, str], data: bytes) -> int:
@@ -81,7 +69,7 @@ def count_events(headers: dict[str, str], data: bytes) -> int:
 
 
 def add_messages(
-    counts: StreamCounts, messages: Sequence[_Message], width: int, spill_secs: float
+    counts: StreamCounts, messages: Sequence[MessageLike], width: int, spill_secs: float
 ) -> tuple[int, int, int]:
     """Step 3: add messages after ``counts.last_seq``; returns (messages, events, skipped)."""
     added_msgs = added_events = skipped = 0
@@ -179,7 +167,7 @@ class Auditor:
     async def count_batch(
         self,
         event_type: str,
-        deliveries: Sequence[_Message],
+        deliveries: Sequence[MessageLike],
         counts: StreamCounts,
         revision: int | None,
     ) -> tuple[StreamCounts, int | None]:

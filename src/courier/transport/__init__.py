@@ -7,6 +7,7 @@ KV), provisioning and verification, and the embedded server.
 from courier.transport.client import (
     ConsumerProgress,
     Delivery,
+    MessageLike,
     NatsKeyValue,
     PublishResult,
     PullConsumer,
@@ -42,6 +43,7 @@ __all__ = [
     "KVEntry",
     "KeyValue",
     "MemoryKeyValue",
+    "MessageLike",
     "NatsKeyValue",
     "PublishResult",
     "PullConsumer",

@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import nats
 import nats.errors
@@ -73,6 +73,20 @@ class ConsumerProgress:
     #: ``published_at`` (epoch secs) of the oldest message not yet acked, or
     #: None when the consumer has acked everything in the stream.
     oldest_unacked_at: float | None
+
+
+class MessageLike(Protocol):
+    """What code reading stored messages needs of one: a :class:`Delivery` from a
+    consumer, or a :class:`StoredMessage` read directly from the stream."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def published_at(self) -> float: ...
+    @property
+    def headers(self) -> dict[str, str]: ...
+    @property
+    def data(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)

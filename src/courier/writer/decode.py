@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +11,7 @@ import zstandard
 
 from courier.errors import StoredBodyError
 from courier.schema import CompiledType
-from courier.transport import Delivery
+from courier.transport import Delivery, MessageLike
 
 _TS = pa.timestamp("us", tz="UTC")
 SCHEMA_VERSION_HEADER = "Courier-Schema-Version"
@@ -30,21 +29,7 @@ class Decoded:
     deliveries: list[Delivery]
 
 
-class StoredEvents(Protocol):
-    """A stored message as the decoder needs it: a Delivery, or one read directly from
-    the stream (:class:`courier.transport.StoredMessage`, for repairs)."""
-
-    @property
-    def seq(self) -> int: ...
-    @property
-    def published_at(self) -> float: ...
-    @property
-    def headers(self) -> dict[str, str]: ...
-    @property
-    def data(self) -> bytes: ...
-
-
-def message_body(d: StoredEvents) -> bytes:
+def message_body(d: MessageLike) -> bytes:
     body = d.data
     if d.headers.get("Content-Encoding") == "zstd":
         body = zstandard.ZstdDecompressor().decompress(body)
@@ -53,14 +38,14 @@ def message_body(d: StoredEvents) -> bytes:
     return body
 
 
-def schema_version_of(d: StoredEvents) -> int:
+def schema_version_of(d: MessageLike) -> int:
     try:
         return int(d.headers.get(SCHEMA_VERSION_HEADER, "0"))
     except ValueError:
         return 0
 
 
-def decode_batch(compiled: CompiledType, deliveries: Sequence[StoredEvents]) -> pa.Table:
+def decode_batch(compiled: CompiledType, deliveries: Sequence[MessageLike]) -> pa.Table:
     """Decode the bodies of ``deliveries`` (same type) in one pyarrow call.
 
     ``published_at`` comes from the transport's timestamp of each message;
