@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 
 from courier.closer import Catalog, Closer
@@ -123,6 +125,22 @@ def courier_process(
     return subprocess.Popen(
         [sys.executable, "-m", "courier.cli.main", *args], env=full_env, stdin=subprocess.DEVNULL
     )
+
+
+async def wait_answering(
+    url: str, proc: subprocess.Popen[bytes], timeout_secs: float = 30.0
+) -> None:
+    """Wait until ``url`` answers 200; fail at once if ``proc`` (the server) exits."""
+    deadline = time.monotonic() + timeout_secs
+    async with httpx.AsyncClient() as client:
+        while True:
+            assert proc.poll() is None, f"{proc.args!r} exited with {proc.returncode}"
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} did not answer 200 within {timeout_secs:g}s")
+            await asyncio.sleep(0.1)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_secs: float = 15.0) -> int:

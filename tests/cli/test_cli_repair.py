@@ -35,6 +35,7 @@ from courier_testing import (
     example_definitions,
     open_pipeline,
     stop_process,
+    wait_answering,
 )
 
 ADMIN_KEY = new_key()
@@ -55,13 +56,7 @@ async def stack(settings: Settings) -> AsyncIterator[Pipeline]:
     pipeline = await open_pipeline(settings, example_definitions("PlaySong", "Search"))
     gateway = courier_process(settings, "gateway")
     try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(300):
-                assert gateway.poll() is None, "the gateway exited"
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{_base(settings)}/readyz")).status_code == 200:
-                        break
-                await asyncio.sleep(0.1)
+        await wait_answering(f"{_base(settings)}/readyz", gateway)
         yield pipeline
     finally:
         stop_process(gateway)

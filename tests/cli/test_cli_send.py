@@ -7,11 +7,15 @@ import os
 import subprocess
 import sys
 
-import httpx
-
 from courier.settings import settings_env
 from courier.transport import free_port
-from courier_testing import courier_process, example_definitions, open_pipeline, stop_process
+from courier_testing import (
+    courier_process,
+    example_definitions,
+    open_pipeline,
+    stop_process,
+    wait_answering,
+)
 
 
 def _send(settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -31,15 +35,7 @@ async def test_courier_send_stores_one_event_and_explains_bad_json(make_settings
     gateway = courier_process(settings, "gateway")
     url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(300):
-                assert gateway.poll() is None, "the gateway exited"
-                try:
-                    if (await client.get(f"{url}/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
+        await wait_answering(f"{url}/readyz", gateway)
         data = '{"track_id": "t1", "ms_played": 31500}'
         for option in ("--gateway-url", "--url"):  # --url: the older spelling still works
             done = await asyncio.to_thread(_send, settings, "PlaySong", data, option, url)

@@ -4,17 +4,26 @@ and an audit mismatch (events lost from a closed bucket) is marked on its cell."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 
 from audit.audit_testing import AUDIT_FAST, audit_bucket, start_auditor
 from courier.model import BucketKey, bucket_start
 from courier.transport import free_port
-from courier_testing import FAST, courier_process, example_definitions, open_pipeline, stop_process
+from courier_testing import (
+    FAST,
+    courier_process,
+    example_definitions,
+    open_pipeline,
+    stop_process,
+    wait_answering,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -56,15 +65,7 @@ async def stack(make_settings):
     await p.start_closer()
     proc = courier_process(settings, "dashboard")
     try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(200):
-                assert proc.poll() is None, "courier dashboard exited"
-                try:
-                    if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
+        await wait_answering(f"http://127.0.0.1:{port}/healthz", proc)
         yield p, f"http://127.0.0.1:{port}/"
     finally:
         stop_process(proc)
@@ -81,6 +82,21 @@ _CELL_STYLE = """el => el.isConnected ? [
     getComputedStyle(el).outlineColor,
     getComputedStyle(el, '::after').content,
 ] : null"""
+
+
+@contextlib.asynccontextmanager
+async def _opened(url: str) -> AsyncIterator[Any]:
+    """A page of headless Chromium showing ``url``; the browser closes afterwards."""
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = await browser.new_page()
+            await page.goto(url)
+            yield page
+        finally:
+            await browser.close()
 
 
 async def _cell_style(page, event_type: str, start: int) -> list[str]:
@@ -105,30 +121,20 @@ async def test_the_grid_shows_closed_late_and_open_buckets_in_their_colours(stac
     first = bucket_start(time.time(), width)
     await p.wait_until(lambda: p.reader.manifest("PlaySong", first + width) is not None, 20)
     await p.wait_until(lambda: p.reader.manifest("Search", first + width) is not None, 20)
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            page = await browser.new_page()
-            await page.goto(url)
-            on_time = await _cell(page, "Search", first + width)
-            late = await _cell(page, "PlaySong", first + width)
-            assert "on_time" in on_time[0] and on_time[1] == GREEN
-            assert "late" in late[0] and late[1] == RED
-            # The bucket open now; the page refreshes itself, so read it at once.
-            current = bucket_start(time.time(), width) + width
-            open_ = await _cell(page, "Search", current)
-            assert "open" in open_[0] and open_[1] == GREY
-            await page.locator(
-                f'td.cell[data-type="PlaySong"][data-start="{first + width}"]'
-            ).click()
-            details = await page.locator("#details").text_content() or ""
-            assert "late" in details and "closed after" in details
-            ARTIFACTS.mkdir(exist_ok=True)
-            await page.screenshot(path=str(ARTIFACTS / "dashboard-grid.png"), full_page=True)
-        finally:
-            await browser.close()
+    async with _opened(url) as page:
+        on_time = await _cell(page, "Search", first + width)
+        late = await _cell(page, "PlaySong", first + width)
+        assert "on_time" in on_time[0] and on_time[1] == GREEN
+        assert "late" in late[0] and late[1] == RED
+        # The bucket open now; the page refreshes itself, so read it at once.
+        current = bucket_start(time.time(), width) + width
+        open_ = await _cell(page, "Search", current)
+        assert "open" in open_[0] and open_[1] == GREY
+        await page.locator(f'td.cell[data-type="PlaySong"][data-start="{first + width}"]').click()
+        details = await page.locator("#details").text_content() or ""
+        assert "late" in details and "closed after" in details
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-grid.png"), full_page=True)
     assert (ARTIFACTS / "dashboard-grid.png").stat().st_size > 0
 
 
@@ -153,19 +159,11 @@ async def test_a_bucket_that_lost_events_after_its_close_is_marked_as_a_mismatch
     bucket_dir = p.reader.layout.bucket_dir(BucketKey("Search", start))
     for part in bucket_dir.glob("part-*.parquet"):
         part.unlink()  # the loss the auditor must see
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            page = await browser.new_page()
-            await page.goto(url)
-            classes, _, outline, mark = await _cell_style(page, "Search", start)
-            assert "mismatch" in classes
-            assert outline == MISMATCH_OUTLINE
-            assert mark == '"!"'
-            await page.locator(f'td.cell[data-type="Search"][data-start="{start}"]').click()
-            details = await page.locator("#details").text_content() or ""
-            assert "lost" in details
-        finally:
-            await browser.close()
+    async with _opened(url) as page:
+        classes, _, outline, mark = await _cell_style(page, "Search", start)
+        assert "mismatch" in classes
+        assert outline == MISMATCH_OUTLINE
+        assert mark == '"!"'
+        await page.locator(f'td.cell[data-type="Search"][data-start="{start}"]').click()
+        details = await page.locator("#details").text_content() or ""
+        assert "lost" in details

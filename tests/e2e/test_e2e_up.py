@@ -19,6 +19,7 @@ import pytest
 from courier.model import bucket_start, uuid7
 from courier.storage import BucketReader
 from courier.transport import free_port
+from courier_testing import wait_answering
 
 WIDTH = 2
 EVENTS = 100_000
@@ -50,16 +51,7 @@ def _child(stack: subprocess.Popen[bytes], component: str) -> psutil.Process:
 
 
 async def _wait_ready(base: str, stack: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(600):
-            assert stack.poll() is None, "courier up exited"
-            try:
-                if (await client.get(f"{base}/readyz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("gateway never became ready")
+    await wait_answering(f"{base}/readyz", stack, timeout_secs=60)
 
 
 def _batch(rng: random.Random) -> list[dict[str, object]]:

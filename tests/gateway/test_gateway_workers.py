@@ -13,7 +13,13 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from courier.transport import free_port
-from courier_testing import courier_process, example_definitions, open_pipeline, stop_process
+from courier_testing import (
+    courier_process,
+    example_definitions,
+    open_pipeline,
+    stop_process,
+    wait_answering,
+)
 
 WORKERS = 2
 REQUESTS = 40
@@ -54,15 +60,7 @@ async def test_workers_share_the_port_and_report_their_metrics_together(make_set
     proc = courier_process(settings, "gateway", env={"TMPDIR": str(scratch)})
     url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(300):
-                assert proc.poll() is None, "courier gateway exited"
-                try:
-                    if (await client.get(f"{url}/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
+        await wait_answering(f"{url}/readyz", proc)
         workers = _children(proc.pid)
         assert len(workers) == WORKERS
         accepted = await asyncio.gather(*(_post(url, i) for i in range(REQUESTS)))
