@@ -7,7 +7,16 @@ staging files, order, drop duplicate ids, write zstd Parquet parts, manifest,
 delete staging. rows/s = input rows / elapsed. ``lost``/``duplicated`` compare
 the bucket with the distinct ids that went in.
 
+With ``--horizon-ids N`` the type already has ``--horizon-buckets`` closed hourly
+buckets (default 168: 7 days) holding N ids in all, each with its id index, and
+``--horizon-retry-share`` of the new bucket's rows are copies of ids from the
+``--retry-from-buckets`` most recent of them (retries after a lost answer): the
+close must drop exactly those (G2's dedup horizon). The old buckets' parts hold
+only their ``id`` column (all the exact check reads); ``index_bytes_per_id`` and
+``index_share_of_bucket_bytes`` size the index against this run's bucket.
+
 ``python -m bench.closer --rows 2000000``
+``python -m bench.closer --rows 2000000 --horizon-ids 100000000``
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,16 +36,94 @@ from bench._data import arrow_rows, compiled_example
 from bench._report import emit
 from bench.loadgen.events import IdSource
 from courier.closer import BucketCloser, Catalog
-from courier.model import BucketKey, bucket_start
+from courier.closer.horizon import KEY_SQL, DedupHorizon, write_index_file
+from courier.model import BucketKey, bucket_start, iso_utc, uuid7
 from courier.settings import CloserSettings
-from courier.storage import BucketReader, Layout, write_parquet_atomic
+from courier.storage import (
+    BucketReader,
+    Layout,
+    Manifest,
+    ManifestFile,
+    write_manifest,
+    write_parquet_atomic,
+)
 from courier.transport import MemoryKeyValue
 
 WIDTH = 3600
 
 
+def build_horizon(
+    root: Path, key: BucketKey, ids_total: int, buckets: int, retry_from: int
+) -> tuple[list[str], int]:
+    """``buckets`` closed hourly buckets before ``key`` holding ``ids_total`` random UUIDv7
+    ids, each with its index; returns (ids of the ``retry_from`` newest, index bytes)."""
+    layout = Layout(root, WIDTH)
+    horizon = DedupHorizon(layout, CloserSettings().dedup_horizon_secs)
+    per = max(1, ids_total // buckets)
+    con = duckdb.connect(config={"threads": 2})
+    con.execute("SELECT setseed(0.42)").fetchall()
+    recent: list[str] = []
+    index_bytes = 0
+    for k in range(1, buckets + 1):
+        old = BucketKey(key.event_type, key.start - k * WIDTH)
+        ms0 = old.start * 1000
+        ids = con.sql(
+            f"""
+            SELECT lower(printf('%08x-%04x-7%03x-%04x-%012x', ms >> 16, ms & 65535,
+                   (random() * 4096)::BIGINT, 32768 | (random() * 16384)::BIGINT,
+                   (random() * 281474976710655)::BIGINT)) AS id
+            FROM (SELECT {ms0} + (i * {WIDTH * 1000} // {per}) AS ms FROM range({per}) t(i))
+            """
+        ).to_arrow_table()
+        con.register("old_ids", ids)
+        write_index_file(
+            horizon.index_path(old),
+            con.sql(f"SELECT {KEY_SQL} FROM old_ids ORDER BY p, h").to_arrow_table(),
+        )
+        index_bytes += horizon.index_path(old).stat().st_size
+        files: list[ManifestFile] = []
+        if k <= retry_from:
+            info = write_parquet_atomic(layout.bucket_dir(old) / layout.part_name(0), ids)
+            files.append(
+                ManifestFile(name=info.name, bytes=info.bytes, rows=info.rows, sha256=info.sha256)
+            )
+            recent += ids.column("id").to_pylist()
+        con.unregister("old_ids")
+        write_manifest(
+            layout.manifest_path(old),
+            Manifest(
+                event_type=old.event_type,
+                bucket_start=iso_utc(old.start),
+                bucket_end=iso_utc(old.end(WIDTH)),
+                bucket_start_epoch=old.start,
+                bucket_width_secs=WIDTH,
+                events=per,
+                input_events=per,
+                duplicates_dropped=0,
+                duplicates_dropped_previous_bucket=0,
+                skewed_in=0,
+                stream_seq_ranges=[],
+                files=files,
+                staging_files=[],
+                schema_versions=[1],
+                watermark=iso_utc(old.end(WIDTH)),
+                closed_at=iso_utc(old.end(WIDTH)),
+                close_delay_secs=0.0,
+            ),
+        )
+    con.close()
+    return recent, index_bytes
+
+
 def build_bucket(
-    root: Path, rows: int, files: int, duplicate_share: float
+    root: Path,
+    rows: int,
+    files: int,
+    duplicate_share: float,
+    *,
+    retries: list[str] | None = None,
+    retry_share: float = 0.0,
+    random_ids: bool = False,
 ) -> tuple[BucketKey, int, int]:
     """Staging files of one closed-able bucket; returns (key, input rows, distinct ids)."""
     compiled = compiled_example()
@@ -54,7 +142,7 @@ def build_bucket(
         n = min(per_file, rows - total)
         reps = -(-n // base.num_rows)
         table = pa.concat_tables([base] * reps).slice(0, n)
-        fresh, _ = ids.take(n)
+        fresh = [uuid7() for _ in range(n)] if random_ids else ids.take(n)[0]
         new_ids = list(fresh)
         dups = int(n * duplicate_share) if prev_ids else 0
         if dups:
@@ -62,6 +150,14 @@ def build_bucket(
             pick = rng.choice(len(prev_ids), size=dups, replace=False)
             for w, p in zip(where, pick, strict=True):
                 new_ids[w] = prev_ids[p]
+        if retries and retry_share:
+            # Copies of ids closed buckets already hold: never distinct, always dropped.
+            k = int(n * retry_share)
+            where = rng.choice(n, size=k, replace=False)
+            pick = rng.choice(len(retries), size=k, replace=False)
+            for w, r in zip(where, pick, strict=True):
+                new_ids[w] = retries[r]
+            dups += k
         distinct_count += n - dups
         if distinct is not None:
             distinct.update(new_ids)
@@ -76,7 +172,7 @@ def build_bucket(
         total += n
         prev_ids = new_ids
     if distinct is not None:
-        distinct_count = len(distinct)
+        distinct_count = len(distinct - set(retries or ()))
     return key, total, distinct_count
 
 
@@ -94,23 +190,68 @@ async def close_bucket(root: Path, key: BucketKey) -> float:
 
 
 def measure_closer(
-    rows: int, *, files: int = 20, duplicate_share: float = 0.01
+    rows: int,
+    *,
+    files: int = 20,
+    duplicate_share: float = 0.01,
+    horizon_ids: int = 0,
+    horizon_buckets: int = 168,
+    horizon_retry_share: float = 0.01,
+    retry_from_buckets: int = 6,
+    random_ids: bool = False,
 ) -> dict[str, object]:
     """Build and close one bucket in a temp dir; the closer benchmark's summary."""
     with tempfile.TemporaryDirectory(prefix="courier-bench-closer-") as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
-        key, total, distinct = build_bucket(root, rows, files, duplicate_share)
+        key = BucketKey("PlaySong", bucket_start(time.time(), WIDTH) - 2 * WIDTH)
+        retries: list[str] = []
+        index_bytes = 0
+        if horizon_ids:
+            retries, index_bytes = build_horizon(
+                root, key, horizon_ids, horizon_buckets, retry_from_buckets
+            )
+        key, total, distinct = build_bucket(
+            root,
+            rows,
+            files,
+            duplicate_share,
+            retries=retries,
+            retry_share=horizon_retry_share if horizon_ids else 0.0,
+            random_ids=random_ids,
+        )
         build_secs = time.perf_counter() - t0
-        staged_mb = sum(p.stat().st_size for p in root.rglob("*.parquet")) / 1e6
+        staged_mb = sum(p.stat().st_size for p in (root / "_staging").rglob("*.parquet")) / 1e6
+        cpu0 = time.process_time()
         elapsed = asyncio.run(close_bucket(root, key))
+        cpu = time.process_time() - cpu0
+        new_index = DedupHorizon(Layout(root, WIDTH), 1).index_path(key).stat().st_size
         table = BucketReader(root, WIDTH).read("PlaySong", key.start, key.start + 1, columns=["id"])
         out_rows = table.num_rows
         out_distinct = len(pc.unique(table.column("id"))) if out_rows else 0
-        bucket_mb = sum(p.stat().st_size for p in root.glob("PlaySong/**/*.parquet")) / 1e6
+        bucket_bytes = sum(
+            p.stat().st_size for p in Layout(root, WIDTH).bucket_dir(key).glob("*.parquet")
+        )
+        bucket_mb = bucket_bytes / 1e6
+        manifest = BucketReader(root, WIDTH).manifest("PlaySong", key.start)
+    horizon_fields: dict[str, object] = {}
+    if horizon_ids:
+        horizon_fields = {
+            "horizon_ids": horizon_ids,
+            "horizon_buckets": horizon_buckets,
+            "horizon_index_mb": round(index_bytes / 1e6, 1),
+            "retries_dropped": manifest.duplicates_dropped_other_buckets
+            + manifest.duplicates_dropped_previous_bucket
+            if manifest
+            else None,
+        }
     return {
         "closer_rows_per_s": round(total / elapsed, 1),
         "closer_secs": round(elapsed, 3),
+        "closer_cpu_secs": round(cpu, 3),
+        **horizon_fields,
+        "index_bytes_per_id": round(new_index / max(1, distinct), 2),
+        "index_share_of_bucket_bytes": round(new_index / max(1, bucket_bytes), 3),
         "input_rows": total,
         "staging_files": files,
         "staging_mb": round(staged_mb, 1),
@@ -128,11 +269,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rows", type=int, default=2_000_000)
     p.add_argument("--files", type=int, default=20)
     p.add_argument("--duplicate-share", type=float, default=0.01)
+    p.add_argument("--horizon-ids", type=int, default=0, help="ids already in closed buckets")
+    p.add_argument("--horizon-buckets", type=int, default=168)
+    p.add_argument("--horizon-retry-share", type=float, default=0.01)
+    p.add_argument("--retry-from-buckets", type=int, default=6)
+    p.add_argument(
+        "--random-ids",
+        action="store_true",
+        help="random UUIDv7 ids as the SDK makes them (default: the load generator's counter ids)",
+    )
     p.add_argument("--duration", type=float, help="ignored (the suite passes it to every bench)")
     args = p.parse_args(argv)
     emit(
         "closer alone",
-        measure_closer(args.rows, files=args.files, duplicate_share=args.duplicate_share),
+        measure_closer(
+            args.rows,
+            files=args.files,
+            duplicate_share=args.duplicate_share,
+            horizon_ids=args.horizon_ids,
+            horizon_buckets=args.horizon_buckets,
+            horizon_retry_share=args.horizon_retry_share,
+            retry_from_buckets=args.retry_from_buckets,
+            random_ids=args.random_ids,
+        ),
     )
 
 

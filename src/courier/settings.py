@@ -14,7 +14,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from courier.errors import ConfigError
@@ -109,6 +116,10 @@ class CloserSettings(_Section):
     threads: int = 2
     #: Grace for types whose settings do not give one.
     default_grace_secs: int = 10
+    #: How far back a bucket's ids are checked against closed buckets (G2): a copy of an
+    #: id (client retry, redelivery, replay) arriving up to this long after the bucket
+    #: holding the first one closed is dropped. Never less than ``nats.stream_max_age_secs``.
+    dedup_horizon_secs: int = Field(default=7 * 86_400, gt=0)
     #: Port of the closer's ``/metrics`` endpoint (0 = off).
     metrics_port: int = 9102
 
@@ -245,6 +256,17 @@ class Settings(BaseSettings):
     @classmethod
     def _width_divides_a_day(cls, v: int) -> int:
         return validate_bucket_width(v)
+
+    @model_validator(mode="after")
+    def _horizon_covers_retention(self) -> Settings:
+        if self.closer.dedup_horizon_secs < self.nats.stream_max_age_secs:
+            raise ValueError(
+                f"closer.dedup_horizon_secs ({self.closer.dedup_horizon_secs}) is shorter than "
+                f"nats.stream_max_age_secs ({self.nats.stream_max_age_secs}): a redelivery or "
+                "re-close of a retained message could deliver its events twice; raise the "
+                "horizon to at least the retention"
+            )
+        return self
 
     @property
     def resolved_nats_url(self) -> str:

@@ -242,3 +242,37 @@ async def test_a_re_close_that_would_drop_an_id_the_bucket_holds_is_refused(clos
         "part-00001.parquet",
     ]
     assert "ghost" in _ids(p, h)
+
+
+async def test_a_re_close_never_repeats_an_id_a_bucket_several_buckets_earlier_holds(
+    make_settings,
+):
+    # The dedup horizon (G2) holds for a re-close as for a close: a retry published three
+    # buckets after its first copy stays out of the rebuilt version too.
+    p = await open_pipeline(make_settings(**FAST), example_definitions(T))
+    try:
+        width = p.settings.bucket_width_secs
+        h = await _at_start_of_a_bucket(width)
+        await p.publish(T, _payloads(5), [f"a{i}" for i in range(5)])
+        later = h + 3 * width
+        await asyncio.sleep(max(0.0, later - time.time()) + 0.05)
+        await p.publish(T, _payloads(3), ["a1", "a3", "d0"])
+        p.start_writer()
+        await p.start_closer()
+        await p.wait_until(lambda: p.reader.manifest(T, later) is not None, 30)
+        key = BucketKey(T, later)
+        assert _ids(p, later) == ["d0"]
+        assert (
+            read_manifest(p.reader.layout.manifest_path(key)).duplicates_dropped_other_buckets == 2
+        )
+        for part in p.reader.layout.bucket_dir(key).glob("part-*.parquet"):
+            part.unlink()  # lost on storage
+        result = await (await _recloser(p)).reclose(
+            key, p.compiled[T], repair_id="r9", reason="part lost", now=time.time()
+        )
+        assert result.manifest.version == 2 and _ids(p, later) == ["d0"]
+        assert result.manifest.duplicates_dropped_other_buckets == 2
+        assert sorted(_ids(p, h)) == [f"a{i}" for i in range(5)]
+    finally:
+        await p.stop()
+        await p.transport.close()

@@ -426,7 +426,7 @@ def _check_closed(b: BucketAudit, d: Delivered, counted: bool) -> int:
         return 0
     b.manifest_events = m.events
     b.input_events = m.input_events
-    b.duplicates_removed = m.duplicates_dropped + m.duplicates_dropped_previous_bucket
+    b.duplicates_removed = m.duplicates_dropped
     b.skewed = m.skewed_in
     b.close_delay_secs = m.close_delay_secs
     missing = 0

@@ -3,7 +3,8 @@
 A bucket can be far larger than memory (an hour of a busy type), so the rows
 never sit in one Arrow table: DuckDB reads the staging files, keeps the first
 row of every ``id`` in stream order (``_seq``, ``_idx``: the earliest
-``published_at``), drops ids already in closed buckets, and streams the result
+``published_at``), drops ids that closed buckets within the dedup horizon hold
+(:mod:`courier.closer.horizon`), and streams the result
 in that order, spilling to disk under its memory limit. The order is a total
 order on unique keys, so the output is the same on every run.
 """
@@ -32,19 +33,19 @@ class SeqSpan:
 
 
 class BucketDedup:
-    """One bucket's input (staging files) and the closed files whose ids it must not repeat."""
+    """One bucket's input (staging files), deduplicated within itself and against the
+    ids of closed buckets that :class:`courier.closer.horizon.DedupHorizon` confirms."""
 
     def __init__(
         self,
         staging: list[Path],
-        closed: list[Path],
         *,
         memory_limit_bytes: int,
         spill_dir: Path,
         threads: int,
     ) -> None:
         spill_dir.mkdir(parents=True, exist_ok=True)
-        self._con = duckdb.connect(
+        self.con = duckdb.connect(
             config={
                 "memory_limit": f"{max(64 * 1024 * 1024, memory_limit_bytes) // (1024 * 1024)}MB",
                 "temp_directory": str(spill_dir),
@@ -52,52 +53,52 @@ class BucketDedup:
                 "preserve_insertion_order": True,
             }
         )
-        self._staged = f"read_parquet({sql_list(staging)}, union_by_name = true)"
-        self._closed = f"read_parquet({sql_list(closed)})" if closed else None
+        #: The staging files as one relation (SQL).
+        self.staged = f"read_parquet({sql_list(staging)}, union_by_name = true)"
+        # Until a horizon fills it: no id is in a closed bucket.
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE closed_ids (id VARCHAR, bucket_start BIGINT)"
+        ).fetchall()
 
     def close(self) -> None:
-        self._con.close()
+        self.con.close()
 
     def input_rows(self) -> int:
-        return self._count(f"SELECT count(*) FROM {self._staged}")
+        return self._count(f"SELECT count(*) FROM {self.staged}")
 
     def _count(self, query: str) -> int:
         # fetchall, not fetchone: an unfinished result would block the next query.
-        rows = self._con.execute(query).fetchall()
+        rows = self.con.execute(query).fetchall()
         return int(rows[0][0]) if rows else 0
 
     def seq_spans(self) -> list[SeqSpan]:
         """The stream sequences covered, as maximal contiguous ranges."""
-        rows = self._con.execute(
+        rows = self.con.execute(
             f"""
             SELECT min(seq), max(seq) FROM (
                 SELECT seq, seq - row_number() OVER (ORDER BY seq) AS grp
-                FROM (SELECT DISTINCT CAST(_seq AS BIGINT) AS seq FROM {self._staged})
+                FROM (SELECT DISTINCT CAST(_seq AS BIGINT) AS seq FROM {self.staged})
             ) GROUP BY grp ORDER BY 1
             """
         ).fetchall()
         return [SeqSpan(int(a), int(b)) for a, b in rows]
 
-    def ids_already_closed(self) -> int:
-        """Distinct staged ids that a closed bucket already holds (dropped as duplicates)."""
-        if self._closed is None:
-            return 0
-        return self._count(
-            f"""
-            SELECT count(*) FROM (SELECT DISTINCT id FROM {self._staged}) s
-            SEMI JOIN (SELECT id FROM {self._closed}) c ON s.id = c.id
-            """
-        )
+    def make_keys(self, key_sql: str) -> str:
+        """A temp table of the bucket's distinct ids with their index keys; its name."""
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE bucket_keys AS "
+            f"SELECT id, {key_sql} FROM (SELECT DISTINCT id FROM {self.staged})"
+        ).fetchall()
+        return "bucket_keys"
 
     def rows(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """The bucket's unique rows in stream order, without the staging columns."""
-        anti = f"ANTI JOIN (SELECT id FROM {self._closed}) c ON s.id = c.id" if self._closed else ""
-        rel = self._con.sql(
+        rel = self.con.sql(
             f"""
             SELECT s.* EXCLUDE (_seq, _idx) FROM (
-                SELECT * FROM {self._staged}
+                SELECT * FROM {self.staged}
                 QUALIFY row_number() OVER (PARTITION BY id ORDER BY _seq, _idx) = 1
-            ) s {anti}
+            ) s ANTI JOIN closed_ids c ON s.id = c.id
             ORDER BY s._seq, s._idx
             """
         )

@@ -4,10 +4,10 @@
 2. list the staging files of (T, H), plus stray files of already-closed
    buckets (skewed), and record the list in the claim;
 3. read them, order by stream position, drop duplicate ids (keep the earliest)
-   and ids already in the closed bucket (T, H-1) (skewed rows also against
-   their own closed bucket);
+   and ids that any closed bucket of T within the dedup horizon holds (G2; the
+   id index and its exact check: :mod:`courier.closer.horizon`);
 4. write the final files ``part-NNNNN.parquet`` (deterministic names and bytes,
-   right-sized, zstd), each atomically;
+   right-sized, zstd), each atomically; then (4b) the bucket's id index;
 5. write ``_SUCCESS`` last: the manifest;
 6. mark the catalog entry closed and publish the close notification;
 7. delete the staging files.
@@ -24,7 +24,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,9 @@ import pyarrow.compute as pc
 
 from courier.closer.catalog import Catalog, CatalogEntry
 from courier.closer.dedup import BucketDedup, conform, exact_chunks
+from courier.closer.horizon import KEY_SQL, ClosedIds, DedupHorizon
 from courier.errors import ManifestError, StorageError
-from courier.model import BucketKey, iso_utc, parse_partition_path
+from courier.model import BucketKey, iso_utc
 from courier.schema import CompiledType
 from courier.settings import CloserSettings
 from courier.storage import (
@@ -90,6 +91,7 @@ class BucketCloser:
         self.cfg = cfg
         self._notify = notify
         self._after_step = after_step or _crash_hook_from_env()
+        self.horizon = DedupHorizon(layout, cfg.dedup_horizon_secs)
 
     async def close(
         self, key: BucketKey, compiled: CompiledType, watermark: float
@@ -179,33 +181,6 @@ class BucketCloser:
                 )
         return paths
 
-    def _closed_parts(self, key: BucketKey) -> list[Path]:
-        try:
-            m = read_manifest(self.layout.manifest_path(key))
-        except ManifestError:
-            return []
-        parts = [self.layout.bucket_dir(key) / f.name for f in m.files]
-        present = [p for p in parts if p.exists()]
-        if len(present) < len(parts):
-            # A closed bucket lost a file (deleted by hand, storage fault): its ids cannot
-            # be deduplicated against; redelivered copies of them land in this bucket as
-            # skewed events (``courier repair redeliver``), not nowhere.
-            missing = sorted(p.name for p in parts if not p.exists())
-            log.warning(
-                "closed bucket %s is missing %s listed in its manifest; not deduplicating "
-                "against them",
-                key.label(),
-                ", ".join(missing),
-            )
-        return present
-
-    def _dedup_against(self, key: BucketKey, entry: CatalogEntry) -> list[Path]:
-        """Closed files whose ids this bucket must not repeat: H-1, and the closed
-        buckets that stray (skewed) staging files came from."""
-        starts = {key.previous(self.width).start}
-        starts |= {parse_partition_path(str(Path(r).parent)) for r in entry.skewed_files}
-        return [p for s in sorted(starts) for p in self._closed_parts(BucketKey(key.event_type, s))]
-
     def _write_bucket(
         self, key: BucketKey, compiled: CompiledType, entry: CatalogEntry
     ) -> Manifest:
@@ -216,10 +191,10 @@ class BucketCloser:
         # the final files (deterministic names and bytes).
         written = write_deduplicated(
             self.cfg,
-            key.start,
             compiled.arrow_schema,
             paths,
-            self._dedup_against(key, entry) if paths else [],
+            self.horizon,
+            key,
             spill_dir=self.layout.root / "_tmp" / "closer",
             part_path=lambda i: bdir / self.layout.part_name(i),
             before_writing=lambda: self._after_step(3),
@@ -341,16 +316,22 @@ class WrittenParts:
     files: list[ManifestFile]
     stats: BucketStats
     input_events: int
-    duplicates_dropped_previous_bucket: int
     stream_seq_ranges: list[SeqRange]
+    closed: ClosedIds = field(default_factory=ClosedIds)
+    ids_older_than_horizon: int = 0
 
     def manifest_fields(self) -> dict[str, Any]:
         """The manifest fields these parts decide."""
+        dropped = self.input_events - self.stats.rows
+        against_closed = self.closed.previous_bucket_rows + self.closed.other_buckets_rows
         return {
             "events": self.stats.rows,
             "input_events": self.input_events,
-            "duplicates_dropped": self.input_events - self.stats.rows,
-            "duplicates_dropped_previous_bucket": self.duplicates_dropped_previous_bucket,
+            "duplicates_dropped": dropped,
+            "duplicates_dropped_within_bucket": dropped - against_closed,
+            "duplicates_dropped_previous_bucket": self.closed.previous_bucket_rows,
+            "duplicates_dropped_other_buckets": self.closed.other_buckets_rows,
+            "ids_older_than_horizon": self.ids_older_than_horizon,
             "skewed_in": self.stats.skewed,
             "stream_seq_ranges": self.stream_seq_ranges,
             "files": self.files,
@@ -360,27 +341,27 @@ class WrittenParts:
 
 def write_deduplicated(
     cfg: CloserSettings,
-    bucket_start: int,
     schema: pa.Schema,
     inputs: list[Path],
-    closed: list[Path],
+    horizon: DedupHorizon,
+    key: BucketKey,
     *,
     spill_dir: Path,
     part_path: Callable[[int], Path],
     before_writing: Callable[[], None],
 ) -> WrittenParts:
-    """Steps 3-4 of a close (also of a re-close): order the rows of the staging-form
-    ``inputs``, keep one per id and none that the ``closed`` files hold (DuckDB, out of
-    core), then write right-sized parts at ``part_path(0)``, ``part_path(1)``, ...
-    ``before_writing`` runs between the two (a crash-test hook)."""
-    stats = BucketStats(bucket_start)
+    """Steps 3-4b of a close (also of a re-close) of bucket ``key``: order the rows of
+    the staging-form ``inputs``, keep one per id and none that a closed bucket of the
+    type within the ``horizon`` holds (DuckDB, out of core), write right-sized parts at
+    ``part_path(0)``, ``part_path(1)``, ..., then the bucket's id index.
+    ``before_writing`` runs between steps 3 and 4 (a crash-test hook)."""
+    stats = BucketStats(key.start)
     if not inputs:
         before_writing()
-        return WrittenParts([], stats, 0, 0, [])
+        return WrittenParts([], stats, 0, [])
     chunk = chunk_rows(cfg)
     dedup = BucketDedup(
         inputs,
-        closed,
         memory_limit_bytes=cfg.memory_limit_bytes,
         spill_dir=spill_dir,
         threads=cfg.threads,
@@ -388,7 +369,10 @@ def write_deduplicated(
     try:
         input_events = dedup.input_rows()
         spans = [SeqRange(first=sp.first, last=sp.last) for sp in dedup.seq_spans()]
-        dup_prev = dedup.ids_already_closed()
+        keys = dedup.make_keys(KEY_SQL)
+        closed = horizon.find_closed(dedup.con, keys, dedup.staged, key)
+        fresh = f"SELECT * FROM {keys} ANTI JOIN closed_ids USING (id)"
+        too_old = horizon.older_than_horizon(dedup.con, f"({fresh})", key)
         chunks = (stats.observe(conform(t, schema)) for t in exact_chunks(dedup.rows(chunk), chunk))
         before_writing()
         per_file = rows_per_file(cfg, sum(p.stat().st_size for p in inputs), input_events)
@@ -398,6 +382,8 @@ def write_deduplicated(
             files.append(
                 ManifestFile(name=info.name, bytes=info.bytes, rows=info.rows, sha256=info.sha256)
             )
+        # Step 4b: the index of exactly the ids the parts hold, before the manifest.
+        horizon.write_index(dedup.con, fresh, key)
     finally:
         dedup.close()
-    return WrittenParts(files, stats, input_events, dup_prev, spans)
+    return WrittenParts(files, stats, input_events, spans, closed, too_old)

@@ -14,10 +14,11 @@ stream instead of staging files:
   (``stream_seq_ranges``) and of every retained message published in the
   bucket's time range (also ones the previous version missed);
 - one row per id, the earliest in stream order;
-- no id another closed bucket already holds: the previous and the next bucket
-  (retries across the boundary), the closed buckets skewed rows were published
-  in, and every later bucket that took skewed rows (events published here that
-  reached the writer after this bucket closed stay where they are).
+- no id another closed bucket of the type already holds, earlier or later, within
+  the dedup horizon (G2, :mod:`courier.closer.horizon`): retries across the
+  boundary, the buckets skewed rows were published in, later buckets that took
+  skewed rows (events published here that reached the writer after this bucket
+  closed stay where they are).
 
 Refused, with nothing changed, when the stream no longer retains a message the
 previous version covered (it would lose events), or the type or bucket is
@@ -31,7 +32,8 @@ which produces the same bytes):
    decodes them, into temporary files under ``_tmp/reclose``;
 2. deduplicate as step 3 of a close (DuckDB, out of core);
 3. write the parts of version N+1 as ``part-vN+1-00000.parquet`` ...
-   (new names: version N's files stay readable until step 5);
+   (new names: version N's files stay readable until step 5), then its id index
+   (a superset of version N's ids: lookups confirm hits against ``_SUCCESS``);
 4. keep version N's manifest as ``_SUCCESS.vN``, then replace ``_SUCCESS``
    atomically with version N+1 (``version``, ``repair``);
 5. record the new event count in the bucket catalog, publish the new manifest on
@@ -55,11 +57,10 @@ from pathlib import Path
 import duckdb
 import msgspec
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from courier.closer.catalog import Catalog
 from courier.closer.dedup import sql_list
+from courier.closer.horizon import DedupHorizon
 from courier.closer.protocol import write_deduplicated
 from courier.errors import ManifestError, RepairRefusedError
 from courier.model import BucketKey, iso_utc
@@ -120,6 +121,7 @@ class BucketRecloser:
         self.transport = transport
         self.catalog = catalog
         self._after_step = after_step or (lambda step: None)
+        self.horizon = DedupHorizon(self.layout, self.cfg.dedup_horizon_secs)
 
     async def reclose(
         self, key: BucketKey, compiled: CompiledType, *, repair_id: str, reason: str, now: float
@@ -145,7 +147,6 @@ class BucketRecloser:
             # Step 1: the stream's messages, as staging-form files.
             inputs, undecodable = await self._read_stream(key, compiled, current, work)
             self._after_step(1)
-            against = self._closed_neighbours(key, inputs)
             # Steps 2-3.
             new = await asyncio.to_thread(
                 self._write_version,
@@ -153,7 +154,6 @@ class BucketRecloser:
                 compiled,
                 current,
                 inputs,
-                against,
                 work,
                 repair_id,
                 reason,
@@ -290,41 +290,12 @@ class BucketRecloser:
 
     # -- steps 2-3 ----------------------------------------------------------------
 
-    def _closed_neighbours(self, key: BucketKey, inputs: list[Path]) -> list[Path]:
-        """Closed parts whose ids the new version must not repeat."""
-        starts = {key.previous(self.width).start, key.start + self.width}
-        width_us = self.width * 1_000_000
-        for path in inputs:  # the buckets skewed rows were published in
-            published = pq.read_table(path, columns=["published_at"]).column(0)
-            us = pc.cast(published, pa.int64())
-            early = pc.filter(us, pc.less(us, key.start * 1_000_000))
-            starts |= {v // width_us * self.width for v in pc.unique(early).to_pylist()}
-        for s in self.layout.closed_bucket_starts(key.event_type):
-            if s > key.start:
-                try:
-                    m = read_manifest(self.layout.manifest_path(BucketKey(key.event_type, s)))
-                except ManifestError:
-                    continue
-                if m.skewed_in:
-                    starts.add(s)
-        starts.discard(key.start)
-        parts: list[Path] = []
-        for s in sorted(starts):
-            other = BucketKey(key.event_type, s)
-            try:
-                m = read_manifest(self.layout.manifest_path(other))
-            except ManifestError:
-                continue
-            parts += [p for f in m.files if (p := self.layout.bucket_dir(other) / f.name).exists()]
-        return parts
-
     def _write_version(
         self,
         key: BucketKey,
         compiled: CompiledType,
         current: Manifest,
         inputs: list[Path],
-        against: list[Path],
         work: Path,
         repair_id: str,
         reason: str,
@@ -334,10 +305,10 @@ class BucketRecloser:
         bdir = self.layout.bucket_dir(key)
         written = write_deduplicated(
             self.cfg,
-            key.start,
             compiled.arrow_schema,
             inputs,
-            against,
+            self.horizon,
+            key,
             spill_dir=work / "spill",
             part_path=lambda i: bdir / _part_name(version, i),
             before_writing=lambda: self._after_step(2),

@@ -7,6 +7,7 @@
     <root>/_invalid/<partition>/...                 rejected events, laid out like a type
     <root>/_staging/<Type>/<partition>/<writer>-<first_seq>-<last_seq>[-<flush>].parquet
     <root>/_quarantine/<Type>/...                   undecodable messages
+    <root>/_index/<Type>/<bucket_start>.parquet     id index of a closed bucket (closer/horizon.py)
 
 ``<partition>`` is :func:`courier.model.partition_path`, e.g.
 ``date=2026-11-26/hour=10``. Names starting with ``_`` or ``.`` are ignored by

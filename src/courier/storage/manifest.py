@@ -11,9 +11,15 @@ Fields (times are RFC 3339 UTC, :func:`courier.model.iso_utc`):
 - ``event_type``, ``bucket_start``, ``bucket_end``, ``bucket_start_epoch``,
   ``bucket_width_secs``: which bucket;
 - ``events`` (unique rows written), ``input_events`` (rows read from staging),
-  ``duplicates_dropped`` (repeated ids within the bucket),
-  ``duplicates_dropped_previous_bucket`` (ids already in the previous bucket),
-  ``skewed_in`` (events moved here from an already-closed bucket);
+  ``duplicates_dropped`` (every input row not written: ``input_events - events``),
+  split into ``duplicates_dropped_within_bucket`` (repeats of an id inside the
+  bucket), ``duplicates_dropped_previous_bucket`` (rows whose id the previous
+  bucket holds) and ``duplicates_dropped_other_buckets`` (rows whose id another
+  closed bucket within the dedup horizon holds: a retry or redelivery that came
+  buckets later, G2; for a re-close, also a later bucket);
+- ``ids_older_than_horizon``: UUIDv7 ids whose own time is older than the dedup
+  horizon: delivered, but not checked against buckets that old;
+- ``skewed_in`` (events moved here from an already-closed bucket);
 - ``stream_seq_ranges``: the JetStream sequences covered, as maximal ranges;
 - ``files``: the final Parquet files; ``staging_files``: the inputs consumed;
 - ``schema_versions``, ``watermark``, ``closed_at``, ``close_delay_secs``;
@@ -77,6 +83,10 @@ class Manifest(msgspec.Struct, kw_only=True):
     input_events: int
     duplicates_dropped: int
     duplicates_dropped_previous_bucket: int
+    #: Absent from manifests written before the dedup horizon (read as 0).
+    duplicates_dropped_within_bucket: int = 0
+    duplicates_dropped_other_buckets: int = 0
+    ids_older_than_horizon: int = 0
     skewed_in: int
     stream_seq_ranges: list[SeqRange]
     files: list[ManifestFile]

@@ -1,0 +1,294 @@
+"""The dedup horizon (G2): which of a bucket's ids a closed bucket of its type already holds.
+
+A retried batch can be stored again long after its first copy (a client whose
+answer was lost retries once the gateway is back; a phone retries days later),
+so the closer checks a bucket's ids against every closed bucket of the type whose
+start lies within ``closer.dedup_horizon_secs`` (default 7 days, never less than
+the stream's retention), not only against the previous bucket.
+
+The id index. Every closed bucket has one file,
+``<root>/_index/<Type>/<bucket_start>.parquet``, with one row per id of the bucket:
+
+- ``p`` (int64), the id's partition: for a UUIDv7 id, the UTC hour its embedded
+  time names (``unix_ms // 3600000``); for any other id, ``-1 - (16 bits of its
+  MD5)``;
+- ``h`` (int64), 32 bits of the id's MD5 (DuckDB ``md5_number_lower(id) >> 32``).
+
+Rows are sorted by ``(p, h)`` and delta-encoded in small row groups, so an index
+costs about 2-3 bytes per id. Both columns are functions of the id alone, so every
+copy of an id maps to the same ``(p, h)``; a lookup reads only the row groups whose
+``p`` range holds a ``p`` of the new bucket (Parquet statistics). UUIDv7 ids of
+one bucket share an hour or two, so a bucket's lookup reads little of an index that
+holds 100 M ids; other ids (the tailer's) read every hash partition: correct, slower.
+
+A match of ``(p, h)`` is a candidate, never a verdict: the exact check reads the
+``id`` column of the matched bucket's parts, as its current ``_SUCCESS`` lists
+them, and only ids found there are dropped. So a stale index (a crash between
+writing it and writing ``_SUCCESS``, a re-close that rewrote it) can cost a read,
+never an event.
+
+Protocol (within a close, DESIGN §6):
+
+- step 3 computes the bucket's keys, looks them up (:meth:`DedupHorizon.find_closed`)
+  and drops the confirmed ids;
+- step 4b writes the bucket's index (:meth:`DedupHorizon.write_index`) after its
+  parts and before ``_SUCCESS`` (step 5), so every closed bucket has one; a re-close
+  writes the new version's index before it switches the manifest.
+
+Closed buckets without an index (closed by an older Courier) get one built from
+their parts the first time a closer of this process looks at their type. An id
+whose first copy is in a bucket older than the horizon is delivered again; when
+its UUIDv7 time says it is that old, the manifest counts it
+(``ids_older_than_horizon``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from courier.errors import ManifestError, StorageError
+from courier.model import INVALID_TYPE, BucketKey
+from courier.storage import Layout, read_manifest, write_bytes_atomic
+
+log = logging.getLogger("courier.closer")
+
+INDEX_DIR = "_index"
+INDEX_FORMAT = b"courier-id-index/1 p=uuid7-hour|md5-16 h=md5_number_lower>>32"
+_INDEX_ROW_GROUP_ROWS = 16 * 1024
+#: Beyond this many distinct partitions the ``p IN (...)`` prune list costs more than it saves.
+_MAX_PRUNE_VALUES = 20_000
+
+#: The id's partition and hash, as SQL over a column ``id`` (see the module docstring).
+KEY_SQL = (
+    "COALESCE(CASE WHEN length(id) = 36 AND substr(id, 15, 1) = '7' AND substr(id, 9, 1) = '-' "
+    "THEN TRY_CAST('0x' || substr(id, 1, 8) || substr(id, 10, 4) AS BIGINT) // 3600000 END, "
+    "-1 - CAST(md5_number_upper(id) & 65535 AS BIGINT)) AS p, "
+    "CAST(md5_number_lower(id) >> 32 AS BIGINT) AS h"
+)
+
+
+@dataclass(frozen=True)
+class ClosedIds:
+    """Rows of a bucket whose ids a closed bucket already holds, by where they are."""
+
+    previous_bucket_rows: int = 0
+    other_buckets_rows: int = 0
+    #: Distinct ids found in a closed bucket.
+    ids: int = 0
+
+
+def _sql_list(items: Iterable[str]) -> str:
+    return "[" + ", ".join("'" + s.replace("'", "''") + "'" for s in items) + "]"
+
+
+class DedupHorizon:
+    """The closed buckets of one type within the horizon of one bucket, and their ids."""
+
+    def __init__(self, layout: Layout, horizon_secs: int) -> None:
+        self.layout = layout
+        self.horizon_secs = horizon_secs
+        self._backfilled: set[str] = set()
+
+    # -- where the index lives ----------------------------------------------------
+
+    def index_dir(self, event_type: str) -> Path:
+        return self.layout.root / INDEX_DIR / event_type
+
+    def index_path(self, key: BucketKey) -> Path:
+        return self.index_dir(key.event_type) / f"{key.start}.parquet"
+
+    def lower_bound(self, key: BucketKey) -> int:
+        """The oldest bucket start whose ids ``key`` is checked against.
+
+        ``_invalid`` records rejections, not events: a rejected event replayed after a
+        schema fix and rejected again is a second record with its own reason, so only
+        the previous bucket (a retried request) is checked there.
+        """
+        if key.event_type == INVALID_TYPE:
+            return key.start - self.layout.width
+        return key.start - self.horizon_secs
+
+    def indexed_starts(self, event_type: str) -> list[int]:
+        directory = self.index_dir(event_type)
+        if not directory.is_dir():
+            return []
+        starts = []
+        for p in directory.iterdir():
+            if p.name.startswith(".") or not p.name.endswith(".parquet"):
+                continue
+            try:
+                starts.append(int(p.name.removesuffix(".parquet")))
+            except ValueError:
+                continue
+        return sorted(starts)
+
+    # -- step 3 -------------------------------------------------------------------
+
+    def find_closed(
+        self, con: duckdb.DuckDBPyConnection, keys_table: str, staged: str, key: BucketKey
+    ) -> ClosedIds:
+        """Fill the temp table ``closed_ids(id, bucket_start)`` with the ids of
+        ``keys_table`` (columns ``id``, ``p``, ``h``) that a closed bucket of the type
+        within the horizon holds, and count the rows of ``staged`` they account for."""
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE closed_ids (id VARCHAR, bucket_start BIGINT)"
+        ).fetchall()
+        self._backfill(key)
+        lower = self.lower_bound(key)
+        starts = [s for s in self.indexed_starts(key.event_type) if s >= lower and s != key.start]
+        if not starts:
+            return ClosedIds()
+        files = {str(self.index_path(BucketKey(key.event_type, s))): s for s in starts}
+        ps = [int(r[0]) for r in con.execute(f"SELECT DISTINCT p FROM {keys_table}").fetchall()]
+        prune = (
+            f"WHERE p IN ({', '.join(map(str, ps))})" if 0 < len(ps) <= _MAX_PRUNE_VALUES else ""
+        )
+        con.register(
+            "_index_files",
+            pa.table({"filename": list(files), "bucket_start": list(files.values())}),
+        )
+        try:
+            con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE _candidates AS
+                SELECT DISTINCT k.id, f.bucket_start FROM {keys_table} k
+                JOIN (SELECT p, h, filename FROM read_parquet({_sql_list(files)}, filename = true)
+                      {prune}) i ON k.p = i.p AND k.h = i.h
+                JOIN _index_files f ON f.filename = i.filename
+                """
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise StorageError(
+                f"cannot read the id index of {key.event_type} under "
+                f"{self.index_dir(key.event_type)}: {exc}; the bucket stays open and the close "
+                "is retried"
+            ) from exc
+        finally:
+            con.unregister("_index_files")
+        for (start,) in con.execute(
+            "SELECT DISTINCT bucket_start FROM _candidates ORDER BY 1"
+        ).fetchall():
+            self._confirm(con, BucketKey(key.event_type, int(start)))
+        previous = key.previous(self.layout.width).start
+        rows = con.execute(
+            f"""
+            SELECT
+              count(*) FILTER (WHERE c.previous),
+              count(*) FILTER (WHERE NOT c.previous),
+              (SELECT count(DISTINCT id) FROM closed_ids)
+            FROM {staged} s JOIN (
+                SELECT id, bool_or(bucket_start = {previous}) AS previous
+                FROM closed_ids GROUP BY id
+            ) c ON s.id = c.id
+            """
+        ).fetchall()
+        prev_rows, older_rows, ids_found = rows[0] if rows else (0, 0, 0)
+        return ClosedIds(int(prev_rows or 0), int(older_rows or 0), int(ids_found or 0))
+
+    def _confirm(self, con: duckdb.DuckDBPyConnection, closed: BucketKey) -> None:
+        """The exact check: which candidates of ``closed`` its parts really hold."""
+        parts = self.closed_parts(closed)
+        if not parts:
+            return
+        con.execute(
+            f"""
+            INSERT INTO closed_ids
+            SELECT DISTINCT c.id, c.bucket_start FROM _candidates c
+            SEMI JOIN (SELECT id FROM read_parquet({_sql_list(map(str, parts))})) b
+            ON c.id = b.id
+            WHERE c.bucket_start = {closed.start}
+            """
+        ).fetchall()
+
+    def closed_parts(self, closed: BucketKey) -> list[Path]:
+        """The parts the current ``_SUCCESS`` of ``closed`` lists (none if not closed)."""
+        try:
+            m = read_manifest(self.layout.manifest_path(closed))
+        except ManifestError:
+            return []  # an index without a manifest: a close that has not finished
+        parts = [self.layout.bucket_dir(closed) / f.name for f in m.files]
+        present = [p for p in parts if p.exists()]
+        if len(present) < len(parts):
+            # A closed bucket lost a file (deleted by hand, storage fault): its ids cannot
+            # be deduplicated against; redelivered copies of them land in the new bucket
+            # (``courier repair redeliver``), not nowhere.
+            log.warning(
+                "closed bucket %s is missing %s listed in its manifest; not deduplicating "
+                "against them",
+                closed.label(),
+                ", ".join(sorted(p.name for p in parts if not p.exists())),
+            )
+        return present
+
+    def older_than_horizon(
+        self, con: duckdb.DuckDBPyConnection, ids_table: str, key: BucketKey
+    ) -> int:
+        """UUIDv7 ids of ``ids_table`` whose own time is older than the horizon."""
+        hour = self.lower_bound(key) // 3600
+        rows = con.execute(
+            f"SELECT count(*) FROM {ids_table} WHERE p >= 0 AND p < {hour}"
+        ).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    # -- step 4b ------------------------------------------------------------------
+
+    def write_index(self, con: duckdb.DuckDBPyConnection, query: str, key: BucketKey) -> int:
+        """Write the index of ``key`` from ``query`` (columns ``p``, ``h``; one row per id)."""
+        table = con.sql(f"SELECT p, h FROM ({query}) ORDER BY p, h").to_arrow_table()
+        write_index_file(self.index_path(key), table)
+        return table.num_rows
+
+    # -- buckets closed without an index ----------------------------------------
+
+    def _backfill(self, key: BucketKey) -> None:
+        if key.event_type in self._backfilled:
+            return
+        have = set(self.indexed_starts(key.event_type))
+        lower = self.lower_bound(key)
+        missing = [
+            s
+            for s in self.layout.closed_bucket_starts(key.event_type)
+            if s >= lower and s not in have and s != key.start
+        ]
+        for s in missing:
+            closed = BucketKey(key.event_type, s)
+            parts = self.closed_parts(closed)
+            con = duckdb.connect()
+            try:
+                if parts:
+                    src = f"SELECT DISTINCT id FROM read_parquet({_sql_list(map(str, parts))})"
+                    self.write_index(con, f"SELECT {KEY_SQL} FROM ({src})", closed)
+                else:
+                    write_index_file(self.index_path(closed), _empty_index())
+            finally:
+                con.close()
+            log.info("built the missing id index of closed bucket %s", closed.label())
+        self._backfilled.add(key.event_type)
+
+
+def _empty_index() -> pa.Table:
+    return pa.table({"p": pa.array([], pa.int64()), "h": pa.array([], pa.int64())})
+
+
+def write_index_file(path: Path, table: pa.Table) -> None:
+    """One bucket's index, atomically: sorted ``(p, h)``, delta-encoded, small row groups."""
+    table = table.replace_schema_metadata({b"courier.id_index": INDEX_FORMAT})
+    buf = io.BytesIO()
+    pq.write_table(
+        table,
+        buf,
+        compression="zstd",
+        use_dictionary=False,
+        column_encoding={"p": "DELTA_BINARY_PACKED", "h": "DELTA_BINARY_PACKED"},
+        row_group_size=_INDEX_ROW_GROUP_ROWS,
+        write_statistics=True,
+    )
+    write_bytes_atomic(path, buf.getvalue())
