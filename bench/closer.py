@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -189,6 +191,14 @@ async def close_bucket(root: Path, key: BucketKey) -> float:
     return elapsed
 
 
+def _close_in_child(root: str, key: BucketKey) -> tuple[float, float, float]:
+    """Close ``key`` in this (child) process: (elapsed s, CPU s, peak RSS MiB)."""
+    cpu0 = time.process_time()
+    elapsed = asyncio.run(close_bucket(Path(root), key))
+    cpu = time.process_time() - cpu0
+    return elapsed, cpu, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure_closer(
     rows: int,
     *,
@@ -222,9 +232,11 @@ def measure_closer(
         )
         build_secs = time.perf_counter() - t0
         staged_mb = sum(p.stat().st_size for p in (root / "_staging").rglob("*.parquet")) / 1e6
-        cpu0 = time.process_time()
-        elapsed = asyncio.run(close_bucket(root, key))
-        cpu = time.process_time() - cpu0
+        # The close runs in a child of its own, so its CPU and peak RSS are the closer's
+        # alone (not the build's).
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(1) as pool:
+            elapsed, cpu, rss_mib = pool.apply(_close_in_child, (str(root), key))
         new_index = DedupHorizon(Layout(root, WIDTH), 1).index_path(key).stat().st_size
         table = BucketReader(root, WIDTH).read("PlaySong", key.start, key.start + 1, columns=["id"])
         out_rows = table.num_rows
@@ -249,6 +261,7 @@ def measure_closer(
         "closer_rows_per_s": round(total / elapsed, 1),
         "closer_secs": round(elapsed, 3),
         "closer_cpu_secs": round(cpu, 3),
+        "closer_peak_rss_mib": round(rss_mib, 1),
         **horizon_fields,
         "index_bytes_per_id": round(new_index / max(1, distinct), 2),
         "index_share_of_bucket_bytes": round(new_index / max(1, bucket_bytes), 3),

@@ -350,17 +350,19 @@ class Harness:
         except OSError:
             return -1
 
-    def bucket_totals(self) -> tuple[int, int]:
+    def bucket_totals(self) -> tuple[int, int, int]:
         """From the manifests: (events moved into a bucket from an already-closed one, i.e.
-        early closes; duplicates the closer removed, i.e. redeliveries and client retries)."""
+        early closes; duplicates the closer removed, i.e. redeliveries and client retries;
+        of those, the ones whose id a closed bucket other than the previous one held)."""
         layout = Layout(self.data_dir, self.width)
-        skewed = dropped = 0
+        skewed = dropped = other = 0
         for t in self.names:
             for s in layout.closed_bucket_starts(t):
                 m = read_manifest(layout.manifest_path(BucketKey(t, s)))
                 skewed += m.skewed_in
                 dropped += m.duplicates_dropped
-        return skewed, dropped
+                other += m.duplicates_dropped_other_buckets
+        return skewed, dropped, other
 
     def stream_seq_gaps(self) -> dict[str, int]:
         """Per type, stream sequence numbers below the highest closed one that no closed

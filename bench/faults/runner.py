@@ -120,7 +120,7 @@ def run_scenario(
                 faults.problems.append("the gateway did not accept events after the faults")
             all_closed = h.wait_all_closed(time.time(), CLOSE_TIMEOUT_SECS)
             drain = time.time() - last_ack
-            skewed, dups_removed = h.bucket_totals()
+            skewed, dups_removed, dups_other_buckets = h.bucket_totals()
             seq_gaps = h.stream_seq_gaps()
         finally:
             h.close()
@@ -158,6 +158,7 @@ def run_scenario(
         **client,
         "skewed": skewed,
         "duplicates_removed": dups_removed,
+        "duplicates_removed_other_buckets": dups_other_buckets,
         "open_buckets": report.open_buckets,
         "load_secs": round(last_ack - t0, 1),
         "drain_secs": round(drain, 1),
