@@ -173,10 +173,11 @@ class DedupHorizon:
             ) from exc
         finally:
             con.unregister("_index_files")
-        for (start,) in con.execute(
-            "SELECT DISTINCT bucket_start FROM _candidates ORDER BY 1"
-        ).fetchall():
+        hit = con.execute("SELECT DISTINCT bucket_start FROM _candidates ORDER BY 1").fetchall()
+        for (start,) in hit:
             self._confirm(con, BucketKey(key.event_type, int(start)))
+        if not hit:
+            return ClosedIds()  # the usual case: no copy of any id is closed already
         previous = key.previous(self.layout.width).start
         rows = con.execute(
             f"""
