@@ -45,8 +45,15 @@ class NatsSettings(_Section):
     connect_timeout_secs: float = 5.0
     #: Per-request timeout of JetStream API calls (info, KV, provisioning).
     request_timeout_secs: float = 5.0
+    #: Disk all streams may use together: the embedded server's ``max_file_store``.
+    #: None = 75 % of what the store could use (free disk plus what it already holds),
+    #: resolved at each start. A full store refuses events (503), never drops them.
+    store_max_bytes: int | None = Field(default=None, gt=0)
     stream_max_age_secs: int = 7 * 86_400
-    stream_max_bytes: int = 10 * 1024 * MIB
+    #: Cap of one event type's stream. NATS reserves it against the store limit when
+    #: the stream is created, so N types need N x this much; None = no per-stream cap
+    #: (the streams share the store limit, and any number of types can register).
+    stream_max_bytes: int | None = Field(default=None, gt=0)
     duplicate_window_secs: int = 120
     replicas: int = 1
 

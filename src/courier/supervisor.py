@@ -20,6 +20,7 @@ from pathlib import Path
 
 from courier.settings import Settings
 from courier.transport import EmbeddedNats
+from courier.transport.server import describe_store
 
 log = logging.getLogger("courier.supervisor")
 
@@ -64,6 +65,7 @@ class Supervisor:
             host=settings.nats.host,
             port=settings.nats.port,
             max_payload_bytes=settings.nats.max_payload_bytes,
+            max_store_bytes=settings.nats.store_max_bytes,
         )
         self.children: list[_Child] = []
         self._stopping = False
@@ -72,6 +74,16 @@ class Supervisor:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.nats.start()
         return self.nats.url
+
+    def store_summary(self) -> str:
+        """How much disk the running server's streams may use (see :func:`describe_store`)."""
+        assert self.nats.store_limit_bytes is not None, "start_nats() first"
+        n = self.settings.nats
+        return describe_store(
+            self.nats.store_limit_bytes,
+            explicit=n.store_max_bytes is not None,
+            stream_max_bytes=n.stream_max_bytes,
+        )
 
     def start_children(self) -> None:
         env = child_env(self.settings, self.nats.url)

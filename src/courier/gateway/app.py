@@ -43,6 +43,9 @@ from courier.gateway.publisher import EventSink, NatsSink
 from courier.gateway.ratelimit import RateLimiter
 from courier.gateway.repair import RepairRoutes
 from courier.gateway.responses import (
+    RETRY_BATCH,
+    RETRY_READ,
+    RETRY_SCHEMA_PUT,
     encode_json,
     error_response,
     json_response,
@@ -87,8 +90,8 @@ class _Gateway:
         self.limiter = RateLimiter()
         self.provision: Provision = _no_provisioning
 
-    def unavailable(self, what: str) -> Response:
-        return unavailable(self.settings.gateway, what)
+    def unavailable(self, what: str, then: str = RETRY_BATCH) -> Response:
+        return unavailable(self.settings.gateway, what, then)
 
     # -- routes -----------------------------------------------------------------
 
@@ -171,11 +174,11 @@ class _Gateway:
         except RequestError as exc:
             return _refused(exc)
         if self.service is None:
-            return self.unavailable("the gateway is starting")
+            return self.unavailable("the gateway is starting", RETRY_READ)
         try:
             records = await self.service.registry.list()
         except (TransportError, SchemaError) as exc:
-            return self.unavailable(f"the schema registry cannot be read: {exc}")
+            return self.unavailable(f"the schema registry cannot be read: {exc}", RETRY_READ)
         return _json([record_to_json(r) for r in records])
 
     async def get_schema(self, request: Request) -> Response:
@@ -185,11 +188,11 @@ class _Gateway:
         except RequestError as exc:
             return _refused(exc)
         if self.service is None:
-            return self.unavailable("the gateway is starting")
+            return self.unavailable("the gateway is starting", RETRY_READ)
         try:
             record = await self.service.registry.get(name)
         except (TransportError, SchemaError) as exc:
-            return self.unavailable(f"the schema registry cannot be read: {exc}")
+            return self.unavailable(f"the schema registry cannot be read: {exc}", RETRY_READ)
         if record is None:
             return _error(404, f"event type {name!r} is not registered; see GET /v1/schemas")
         return _json(record_to_json(record))
@@ -200,7 +203,7 @@ class _Gateway:
         try:
             self.keyring.require_admin(request.headers)
             if self.service is None:
-                return self.unavailable("the gateway is starting")
+                return self.unavailable("the gateway is starting", RETRY_SCHEMA_PUT)
             body = await read_admin_body(request, self.settings.gateway)
             result = await apply_schema(self.service.registry, name, body, self.provision)
             await self.service.refresh()
@@ -209,7 +212,7 @@ class _Gateway:
         except ClientDisconnect:
             return _error(400, "the client disconnected before sending the whole body")
         except TransportError as exc:
-            return self.unavailable(f"the schema registry cannot be written: {exc}")
+            return self.unavailable(f"PUT of {name!r} did not complete: {exc}", RETRY_SCHEMA_PUT)
         return _json({"name": result.name, "action": result.action, "version": result.version})
 
 
