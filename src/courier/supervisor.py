@@ -43,9 +43,12 @@ class _Child:
         log.info("started %s (pid %d)", self.name, self.proc.pid)
 
 
-def child_env(settings: Settings, nats_url: str) -> dict[str, str]:
+def child_env(settings: Settings, nats_url: str, store_limit_bytes: int) -> dict[str, str]:
     env = dict(os.environ)
     env["COURIER_NATS_URL"] = nats_url
+    # The limit the server was given (resolved at its start when not set), so that the
+    # gateways keep the store's headroom free for Courier's own records.
+    env["COURIER_NATS__STORE_MAX_BYTES"] = str(store_limit_bytes)
     env["COURIER_DATA_DIR"] = str(settings.data_dir.resolve())
     env["COURIER_BUCKET_WIDTH_SECS"] = str(settings.bucket_width_secs)
     env["COURIER_GATEWAY__PORT"] = str(settings.gateway.port)
@@ -86,7 +89,8 @@ class Supervisor:
         )
 
     def start_children(self) -> None:
-        env = child_env(self.settings, self.nats.url)
+        assert self.nats.store_limit_bytes is not None, "start_nats() first"
+        env = child_env(self.settings, self.nats.url, self.nats.store_limit_bytes)
         base = [sys.executable, "-m", "courier.cli.main"]
         if self.config:
             base += ["--config", str(self.config)]

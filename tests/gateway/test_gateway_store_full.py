@@ -1,5 +1,6 @@
 """The gateway over a real nats-server whose store is small: a full store is a 503 with
-``Retry-After`` and loses nothing (G8); a schema PUT that cannot get a stream says so."""
+``Retry-After`` and loses nothing (G8), the gateway keeps room for Courier's own records,
+and a schema PUT that cannot get a stream says so."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from courier.model import INVALID_TYPE
 from courier.schema import Registry, load_definitions
 from courier.settings import Settings, load_settings
 from courier.transport import (
+    CATALOG_KV,
     SCHEMAS_KV,
     Transport,
     provision_base,
@@ -97,6 +99,34 @@ async def test_a_full_store_answers_503_with_retry_after_and_drops_nothing(tmp_p
         while deliveries := await consumer.fetch(100, 0.5):
             stored += sum(len(d.data.splitlines()) for d in deliveries)
         assert stored == accepted
+    finally:
+        await transport.close()
+
+
+async def test_the_gateway_stops_events_short_of_the_limit_so_buckets_can_still_close(
+    tmp_path, small_store
+):
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        nats_url=small_store.url,
+        nats={"store_max_bytes": 16 * MIB, "store_headroom_bytes": 4 * MIB},
+        gateway={"retry_after_secs": 3, "store_check_interval_secs": 0.05},
+    )
+    await _provisioned(settings)
+    async with running(settings) as client:
+        for k in range(200):
+            r = await client.post("/v1/events", json=_batch(f"b{k}", 64, 4000))
+            if r.status_code != 200:
+                break
+        assert r.status_code == 503 and r.headers["Retry-After"] == "3"
+        assert "kept for Courier's own records" in r.json()["error"]
+    transport = await Transport.connect(small_store.url)
+    try:
+        assert await transport.store_used_bytes() < 16 * MIB
+        # What the closer writes to claim and close a bucket still fits.
+        catalog = await transport.key_value(CATALOG_KV)
+        for i in range(20):
+            await catalog.put(f"PlaySong.{i}", b"x" * 1000)
     finally:
         await transport.close()
 

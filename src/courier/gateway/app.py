@@ -54,6 +54,7 @@ from courier.gateway.responses import (
     unavailable,
 )
 from courier.gateway.service import EventService
+from courier.gateway.storeguard import StoreGuard
 from courier.model import INVALID_TYPE
 from courier.repair import NatsRepairTarget, RepairTarget
 from courier.schema import Registry, record_to_json
@@ -310,7 +311,10 @@ def create_app(
                 gw.repairs.target = repairs
             gw.repairs.registry = the_registry
             tally, store = await _audit_tally(settings, transport)
-            service = EventService(settings, the_sink, the_registry, gw.metrics, tally=tally)
+            guard = StoreGuard.from_settings(settings, transport) if transport else None
+            service = EventService(
+                settings, the_sink, the_registry, gw.metrics, tally=tally, store=guard
+            )
             try:
                 await service.refresh()
             except CourierError as exc:
@@ -319,6 +323,13 @@ def create_app(
             gw.repairs.service = service
             refresher = asyncio.create_task(
                 _refresh_forever(service, settings.gateway.registry_refresh_secs)
+            )
+            if guard is not None:
+                await guard.refresh()
+            guarding = (
+                asyncio.create_task(guard.run(settings.gateway.store_check_interval_secs))
+                if guard is not None
+                else None
             )
             stop_flushing = asyncio.Event()
             flusher = (
@@ -339,9 +350,11 @@ def create_app(
             try:
                 yield
             finally:
-                refresher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
+                for task in (refresher, guarding):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
                 await service.close()
                 if flusher is not None:
                     stop_flushing.set()  # one last flush of the audit counts

@@ -468,6 +468,14 @@ class Transport:
 
     # -- key-value --------------------------------------------------------------
 
+    async def store_used_bytes(self) -> int:
+        """Bytes this account's streams (events, KV, close notifications) hold on disk."""
+        try:
+            info = await self.js.account_info()
+        except nats.errors.Error as exc:
+            raise TransportError(f"reading the NATS store's usage: {exc}") from exc
+        return int(info.storage)
+
     async def key_value(self, bucket: str) -> NatsKeyValue:
         kv = self._kvs.get(bucket)
         if kv is None:
