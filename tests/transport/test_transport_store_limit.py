@@ -19,7 +19,13 @@ from courier.cli.admin import apply_schemas
 from courier.errors import ProvisioningError, StreamFullError
 from courier.model import INVALID_TYPE
 from courier.settings import Settings, load_settings
-from courier.transport import Transport, provision_base, provision_type, stream_name
+from courier.transport import (
+    Transport,
+    provision_base,
+    provision_type,
+    stream_name,
+    verify_type,
+)
 from courier.transport.server import EmbeddedNats, default_store_limit_bytes
 
 MIB = 1024 * 1024
@@ -78,6 +84,21 @@ async def test_a_stream_cap_the_store_cannot_reserve_is_refused_with_what_to_do(
     assert "nats.stream_max_bytes" in message and "courier provision" in message
 
 
+async def test_a_stream_cap_larger_than_the_store_is_refused_at_the_first_stream(
+    tmp_path, small_store
+):
+    # Issue 10: the old default cap (10 GiB) on a machine with 10 GB free (limit 7.5 GB).
+    settings = _settings(tmp_path, small_store, stream_max_bytes=2 * STORE_LIMIT_BYTES)
+    transport = await Transport.connect(small_store.url)
+    try:
+        with pytest.raises(
+            ProvisioningError, match=r"close-notification stream \S+ cannot be created"
+        ):
+            await provision_base(transport, settings)
+    finally:
+        await transport.close()
+
+
 async def test_a_full_store_refuses_publishes_and_keeps_every_stored_message(tmp_path, small_store):
     settings = _settings(tmp_path, small_store)
     transport = await Transport.connect(small_store.url)
@@ -119,3 +140,19 @@ def test_the_default_store_limit_counts_what_the_store_already_holds(tmp_path, m
     # nats-server's own default (75 % of free) would now be 744 MiB, and shrink again at
     # every restart; counting what the store holds keeps the limit where it was.
     assert default_store_limit_bytes(store) == 750 * MIB
+
+
+async def test_provisioning_lifts_the_cap_of_streams_made_with_one(tmp_path, small_store):
+    transport = await Transport.connect(small_store.url)
+    try:
+        capped = _settings(tmp_path, small_store, stream_max_bytes=1 * MIB)
+        await provision_base(transport, capped)
+        await provision_type(transport, capped, "Foo")
+        with pytest.raises(ProvisioningError, match="max_bytes: live 1048576, wanted -1"):
+            await verify_type(transport, _settings(tmp_path, small_store), "Foo")
+
+        await provision_type(transport, _settings(tmp_path, small_store), "Foo")
+
+        await verify_type(transport, _settings(tmp_path, small_store), "Foo")
+    finally:
+        await transport.close()

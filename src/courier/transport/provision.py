@@ -174,6 +174,10 @@ async def _ensure_consumer(
         log.info("updated consumer %s on %s: %s", cfg.durable_name, stream, "; ".join(problems))
 
 
+#: JetStream's answer to a stream whose ``max_bytes`` the store limit cannot reserve.
+_STORE_CANNOT_RESERVE = 10047
+
+
 async def provision_base(transport: Transport, settings: Settings) -> None:
     """KV buckets and the close-notification stream. Idempotent."""
     js = transport.js
@@ -195,12 +199,14 @@ async def provision_base(transport: Transport, settings: Settings) -> None:
             _stream_config(settings, CLOSED_STREAM, [closed_subject("*")]),
             update=True,
         )
+    except nats.js.errors.APIError as exc:
+        if exc.err_code == _STORE_CANNOT_RESERVE:
+            raise ProvisioningError(
+                _cannot_reserve(settings, f"the close-notification stream {CLOSED_STREAM}")
+            ) from exc
+        raise ProvisioningError(f"provisioning base resources failed: {exc}") from exc
     except nats.errors.Error as exc:
         raise ProvisioningError(f"provisioning base resources failed: {exc}") from exc
-
-
-#: JetStream's answer to a stream whose ``max_bytes`` the store limit cannot reserve.
-_STORE_CANNOT_RESERVE = 10047
 
 
 async def provision_type(transport: Transport, settings: Settings, event_type: str) -> None:
@@ -212,26 +218,28 @@ async def provision_type(transport: Transport, settings: Settings, event_type: s
             await _ensure_consumer(transport, spec.stream.name or "", c, update=True)
     except nats.js.errors.APIError as exc:
         if exc.err_code == _STORE_CANNOT_RESERVE:
-            raise ProvisioningError(_cannot_reserve(settings, event_type)) from exc
+            raise ProvisioningError(
+                _cannot_reserve(settings, f"the stream of {event_type}")
+            ) from exc
         raise ProvisioningError(f"provisioning {event_type} failed: {exc}") from exc
     except nats.errors.Error as exc:
         raise ProvisioningError(f"provisioning {event_type} failed: {exc}") from exc
 
 
-def _cannot_reserve(settings: Settings, event_type: str) -> str:
+def _cannot_reserve(settings: Settings, what: str) -> str:
+    """What to do when the store limit cannot reserve the cap of ``what`` (a stream)."""
     cap = settings.nats.stream_max_bytes
     if cap is None:
         return (
-            f"the stream of {event_type} cannot be created: streams created with a byte cap "
+            f"{what} cannot be created: streams created with a byte cap "
             "(max_bytes, reserved against the NATS store limit) already reserve all of it; "
             "lower their caps or raise the store limit (nats.store_max_bytes)"
         )
     return (
-        f"the stream of {event_type} cannot be created: NATS reserves each stream's cap "
-        f"(nats.stream_max_bytes = {cap} bytes) against its store limit, and the streams "
-        "already created reserve all of it. Unset nats.stream_max_bytes to let the streams "
-        "share the store limit, lower it, or raise nats.store_max_bytes; then run "
-        "`courier provision`"
+        f"{what} cannot be created: NATS reserves each stream's cap "
+        f"(nats.stream_max_bytes = {cap} bytes) against its store limit, and less than that "
+        "is left unreserved. Unset nats.stream_max_bytes to let the streams share the store "
+        "limit, lower it, or raise nats.store_max_bytes; then run `courier provision`"
     )
 
 
