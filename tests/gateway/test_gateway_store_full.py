@@ -122,7 +122,8 @@ async def test_the_gateway_stops_events_short_of_the_limit_so_buckets_can_still_
         assert "kept for Courier's own records" in r.json()["error"]
     transport = await Transport.connect(small_store.url)
     try:
-        assert await transport.store_used_bytes() < 16 * MIB
+        # Stopped at the headroom (12 MiB), give or take the last batch (256 KiB).
+        assert await transport.store_used_bytes() < 13 * MIB
         # What the closer writes to claim and close a bucket still fits.
         catalog = await transport.key_value(CATALOG_KV)
         for i in range(20):

@@ -298,9 +298,14 @@ def create_app(
                 wait_for_server_secs=WAIT_FOR_NATS_SECS,
             )
         try:
+            guard = StoreGuard.from_settings(settings, transport) if transport else None
             if the_sink is None:
                 assert transport is not None
-                the_sink = NatsSink(transport, settings.gateway.publish_timeout_secs)
+                the_sink = NatsSink(
+                    transport,
+                    settings.gateway.publish_timeout_secs,
+                    on_stored=guard.note_stored if guard else None,
+                )
             if the_registry is None:
                 assert transport is not None
                 the_registry = Registry(await transport.key_value(SCHEMAS_KV))
@@ -311,7 +316,6 @@ def create_app(
                 gw.repairs.target = repairs
             gw.repairs.registry = the_registry
             tally, store = await _audit_tally(settings, transport)
-            guard = StoreGuard.from_settings(settings, transport) if transport else None
             service = EventService(
                 settings, the_sink, the_registry, gw.metrics, tally=tally, store=guard
             )

@@ -9,9 +9,11 @@ aged out of the streams (G4). The gateway therefore refuses events — 503 with
 ``Retry-After``, nothing accepted (G8) — once the store holds the limit minus
 ``nats.store_headroom_bytes``, and leaves that room to Courier's own records.
 
-The usage is read every ``gateway.store_check_interval_secs``; between two reads the
-events may overshoot by what arrives meanwhile, which the headroom covers. The
-server's own limit stays the backstop: a publish over it is refused the same way.
+The usage is read every ``gateway.store_check_interval_secs``, and between two reads
+this gateway adds what it stored itself, so it alone cannot overshoot by more than
+the requests it has in flight, however slow a read is. Other gateways' events show
+at the next read; the headroom covers what they store meanwhile. The server's own
+limit stays the backstop: a publish over it is refused the same way.
 Without a known store limit (an external NATS and no ``nats.store_max_bytes``) there
 is no guard, only that backstop.
 """
@@ -52,8 +54,10 @@ class StoreGuard:
         self.headroom_bytes = min(headroom_bytes, limit_bytes // 4)
         self.limit_bytes = limit_bytes
         self.events_limit_bytes = limit_bytes - self.headroom_bytes
-        #: Bytes one server's store holds, at the last read (None before the first).
-        self.used_bytes: int | None = None
+        #: Bytes one server's store held at the last read (None before the first).
+        self._read_bytes: int | None = None
+        #: What this gateway stored since the last read began.
+        self._stored_since_bytes = 0
         self._reading_failed = False
 
     @classmethod
@@ -70,8 +74,20 @@ class StoreGuard:
         )
 
     @property
+    def used_bytes(self) -> int | None:
+        """The store's usage: the last read plus what this gateway stored since."""
+        if self._read_bytes is None:
+            return None
+        return self._read_bytes + self._stored_since_bytes
+
+    @property
     def full(self) -> bool:
-        return self.used_bytes is not None and self.used_bytes >= self.events_limit_bytes
+        used = self.used_bytes
+        return used is not None and used >= self.events_limit_bytes
+
+    def note_stored(self, nbytes: int) -> None:
+        """This gateway stored a message of ``nbytes`` (counted until the next read)."""
+        self._stored_since_bytes += nbytes
 
     def check(self) -> None:
         """Raise StreamFullError while events would eat into the headroom."""
@@ -87,24 +103,29 @@ class StoreGuard:
     async def refresh(self) -> None:
         """Read the store's usage now (a failed read keeps the last one)."""
         was_full = self.full
+        # What is stored while the read is under way may or may not be in it: keep
+        # counting it, so the estimate errs on the full side.
+        stored_before = self._stored_since_bytes
         try:
-            self.used_bytes = await self._usage.store_used_bytes() // self._replicas
+            read = await self._usage.store_used_bytes() // self._replicas
         except TransportError as exc:
             if not self._reading_failed:
                 log.warning("cannot read the NATS store's usage (%s); keeping the last", exc)
             self._reading_failed = True
             return
+        self._read_bytes = read
+        self._stored_since_bytes -= stored_before
         self._reading_failed = False
         if self.full and not was_full:
             log.warning(
                 "NATS store holds %s of %s: refusing events (503) to keep %s for "
                 "Courier's own records",
-                _mib(self.used_bytes),
+                _mib(self.used_bytes or 0),
                 _mib(self.limit_bytes),
                 _mib(self.headroom_bytes),
             )
         elif was_full and not self.full:
-            log.info("NATS store has room again (%s used): accepting events", _mib(self.used_bytes))
+            log.info("NATS store has room again (%s used): accepting events", _mib(read))
 
     async def run(self, interval_secs: float) -> None:
         """Refresh every ``interval_secs`` until cancelled."""
