@@ -44,7 +44,10 @@ class PublishOutcomeUnknownError(TransportError):
 
 
 class StreamFullError(TransportError):
-    """The stream refused the message because it reached its limits (discard=new)."""
+    """The stream or the NATS store is full and refused the message: nothing was stored.
+
+    discard=new: what is already stored is never dropped to make room.
+    """
 
 
 class ProvisioningError(TransportError):

@@ -45,8 +45,19 @@ class NatsSettings(_Section):
     connect_timeout_secs: float = 5.0
     #: Per-request timeout of JetStream API calls (info, KV, provisioning).
     request_timeout_secs: float = 5.0
+    #: Disk all streams may use together: the embedded server's ``max_file_store``.
+    #: None = 75 % of what the store could use (free disk plus what it already holds),
+    #: resolved at each start. A full store refuses events (503), never drops them.
+    store_max_bytes: int | None = Field(default=None, gt=0)
+    #: Room in the store kept for Courier's own records (catalog, audit, schemas, close
+    #: notifications): gateways refuse events (503) once the store holds
+    #: store_max_bytes minus this (at most a quarter of it), so buckets keep closing.
+    store_headroom_bytes: int = Field(default=256 * MIB, ge=0)
     stream_max_age_secs: int = 7 * 86_400
-    stream_max_bytes: int = 10 * 1024 * MIB
+    #: Cap of one event type's stream. NATS reserves it against the store limit when
+    #: the stream is created, so N types need N x this much; None = no per-stream cap
+    #: (the streams share the store limit, and any number of types can register).
+    stream_max_bytes: int | None = Field(default=None, gt=0)
     duplicate_window_secs: int = 120
     replicas: int = 1
 
@@ -65,6 +76,8 @@ class GatewaySettings(_Section):
     publishes_in_flight_per_type: int = 4
     publish_timeout_secs: float = 5.0
     retry_after_secs: int = 2
+    #: How often the gateway reads how full the NATS store is (nats.store_headroom_bytes).
+    store_check_interval_secs: float = Field(default=1.0, gt=0)
     #: How often the schema registry is re-read from KV.
     registry_refresh_secs: float = 2.0
     #: Deadline for receiving a whole request body; a slower (slow-loris) body gets 408.

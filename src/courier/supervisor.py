@@ -20,6 +20,7 @@ from pathlib import Path
 
 from courier.settings import Settings
 from courier.transport import EmbeddedNats
+from courier.transport.server import describe_store
 
 log = logging.getLogger("courier.supervisor")
 
@@ -42,9 +43,12 @@ class _Child:
         log.info("started %s (pid %d)", self.name, self.proc.pid)
 
 
-def child_env(settings: Settings, nats_url: str) -> dict[str, str]:
+def child_env(settings: Settings, nats_url: str, store_limit_bytes: int) -> dict[str, str]:
     env = dict(os.environ)
     env["COURIER_NATS_URL"] = nats_url
+    # The limit the server was given (resolved at its start when not set), so that the
+    # gateways keep the store's headroom free for Courier's own records.
+    env["COURIER_NATS__STORE_MAX_BYTES"] = str(store_limit_bytes)
     env["COURIER_DATA_DIR"] = str(settings.data_dir.resolve())
     env["COURIER_BUCKET_WIDTH_SECS"] = str(settings.bucket_width_secs)
     env["COURIER_GATEWAY__PORT"] = str(settings.gateway.port)
@@ -64,6 +68,7 @@ class Supervisor:
             host=settings.nats.host,
             port=settings.nats.port,
             max_payload_bytes=settings.nats.max_payload_bytes,
+            max_store_bytes=settings.nats.store_max_bytes,
         )
         self.children: list[_Child] = []
         self._stopping = False
@@ -73,8 +78,19 @@ class Supervisor:
         self.nats.start()
         return self.nats.url
 
+    def store_summary(self) -> str:
+        """How much disk the running server's streams may use (see :func:`describe_store`)."""
+        assert self.nats.store_limit_bytes is not None, "start_nats() first"
+        n = self.settings.nats
+        return describe_store(
+            self.nats.store_limit_bytes,
+            explicit=n.store_max_bytes is not None,
+            stream_max_bytes=n.stream_max_bytes,
+        )
+
     def start_children(self) -> None:
-        env = child_env(self.settings, self.nats.url)
+        assert self.nats.store_limit_bytes is not None, "start_nats() first"
+        env = child_env(self.settings, self.nats.url, self.nats.store_limit_bytes)
         base = [sys.executable, "-m", "courier.cli.main"]
         if self.config:
             base += ["--config", str(self.config)]

@@ -106,6 +106,7 @@ def up(
         raise click.UsageError("`courier up` runs its own NATS; drop --nats-url/COURIER_NATS_URL")
     sup = Supervisor(s, config=c.config)
     url = sup.start_nats()
+    click.echo(f"NATS store {s.nats_store_dir.resolve()}: {sup.store_summary()}")
     try:
         admin = load_settings(c.config, **{**c.overrides, "nats_url": url})
         if demo:

@@ -10,6 +10,7 @@ from courier.closer import Catalog, Closer, default_closer_id
 from courier.runtime import Connected, run_component
 from courier.settings import Settings
 from courier.transport import CATALOG_KV, EmbeddedNats
+from courier.transport.server import describe_store
 from courier.writer import Writer
 
 log = logging.getLogger("courier.cli")
@@ -40,6 +41,7 @@ def run_nats(settings: Settings) -> None:
         host=settings.nats.host,
         port=settings.nats.port,
         max_payload_bytes=settings.nats.max_payload_bytes,
+        max_store_bytes=settings.nats.store_max_bytes,
     )
     stopping = False
 
@@ -50,7 +52,14 @@ def run_nats(settings: Settings) -> None:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     server.start()
+    assert server.store_limit_bytes is not None
+    store = describe_store(
+        server.store_limit_bytes,
+        explicit=settings.nats.store_max_bytes is not None,
+        stream_max_bytes=settings.nats.stream_max_bytes,
+    )
     print(f"nats-server running at {server.url} (store {settings.nats_store_dir}); Ctrl-C stops it")
+    print(f"NATS store: {store}")
     try:
         while not stopping and server.process and server.process.poll() is None:
             time.sleep(0.2)

@@ -26,6 +26,7 @@ from courier.errors import (
     ConflictError,
     IncompatibleSchemaError,
     MalformedRequestError,
+    ProvisioningError,
     SchemaError,
 )
 from courier.gateway.body import check_depth
@@ -69,5 +70,11 @@ async def apply_schema(
         raise ConflictError(f"{exc}; nothing was applied") from exc
     except SchemaError as exc:
         raise MalformedRequestError(f"invalid definition of {name!r}: {exc}") from exc
-    await provision(name)  # step 3
+    try:
+        await provision(name)  # step 3
+    except ProvisioningError as exc:
+        raise ProvisioningError(
+            f"{name} is registered (version {results[0].version}) but has no stream yet, "
+            f"so its events get 503: {exc}"
+        ) from exc
     return results[0]

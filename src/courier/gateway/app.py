@@ -43,6 +43,9 @@ from courier.gateway.publisher import EventSink, NatsSink
 from courier.gateway.ratelimit import RateLimiter
 from courier.gateway.repair import RepairRoutes
 from courier.gateway.responses import (
+    RETRY_BATCH,
+    RETRY_READ,
+    RETRY_SCHEMA_PUT,
     encode_json,
     error_response,
     json_response,
@@ -51,6 +54,7 @@ from courier.gateway.responses import (
     unavailable,
 )
 from courier.gateway.service import EventService
+from courier.gateway.storeguard import StoreGuard
 from courier.model import INVALID_TYPE
 from courier.repair import NatsRepairTarget, RepairTarget
 from courier.schema import Registry, record_to_json
@@ -87,8 +91,8 @@ class _Gateway:
         self.limiter = RateLimiter()
         self.provision: Provision = _no_provisioning
 
-    def unavailable(self, what: str) -> Response:
-        return unavailable(self.settings.gateway, what)
+    def unavailable(self, what: str, then: str = RETRY_BATCH) -> Response:
+        return unavailable(self.settings.gateway, what, then)
 
     # -- routes -----------------------------------------------------------------
 
@@ -171,11 +175,11 @@ class _Gateway:
         except RequestError as exc:
             return _refused(exc)
         if self.service is None:
-            return self.unavailable("the gateway is starting")
+            return self.unavailable("the gateway is starting", RETRY_READ)
         try:
             records = await self.service.registry.list()
         except (TransportError, SchemaError) as exc:
-            return self.unavailable(f"the schema registry cannot be read: {exc}")
+            return self.unavailable(f"the schema registry cannot be read: {exc}", RETRY_READ)
         return _json([record_to_json(r) for r in records])
 
     async def get_schema(self, request: Request) -> Response:
@@ -185,11 +189,11 @@ class _Gateway:
         except RequestError as exc:
             return _refused(exc)
         if self.service is None:
-            return self.unavailable("the gateway is starting")
+            return self.unavailable("the gateway is starting", RETRY_READ)
         try:
             record = await self.service.registry.get(name)
         except (TransportError, SchemaError) as exc:
-            return self.unavailable(f"the schema registry cannot be read: {exc}")
+            return self.unavailable(f"the schema registry cannot be read: {exc}", RETRY_READ)
         if record is None:
             return _error(404, f"event type {name!r} is not registered; see GET /v1/schemas")
         return _json(record_to_json(record))
@@ -200,7 +204,7 @@ class _Gateway:
         try:
             self.keyring.require_admin(request.headers)
             if self.service is None:
-                return self.unavailable("the gateway is starting")
+                return self.unavailable("the gateway is starting", RETRY_SCHEMA_PUT)
             body = await read_admin_body(request, self.settings.gateway)
             result = await apply_schema(self.service.registry, name, body, self.provision)
             await self.service.refresh()
@@ -209,7 +213,7 @@ class _Gateway:
         except ClientDisconnect:
             return _error(400, "the client disconnected before sending the whole body")
         except TransportError as exc:
-            return self.unavailable(f"the schema registry cannot be written: {exc}")
+            return self.unavailable(f"PUT of {name!r} did not complete: {exc}", RETRY_SCHEMA_PUT)
         return _json({"name": result.name, "action": result.action, "version": result.version})
 
 
@@ -294,9 +298,14 @@ def create_app(
                 wait_for_server_secs=WAIT_FOR_NATS_SECS,
             )
         try:
+            guard = StoreGuard.from_settings(settings, transport) if transport else None
             if the_sink is None:
                 assert transport is not None
-                the_sink = NatsSink(transport, settings.gateway.publish_timeout_secs)
+                the_sink = NatsSink(
+                    transport,
+                    settings.gateway.publish_timeout_secs,
+                    on_stored=guard.note_stored if guard else None,
+                )
             if the_registry is None:
                 assert transport is not None
                 the_registry = Registry(await transport.key_value(SCHEMAS_KV))
@@ -307,7 +316,9 @@ def create_app(
                 gw.repairs.target = repairs
             gw.repairs.registry = the_registry
             tally, store = await _audit_tally(settings, transport)
-            service = EventService(settings, the_sink, the_registry, gw.metrics, tally=tally)
+            service = EventService(
+                settings, the_sink, the_registry, gw.metrics, tally=tally, store=guard
+            )
             try:
                 await service.refresh()
             except CourierError as exc:
@@ -316,6 +327,13 @@ def create_app(
             gw.repairs.service = service
             refresher = asyncio.create_task(
                 _refresh_forever(service, settings.gateway.registry_refresh_secs)
+            )
+            if guard is not None:
+                await guard.refresh()
+            guarding = (
+                asyncio.create_task(guard.run(settings.gateway.store_check_interval_secs))
+                if guard is not None
+                else None
             )
             stop_flushing = asyncio.Event()
             flusher = (
@@ -336,9 +354,11 @@ def create_app(
             try:
                 yield
             finally:
-                refresher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
+                for task in (refresher, guarding):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
                 await service.close()
                 if flusher is not None:
                     stop_flushing.set()  # one last flush of the audit counts

@@ -380,7 +380,11 @@ def openapi_document(limits: GatewaySettings, *, auth_required: bool = False) ->
                         "408": _error("The body did not arrive in time."),
                         "409": _error("Incompatible with the current version; send force."),
                         "413": _error("Body too large."),
-                        "503": _error("Registry unavailable.", retry=True),
+                        "503": _error(
+                            "Registry unavailable, or the type's stream could not be created "
+                            "(the error says why); PUT again after Retry-After (idempotent).",
+                            retry=True,
+                        ),
                     },
                 },
                 "get": {

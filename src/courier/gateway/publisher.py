@@ -33,6 +33,7 @@ import hashlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -73,9 +74,17 @@ class EventSink(Protocol):
 class NatsSink:
     """:class:`EventSink` over JetStream: one stream per type, ack after fsync."""
 
-    def __init__(self, transport: Transport, publish_timeout_secs: float) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        publish_timeout_secs: float,
+        *,
+        on_stored: Callable[[int], None] | None = None,
+    ) -> None:
         self._transport = transport
         self._timeout_secs = publish_timeout_secs
+        #: Told the bytes of each message stored (the store guard's running estimate).
+        self._on_stored = on_stored
 
     @property
     def is_connected(self) -> bool:
@@ -89,6 +98,8 @@ class NatsSink:
         )
         if result.duplicate:
             log.debug("message %s of %s was a duplicate; already stored", msg_id, event_type)
+        elif self._on_stored is not None:
+            self._on_stored(len(body) + sum(len(k) + len(v) for k, v in headers.items()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,15 +34,19 @@ def refused(exc: RequestError, **extra: Any) -> Response:
     return json_response({"error": str(exc), **extra}, exc.status, headers)
 
 
-def unavailable(limits: GatewaySettings, what: str) -> Response:
-    """503 with ``Retry-After``: ``what`` could not be done now; retrying is safe."""
+#: What the client of a route should do after a 503 (``{secs}``: its Retry-After).
+RETRY_BATCH = (
+    "nothing was accepted: retry the whole batch after {secs}s (the events' ids make the "
+    "retry safe)"
+)
+RETRY_READ = "retry after {secs}s"
+RETRY_SCHEMA_PUT = "retry the PUT after {secs}s (applying the same schema again is safe)"
+
+
+def unavailable(limits: GatewaySettings, what: str, then: str = RETRY_BATCH) -> Response:
+    """503 with ``Retry-After``: ``what`` could not be done now; ``then`` says how to retry."""
     retry = str(limits.retry_after_secs)
-    return error_response(
-        503,
-        f"{what}; nothing was accepted: retry the whole batch after {retry}s "
-        "(the events' ids make the retry safe)",
-        {"Retry-After": retry},
-    )
+    return error_response(503, f"{what}; {then.format(secs=retry)}", {"Retry-After": retry})
 
 
 async def read_admin_body(request: Request, limits: GatewaySettings) -> bytes:

@@ -31,6 +31,7 @@ from courier.gateway.body import BodyFormat
 from courier.gateway.ingest import DecodedBatch, Rejection, Validator
 from courier.gateway.metrics import UNKNOWN_TYPE_LABEL, GatewayMetrics
 from courier.gateway.publisher import Coalescer, EventSink
+from courier.gateway.storeguard import StoreGuard
 from courier.model import INVALID_TYPE, uuid7
 from courier.schema import INVALID_RAW_MAX_BYTES, CompiledType, Registry, invalid_type
 from courier.settings import Settings
@@ -62,8 +63,11 @@ class EventService:
         metrics: GatewayMetrics,
         *,
         tally: GatewayTally | None = None,
+        store: StoreGuard | None = None,
     ) -> None:
         self.settings = settings
+        #: Refuses events before the NATS store is full (None: no known store limit).
+        self.store = store
         #: Accepted/rejected counts per (type, bucket) for the auditor (in memory;
         #: the app's lifespan flushes them to KV).
         self.tally = tally
@@ -78,11 +82,14 @@ class EventService:
         return self._snapshot is not None
 
     def check_available(self) -> None:
-        """Raise TransportUnavailableError when a batch cannot be stored right now."""
+        """Raise TransportUnavailableError (or StreamFullError) when a batch cannot be
+        stored right now."""
         if self._snapshot is None:
             raise TransportUnavailableError("the schema registry has not been loaded yet")
         if not self.sink.is_connected:
             raise TransportUnavailableError("the gateway is not connected to the transport")
+        if self.store is not None:
+            self.store.check()
 
     async def refresh(self) -> bool:
         """Re-read the registry; rebuild the decoders only when a type or version changed.

@@ -51,8 +51,11 @@ from courier.transport.names import (
 
 log = logging.getLogger("courier.transport")
 
-#: JetStream API error codes that mean "the stream is at its limits (discard=new)".
-_STREAM_FULL_CODES = {10047, 10077, 10078, 10027, 10028}
+#: JetStream API error codes of a publish refused for want of room, nothing stored:
+#: the stream's own cap (10077 "maximum bytes exceeded", discard=new), the server's
+#: store limit (10023 "insufficient resources") or the account's (10002), as measured
+#: against nats-server 2.15 (tests/transport/test_transport_store_limit.py).
+_STREAM_FULL_CODES = {10077, 10023, 10002}
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +282,10 @@ class Transport:
             ) from exc
         except nats.js.errors.APIError as exc:
             if exc.err_code in _STREAM_FULL_CODES:
-                raise StreamFullError(f"stream for {subject} is full: {exc.description}") from exc
+                raise StreamFullError(
+                    f"no room to store {subject}: {exc.description} (the stream or the NATS "
+                    "store is full; nothing was stored, and nothing stored is dropped)"
+                ) from exc
             raise TransportError(f"publish to {subject} refused: {exc}") from exc
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
             raise TransportUnavailableError(f"publish to {subject}: connection lost") from exc
@@ -461,6 +467,14 @@ class Transport:
         return not (info.num_pending or 0)
 
     # -- key-value --------------------------------------------------------------
+
+    async def store_used_bytes(self) -> int:
+        """Bytes this account's streams (events, KV, close notifications) hold on disk."""
+        try:
+            info = await self.js.account_info()
+        except nats.errors.Error as exc:
+            raise TransportError(f"reading the NATS store's usage: {exc}") from exc
+        return int(info.storage)
 
     async def key_value(self, bucket: str) -> NatsKeyValue:
         kv = self._kvs.get(bucket)

