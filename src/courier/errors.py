@@ -66,16 +66,32 @@ class ManifestError(StorageError):
     """A `_SUCCESS` manifest is missing, unreadable or of an unknown format."""
 
 
+class ObjectNotFoundError(StorageError):
+    """An object asked for by key does not exist in the bucket store."""
+
+
 class BucketNotClosedError(CourierError):
     """A bucket that was asked for is not closed (yet)."""
 
 
 class ConcurrentUpdateError(CourierError):
-    """A compare-and-set on a KV entry lost: someone else changed it first."""
+    """A compare-and-set on a KV entry or a stored object lost: someone else changed it first."""
 
 
 class KeyExistsError(ConcurrentUpdateError):
     """A KV create found the key already present."""
+
+
+class ObjectExistsError(ConcurrentUpdateError):
+    """A create-only put found the object already present; nothing was written.
+
+    Not a storage failure to retry: it is the store's answer that someone (maybe
+    this process, before a lost response) created the object first.
+    """
+
+
+class StaleVersionError(ConcurrentUpdateError):
+    """A compare-and-swap put lost: the object changed (or vanished) since its version was read."""
 
 
 class StoredBodyError(CourierError):

@@ -55,7 +55,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _make_dirs(directory: Path) -> None:
+def make_dirs_durable(directory: Path) -> None:
     """Create ``directory`` and its missing parents, fsyncing each new entry's parent."""
     missing: list[Path] = []
     current = directory
@@ -70,7 +70,8 @@ def _make_dirs(directory: Path) -> None:
         fsync_dir(new_dir.parent)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """A short cause for an error message: the OS reason and file, or the exception text."""
     if isinstance(exc, OSError) and exc.strerror:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror}{where}"
@@ -82,7 +83,7 @@ def _write_atomic(path: Path, fill: Callable[[BinaryIO], None]) -> None:
     tmp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}-{path.name}"
     try:
         # 1. parent directories
-        _make_dirs(path.parent)
+        make_dirs_durable(path.parent)
         # 2. exclusive temp file in the destination directory
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with open(fd, "wb") as f:
@@ -100,7 +101,7 @@ def _write_atomic(path: Path, fill: Callable[[BinaryIO], None]) -> None:
         if not isinstance(exc, OSError | pa.ArrowException):
             raise  # a bug or an interrupt, not a storage failure: surface it unchanged
         raise StorageError(
-            f"could not write {path}: {_describe(exc)}; the destination was not changed "
+            f"could not write {path}: {describe_error(exc)}; the destination was not changed "
             "(or holds complete content if only the final directory fsync failed)"
         ) from exc
 
@@ -173,7 +174,7 @@ def _file_info(path: Path, rows: int) -> FileInfo:
         digest = sha256_file(path)
     except OSError as exc:
         raise StorageError(
-            f"could not read back {path} after writing it: {_describe(exc)}"
+            f"could not read back {path} after writing it: {describe_error(exc)}"
         ) from exc
     return FileInfo(name=path.name, bytes=size, rows=rows, sha256=digest)
 
@@ -207,7 +208,9 @@ def remove_stale_temps(directory: Path, *, min_age_secs: float = 0.0) -> int:
         except FileNotFoundError:
             continue  # its writer finished (renamed) or another cleaner got there first
         except OSError as exc:
-            raise StorageError(f"could not remove stale temp file {tmp}: {_describe(exc)}") from exc
+            raise StorageError(
+                f"could not remove stale temp file {tmp}: {describe_error(exc)}"
+            ) from exc
     return removed
 
 
@@ -220,9 +223,9 @@ def move_durable(src: Path, dst: Path) -> None:
     unless the rename itself happened.
     """
     try:
-        _make_dirs(dst.parent)
+        make_dirs_durable(dst.parent)
         os.replace(src, dst)
         fsync_dir(dst.parent)
         fsync_dir(src.parent)
     except OSError as exc:
-        raise StorageError(f"could not move {src} to {dst}: {_describe(exc)}") from exc
+        raise StorageError(f"could not move {src} to {dst}: {describe_error(exc)}") from exc

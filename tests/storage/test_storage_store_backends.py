@@ -1,0 +1,190 @@
+"""What differs per bucket store: choice by URL, credentials from the environment, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from courier.errors import ConfigError, ObjectExistsError, StaleVersionError, StorageError
+from courier.storage.atomic import TEMP_PREFIX
+from courier.storage.store import LocalStore, MemoryStore, open_store
+from courier.storage.store.local import LOCK_NAME
+from courier.transport import free_port
+from store_testing import FakeGcs, MotoS3
+
+# -- choosing a store by URL ------------------------------------------------
+
+
+def test_a_plain_path_or_file_url_opens_the_local_store(tmp_path: Path) -> None:
+    assert isinstance(open_store(tmp_path), LocalStore)
+    store = open_store(f"file://{tmp_path}")
+    assert isinstance(store, LocalStore)
+    assert store.root == tmp_path
+    assert store.url == tmp_path.as_uri()
+
+
+def test_s3_and_gs_urls_open_object_stores_without_contacting_them() -> None:
+    s3 = open_store("s3://my-bucket/courier/prod")
+    gs = open_store("gs://my-bucket/courier/prod/")
+    assert (type(s3).__name__, s3.url) == ("S3BucketStore", "s3://my-bucket/courier/prod")
+    assert (type(gs).__name__, gs.url) == ("GcsBucketStore", "gs://my-bucket/courier/prod")
+    assert open_store("s3://my-bucket").url == "s3://my-bucket"
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://host/x", "s3:///prefix", "gs://bucket/a/../b", "file://relative/path"]
+)
+def test_an_unusable_store_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="store URL"):
+        open_store(url)
+
+
+# -- credentials and endpoints from the providers' usual environment ---------
+
+
+def test_an_s3_url_uses_the_aws_environment(
+    moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = moto_s3.new_bucket()
+    for name, value in moto_s3.env().items():
+        monkeypatch.setenv(name, value)
+    store = open_store(f"s3://{bucket}/courier")
+    store.create("T/_SUCCESS", b"closed")
+    assert store.get("T/_SUCCESS") == b"closed"
+    assert repr(store) == f"S3BucketStore('s3://{bucket}/courier')"
+    assert moto_s3.env()["AWS_SECRET_ACCESS_KEY"] not in repr(store)
+
+
+def test_a_gs_url_uses_the_storage_emulator_host(
+    fake_gcs: FakeGcs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = fake_gcs.new_bucket()
+    for name, value in fake_gcs.env().items():
+        monkeypatch.setenv(name, value)
+    store = open_store(f"gs://{bucket}/courier")
+    store.create("T/_SUCCESS", b"closed")
+    assert store.get("T/_SUCCESS") == b"closed"
+    with pytest.raises(ObjectExistsError):
+        store.create("T/_SUCCESS", b"again")
+
+
+def test_two_prefixes_in_one_bucket_are_two_stores(moto_s3: MotoS3) -> None:
+    from courier.storage.store.s3 import S3BucketStore
+
+    bucket = moto_s3.new_bucket()
+    prod = S3BucketStore(bucket, "prod", **moto_s3.store_config())
+    test = S3BucketStore(bucket, "test", **moto_s3.store_config())
+    prod.put("T/x", b"prod")
+    assert test.list_objects("") == []
+    assert [o.key for o in prod.list_objects("")] == ["T/x"]
+
+
+# -- failures become courier errors that say what, where and what next -------
+
+
+def test_a_missing_s3_bucket_is_a_storage_error_naming_it(moto_s3: MotoS3) -> None:
+    from courier.storage.store.s3 import S3BucketStore
+
+    store = S3BucketStore("no-such-bucket", "p", **moto_s3.store_config())
+    with pytest.raises(StorageError, match=r"s3://no-such-bucket/p/T/x.*NoSuchBucket") as exc:
+        store.put("T/x", b"1")
+    assert "retry later" in str(exc.value)
+    with pytest.raises(StorageError, match="bucket does not exist"):
+        store.get("T/x")
+
+
+def test_a_missing_gcs_bucket_is_a_storage_error_naming_it(fake_gcs: FakeGcs) -> None:
+    from courier.storage.store.gcs import GcsBucketStore
+
+    store = GcsBucketStore("no-such-bucket", "p", client=fake_gcs.client())
+    with pytest.raises(StorageError, match=r"gs://no-such-bucket/p/T/x"):
+        store.put("T/x", b"1")
+
+
+def test_an_unreachable_s3_endpoint_fails_within_the_retry_deadline() -> None:
+    from courier.storage.store.s3 import S3BucketStore
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    store = S3BucketStore(
+        "bucket",
+        retry_deadline_secs=1.0,
+        endpoint=dead,
+        allow_http=True,
+        access_key_id="k",
+        secret_access_key="s",
+        region="us-east-1",
+    )
+    started = time.monotonic()
+    with pytest.raises(StorageError, match=r"could not write s3://bucket/T/x: .*retry later"):
+        store.put("T/x", b"1")
+    assert time.monotonic() - started < 15
+
+
+def test_an_unreachable_gcs_endpoint_fails_within_the_retry_deadline() -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    from courier.storage.store.gcs import GcsBucketStore
+
+    client = storage.Client(
+        project="p",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": f"http://127.0.0.1:{free_port()}"},
+    )
+    store = GcsBucketStore("bucket", retry_deadline_secs=1.0, client=client)
+    started = time.monotonic()
+    with pytest.raises(StorageError, match=r"could not read gs://bucket/T/x"):
+        store.get("T/x")
+    assert time.monotonic() - started < 15
+
+
+# -- the local store ----------------------------------------------------------
+
+
+def test_the_local_store_hides_its_temp_and_lock_files(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    v1 = store.create("T/_SUCCESS", b"one")
+    store.replace("T/_SUCCESS", b"two", version=v1)
+    (tmp_path / "T" / f"{TEMP_PREFIX}abandoned-part-00000.parquet").write_bytes(b"half")
+    assert (tmp_path / LOCK_NAME).exists()
+    assert [o.key for o in store.list_objects("")] == ["T/_SUCCESS"]
+    assert store.list_dirs("") == ["T"]
+
+
+def test_the_local_store_versions_are_content_digests(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    version = store.create("T/_SUCCESS", b"manifest")
+    assert version == hashlib.sha256(b"manifest").hexdigest()
+    # Another process rewrote the file behind the store's back: the swap must lose.
+    (tmp_path / "T" / "_SUCCESS").write_bytes(b"someone else")
+    with pytest.raises(StaleVersionError, match="has changed"):
+        store.replace("T/_SUCCESS", b"mine", version=version)
+
+
+def test_a_local_write_into_an_unwritable_root_is_a_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    store = LocalStore(tmp_path / "file")  # the root is a file, not a directory
+    with pytest.raises(StorageError, match=r"could not write .*file/T/x.*not changed"):
+        store.put("T/x", b"1")
+
+
+def test_the_local_create_leaves_no_temp_file_behind(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.create("T/_SUCCESS", b"1")
+    with pytest.raises(ObjectExistsError):
+        store.create("T/_SUCCESS", b"2")
+    assert sorted(os.listdir(tmp_path / "T")) == ["_SUCCESS"]
+
+
+def test_the_memory_store_counts_what_happened() -> None:
+    store = MemoryStore()
+    store.create("T/_SUCCESS", b"1")
+    with pytest.raises(ObjectExistsError):
+        store.create("T/_SUCCESS", b"2")
+    store.put("T/part-00000.parquet", b"p")
+    assert store.calls["create"] == 1
+    assert store.calls["put"] == 1
