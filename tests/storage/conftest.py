@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from store_testing import FakeGcs, MotoS3
+from bench._emulators import FakeGcs, MotoS3
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from bench._emulators import FakeGcs, MotoS3
 
 from courier.errors import ConfigError, ObjectExistsError, StaleVersionError, StorageError
 from courier.storage.atomic import TEMP_PREFIX
 from courier.storage.store import LocalStore, MemoryStore, open_store
 from courier.storage.store.local import LOCK_NAME
 from courier.transport import free_port
-from store_testing import FakeGcs, MotoS3
 
 # -- choosing a store by URL ------------------------------------------------
 

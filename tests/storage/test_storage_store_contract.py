@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from bench._emulators import FakeGcs, MotoS3
 
 from courier.errors import (
     ConcurrentUpdateError,
@@ -26,7 +27,6 @@ from courier.errors import (
     StorageError,
 )
 from courier.storage.store import BucketStore, LocalStore, MemoryStore
-from store_testing import FakeGcs, MotoS3
 
 BACKENDS = ["local", "memory", "s3", "gcs"]
 

@@ -1,5 +1,7 @@
 """Object-store emulators as real processes: moto_server (S3) and fake-gcs-server (GCS).
 
+Shared by the storage tests and the benchmarks.
+
 Each binds 127.0.0.1 on a free port, is waited on until it answers (never a
 fixed sleep), and is stopped by its own PID. Tests get a fresh bucket each
 (:meth:`new_bucket`), so one emulator per session keeps them isolated.
