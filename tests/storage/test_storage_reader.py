@@ -186,12 +186,12 @@ def test_an_open_bucket_that_closes_while_being_read_is_read_from_its_manifest(
     key = BucketKey("PlaySong", H10)
     staged = _stage(tmp_path, key, ["a", "a"])
     reader = BucketReader(tmp_path, WIDTH)
-    listed = reader.layout.list_staging_files(key)
+    listed = reader.layout.list_staging(key)
     # The closer finishes between the reader's listing and its read of the file.
     _close(tmp_path, key, ["a"])
     staged.unlink()
     monkeypatch.setattr(reader.layout, "staging_bucket_starts", lambda _t: [H10])
     monkeypatch.setattr(reader.layout, "closed_bucket_starts", lambda _t: [])
-    monkeypatch.setattr(reader.layout, "list_staging_files", lambda _k: listed)
+    monkeypatch.setattr(reader.layout, "list_staging", lambda _k: listed)
     table = reader.read("PlaySong", H10, H11, include_open=True)
     assert table.column("id").to_pylist() == ["a"]

@@ -1,7 +1,4 @@
-"""Storage: bucket layout, atomic writes, manifests and readers (local filesystem).
-
-Object stores (S3, GCS) come later behind the same layout and protocols.
-"""
+"""Storage: the bucket store (local, S3, GCS), bucket layout, atomic writes, manifests, readers."""
 
 from courier.storage.atomic import (
     FileInfo,
@@ -24,10 +21,12 @@ from courier.storage.manifest import (
     write_manifest,
 )
 from courier.storage.reader import BucketReader, BucketState
+from courier.storage.store import BucketStore, open_store
 
 __all__ = [
     "BucketReader",
     "BucketState",
+    "BucketStore",
     "FileInfo",
     "Layout",
     "Manifest",
@@ -36,6 +35,7 @@ __all__ = [
     "SeqRange",
     "fsync_dir",
     "move_durable",
+    "open_store",
     "read_manifest",
     "remove_stale_temps",
     "seq_ranges",

@@ -1,17 +1,23 @@
-"""Where everything lives under the data root.
+"""Where everything lives in the bucket store.
 
 ::
 
-    <root>/<Type>/<partition>/part-00000.parquet   final bucket files
-    <root>/<Type>/<partition>/_SUCCESS              manifest, written last
-    <root>/_invalid/<partition>/...                 rejected events, laid out like a type
-    <root>/_staging/<Type>/<partition>/<writer>-<first_seq>-<last_seq>[-<flush>].parquet
-    <root>/_quarantine/<Type>/...                   undecodable messages
-    <root>/_index/<Type>/<bucket_start>.parquet     id index of a closed bucket (closer/horizon.py)
+    <Type>/<partition>/part-00000.parquet   final bucket files
+    <Type>/<partition>/_SUCCESS              manifest, written last
+    _invalid/<partition>/...                 rejected events, laid out like a type
+    _staging/<Type>/<partition>/<writer>-<first_seq>-<last_seq>[-<flush>].parquet
+    _quarantine/<Type>/...                   undecodable messages
+    _index/<Type>/<bucket_start>.parquet     id index of a closed bucket (closer/horizon.py)
 
 ``<partition>`` is :func:`courier.model.partition_path`, e.g.
 ``date=2026-11-26/hour=10``. Names starting with ``_`` or ``.`` are ignored by
-Hive-style readers; temp files start with ``.tmp-`` and are never listed.
+Hive-style readers; the local store's temp files start with ``.tmp-`` and are
+never listed.
+
+Every place is declared once, as an object key (``*_key``, ``*_prefix``);
+the ``Path`` methods (``bucket_dir``, ``manifest_path``, ...) are the same
+places on a local store, for the components that still write files directly,
+and fail with ConfigError on an object store. Listings go through the store.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from courier.errors import ConfigError
 from courier.model import BucketKey, parse_partition_path, partition_path, validate_bucket_width
+from courier.storage.store import BucketStore, LocalStore, ObjectInfo, open_store
 
 MANIFEST_NAME = "_SUCCESS"
 STAGING_DIR = "_staging"
@@ -32,45 +40,102 @@ def _is_hidden(name: str) -> bool:
 
 
 class Layout:
-    """Where everything lives under the data root."""
+    """Where everything lives in a bucket store (a local directory by default)."""
 
-    def __init__(self, root: Path, bucket_width_secs: int) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path | str | BucketStore, bucket_width_secs: int) -> None:
+        """``root`` is a directory, a store URL (``s3://bucket/prefix``, ...) or a store."""
         self.width = validate_bucket_width(bucket_width_secs)
+        if isinstance(root, BucketStore):
+            self.store = root
+            self._root = root.root if isinstance(root, LocalStore) else None
+        elif isinstance(root, Path) or "://" not in root:
+            self._root = Path(root)
+            self.store = LocalStore(self._root)
+        else:
+            self.store = open_store(root)
+            self._root = self.store.root if isinstance(self.store, LocalStore) else None
 
     def __repr__(self) -> str:
-        return f"Layout(root={self.root!r}, bucket_width_secs={self.width})"
+        return f"Layout(store={self.store.url!r}, bucket_width_secs={self.width})"
+
+    @property
+    def root(self) -> Path:
+        """The local directory of a local store; ConfigError on an object store."""
+        if self._root is None:
+            raise ConfigError(
+                f"this component reads and writes local files, but the bucket store is "
+                f"{self.store.url}; it cannot run on an object store yet"
+            )
+        return self._root
 
     # -- final buckets -------------------------------------------------------
 
-    def bucket_dir(self, key: BucketKey) -> Path:
-        """``<root>/<Type>/<partition>``; also right for ``_invalid``."""
-        return self.root / key.event_type / partition_path(key.start, self.width)
+    def bucket_prefix(self, key: BucketKey) -> str:
+        """``<Type>/<partition>``; also right for ``_invalid``."""
+        return f"{key.event_type}/{partition_path(key.start, self.width)}"
 
-    def manifest_path(self, key: BucketKey) -> Path:
+    def manifest_key(self, key: BucketKey) -> str:
         """The ``_SUCCESS`` manifest of a bucket; its existence means the bucket is closed."""
-        return self.bucket_dir(key) / MANIFEST_NAME
+        return f"{self.bucket_prefix(key)}/{MANIFEST_NAME}"
+
+    def part_key(self, key: BucketKey, index: int) -> str:
+        """The ``index``-th final file of a bucket."""
+        return f"{self.bucket_prefix(key)}/{self.part_name(index)}"
 
     def part_name(self, index: int) -> str:
         """Deterministic name of the ``index``-th final file: ``part-00000.parquet``."""
         return f"part-{index:05d}{PARQUET_SUFFIX}"
 
+    def bucket_dir(self, key: BucketKey) -> Path:
+        """:meth:`bucket_prefix` on a local store."""
+        return self.root / self.bucket_prefix(key)
+
+    def manifest_path(self, key: BucketKey) -> Path:
+        """:meth:`manifest_key` on a local store."""
+        return self.root / self.manifest_key(key)
+
     def closed_bucket_starts(self, event_type: str) -> list[int]:
         """Starts of the buckets of ``event_type`` that have a ``_SUCCESS``, sorted."""
-        type_dir = self.root / event_type
-        return self._partition_starts(type_dir, type_dir.rglob(MANIFEST_NAME))
+        suffix = f"/{MANIFEST_NAME}"
+        manifests = (
+            o.key[: -len(suffix)]
+            for o in self.store.list_objects(event_type)
+            if o.key.endswith(suffix)
+        )
+        return _partition_starts(event_type, manifests)
 
     def event_types(self) -> list[str]:
-        """Type directories under the root, sorted; excludes ``_invalid``, ``_staging``, ..."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not _is_hidden(p.name))
+        """Type directories at the root, sorted; excludes ``_invalid``, ``_staging``, ..."""
+        return [d for d in self.store.list_dirs("") if not _is_hidden(d)]
 
     # -- staging -------------------------------------------------------------
 
+    def staging_prefix(self, key: BucketKey) -> str:
+        """``_staging/<Type>/<partition>``."""
+        return f"{STAGING_DIR}/{key.event_type}/{partition_path(key.start, self.width)}"
+
+    def staging_key(
+        self,
+        key: BucketKey,
+        writer_id: str,
+        first_seq: int,
+        last_seq: int,
+        flush_id: str | None = None,
+    ) -> str:
+        """Staging object of one flush: ``<writer>-<first_seq:020d>-<last_seq:020d>[-<flush_id>].parquet``.
+
+        The writer passes a ``flush_id`` unique to the flush: after a redelivery
+        (``courier repair redeliver``) the same writer may stage the same range of
+        a closed bucket again, and that file must not take the name of one the
+        bucket's manifest already consumed (the closer would take it for a leftover).
+        """
+        suffix = f"-{flush_id}" if flush_id else ""
+        name = f"{writer_id}-{first_seq:020d}-{last_seq:020d}{suffix}{PARQUET_SUFFIX}"
+        return f"{self.staging_prefix(key)}/{name}"
+
     def staging_dir(self, key: BucketKey) -> Path:
-        """``<root>/_staging/<Type>/<partition>``."""
-        return self.root / STAGING_DIR / key.event_type / partition_path(key.start, self.width)
+        """:meth:`staging_prefix` on a local store."""
+        return self.root / self.staging_prefix(key)
 
     def staging_file(
         self,
@@ -80,55 +145,49 @@ class Layout:
         last_seq: int,
         flush_id: str | None = None,
     ) -> Path:
-        """Staging file of one flush: ``<writer>-<first_seq:020d>-<last_seq:020d>[-<flush_id>].parquet``.
+        """:meth:`staging_key` on a local store."""
+        return self.root / self.staging_key(key, writer_id, first_seq, last_seq, flush_id)
 
-        The writer passes a ``flush_id`` unique to the flush: after a redelivery
-        (``courier repair redeliver``) the same writer may stage the same range of
-        a closed bucket again, and that file must not take the name of one the
-        bucket's manifest already consumed (the closer would take it for a leftover).
-        """
-        suffix = f"-{flush_id}" if flush_id else ""
-        name = f"{writer_id}-{first_seq:020d}-{last_seq:020d}{suffix}{PARQUET_SUFFIX}"
-        return self.staging_dir(key) / name
+    def list_staging(self, key: BucketKey) -> list[ObjectInfo]:
+        """Complete staging objects of a bucket, sorted by key."""
+        prefix = self.staging_prefix(key)
+        return [
+            o
+            for o in self.store.list_objects(prefix)
+            if o.key.endswith(PARQUET_SUFFIX) and "/" not in o.key[len(prefix) + 1 :]
+        ]
 
     def list_staging_files(self, key: BucketKey) -> list[Path]:
-        """Complete staging files of a bucket, sorted by name (temp files excluded)."""
-        directory = self.staging_dir(key)
-        if not directory.is_dir():
-            return []
-        return sorted(
-            (
-                p
-                for p in directory.iterdir()
-                if p.name.endswith(PARQUET_SUFFIX) and not p.name.startswith(".") and p.is_file()
-            ),
-            key=lambda p: p.name,
-        )
+        """:meth:`list_staging` on a local store, as paths."""
+        return [self.root / o.key for o in self.list_staging(key)]
 
     def staging_bucket_starts(self, event_type: str) -> list[int]:
-        """Starts of the buckets of ``event_type`` with at least one staging file, sorted."""
-        type_dir = self.root / STAGING_DIR / event_type
-        files = (p for p in type_dir.rglob(f"*{PARQUET_SUFFIX}") if not p.name.startswith("."))
-        return self._partition_starts(type_dir, files)
+        """Starts of the buckets of ``event_type`` with at least one staging object, sorted."""
+        type_prefix = f"{STAGING_DIR}/{event_type}"
+        dirs = (
+            o.key.rsplit("/", 1)[0]
+            for o in self.store.list_objects(type_prefix)
+            if o.key.endswith(PARQUET_SUFFIX)
+        )
+        return _partition_starts(type_prefix, dirs)
 
     # -- quarantine ----------------------------------------------------------
 
+    def quarantine_prefix(self, event_type: str) -> str:
+        """``_quarantine/<Type>``: raw undecodable messages with their reason."""
+        return f"{QUARANTINE_DIR}/{event_type}"
+
     def quarantine_dir(self, event_type: str) -> Path:
-        """``<root>/_quarantine/<Type>``: raw undecodable messages with their reason."""
-        return self.root / QUARANTINE_DIR / event_type
+        """:meth:`quarantine_prefix` on a local store."""
+        return self.root / self.quarantine_prefix(event_type)
 
-    # -- helpers -------------------------------------------------------------
 
-    @staticmethod
-    def _partition_starts(type_dir: Path, files: Iterable[Path]) -> list[int]:
-        """Bucket starts of the partition directories holding ``files`` (under ``type_dir``)."""
-        if not type_dir.is_dir():
-            return []
-        starts: set[int] = set()
-        for f in files:
-            rel = f.parent.relative_to(type_dir).as_posix()
-            try:
-                starts.add(parse_partition_path(rel))
-            except ValueError:
-                continue  # not a bucket directory (stray file); not ours to judge
-        return sorted(starts)
+def _partition_starts(type_prefix: str, dirs: Iterable[str]) -> list[int]:
+    """Bucket starts of the partition directories ``dirs`` (keys under ``type_prefix``)."""
+    starts: set[int] = set()
+    for d in dirs:
+        try:
+            starts.add(parse_partition_path(d[len(type_prefix) + 1 :]))
+        except ValueError:
+            continue  # not a bucket directory (stray object); not ours to judge
+    return sorted(starts)

@@ -122,19 +122,24 @@ def read_manifest(path: Path) -> Manifest:
         raise ManifestError(f"manifest {path} does not exist: the bucket is not closed") from exc
     except OSError as exc:
         raise ManifestError(f"could not read manifest {path}: {exc.strerror or exc}") from exc
+    return decode_manifest(data, str(path))
+
+
+def decode_manifest(data: bytes, where: str) -> Manifest:
+    """Validate and decode manifest bytes read from ``where`` (named in every ManifestError)."""
     try:
         version = msgspec.json.decode(data, type=_Versioned).format_version
     except msgspec.DecodeError as exc:
-        raise ManifestError(f"manifest {path} is corrupt: {exc}") from exc
+        raise ManifestError(f"manifest {where} is corrupt: {exc}") from exc
     if version != FORMAT_VERSION:
         raise ManifestError(
-            f"manifest {path} has format_version {version}; this Courier reads only "
+            f"manifest {where} has format_version {version}; this Courier reads only "
             f"version {FORMAT_VERSION} (upgrade Courier to read it)"
         )
     try:
         return msgspec.json.decode(data, type=Manifest)
     except msgspec.DecodeError as exc:
-        raise ManifestError(f"manifest {path} is corrupt: {exc}") from exc
+        raise ManifestError(f"manifest {where} is corrupt: {exc}") from exc
 
 
 def seq_ranges(seqs: pa.Array | pa.ChunkedArray | Sequence[int]) -> list[SeqRange]:

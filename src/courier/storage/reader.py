@@ -4,11 +4,19 @@ A bucket is complete iff its ``_SUCCESS`` manifest exists; only the files it
 lists are read, so a half-finished close (files written, manifest not yet)
 is invisible. Open buckets are read from staging only when asked, and then
 contain duplicates (staging is deduplicated by the closer, not here).
+
+Everything is read through the bucket store, so a reader works on a local
+directory, ``s3://`` or ``gs://`` alike; Parquet objects of an object store are
+read from scratch copies (deleted after each read). :meth:`BucketReader.duckdb`
+still needs a local store.
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,10 +25,17 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from courier.errors import BucketNotClosedError, StorageError
+from courier.errors import (
+    BucketNotClosedError,
+    ConfigError,
+    ManifestError,
+    ObjectNotFoundError,
+    StorageError,
+)
 from courier.model import INVALID_TYPE, BucketKey, bucket_start, iso_utc
 from courier.storage.layout import Layout
-from courier.storage.manifest import Manifest, read_manifest
+from courier.storage.manifest import Manifest, decode_manifest
+from courier.storage.store import BucketStore, LocalStore
 
 #: Columns staging files carry on top of the bucket columns.
 STAGING_COLUMNS: tuple[str, ...] = ("_seq", "_idx")
@@ -44,10 +59,21 @@ class BucketState:
 
 
 class BucketReader:
-    """Read-only access to the buckets under a data root."""
+    """Read-only access to the buckets in a bucket store."""
 
-    def __init__(self, root: Path, bucket_width_secs: int) -> None:
+    def __init__(
+        self,
+        root: Path | str | BucketStore,
+        bucket_width_secs: int,
+        *,
+        scratch_dir: Path | None = None,
+    ) -> None:
+        """``root``: a data directory, a store URL or a store. ``scratch_dir`` holds the
+        short-lived copies of Parquet objects read from an object store (a new
+        temporary directory per read when None)."""
         self.layout = Layout(root, bucket_width_secs)
+        self.store = self.layout.store
+        self.scratch_dir = scratch_dir
 
     @property
     def width(self) -> int:
@@ -127,37 +153,42 @@ class BucketReader:
         Raises BucketNotClosedError when ``timeout_secs`` pass first.
         """
         key = BucketKey(event_type, bucket_start(start, self.width))
-        path = self.layout.manifest_path(key)
         deadline = time.monotonic() + timeout_secs
         while True:
-            # The manifest is renamed into place whole, so existing means readable.
-            if path.exists():
-                return read_manifest(path)
+            # The manifest is put whole (atomically), so existing means readable.
+            manifest = self._manifest_or_none(key)
+            if manifest is not None:
+                return manifest
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BucketNotClosedError(
                     f"bucket {event_type} {iso_utc(key.start)} was not closed within "
-                    f"{timeout_secs}s (no {path}); it may still be inside its grace period"
+                    f"{timeout_secs}s (no {self.store.url}/{self.layout.manifest_key(key)}); "
+                    "it may still be inside its grace period"
                 )
             time.sleep(min(poll_secs, remaining))
 
     def manifest(self, event_type: str, start: float) -> Manifest | None:
         """The manifest of the bucket containing ``start``, or None while it is open."""
-        path = self.layout.manifest_path(BucketKey(event_type, bucket_start(start, self.width)))
-        if not path.exists():
-            return None
-        return read_manifest(path)
+        return self._manifest_or_none(BucketKey(event_type, bucket_start(start, self.width)))
 
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with one view per type over its closed files.
 
         View names are the type names (``_invalid`` included when it has
         closed data); a type with no closed file gets no view. The file list
-        is taken now: buckets closed later need a new connection.
+        is taken now: buckets closed later need a new connection. Needs a local
+        store (ConfigError otherwise): DuckDB's httpfs cannot be installed here.
         """
+        if not isinstance(self.store, LocalStore):
+            raise ConfigError(
+                f"courier sql reads a local data directory; {self.store.url} is an object "
+                "store (read it with BucketReader.read instead)"
+            )
+        root = self.store.root
         con = duckdb.connect(":memory:")
         for t in [*self.layout.event_types(), INVALID_TYPE]:
-            paths = [str(p) for p in self._closed_files(t)]
+            paths = [str(root / k) for k in self._closed_keys(t)]
             if not paths:
                 continue
             files_sql = ", ".join(_sql_string(p) for p in paths)
@@ -174,29 +205,48 @@ class BucketReader:
 
     # -- helpers -------------------------------------------------------------
 
-    def _closed_files(self, event_type: str) -> list[Path]:
-        files: list[Path] = []
+    def _manifest(self, key: BucketKey) -> Manifest:
+        mkey = self.layout.manifest_key(key)
+        where = f"{self.store.url}/{mkey}"
+        try:
+            data = self.store.get(mkey)
+        except ObjectNotFoundError as exc:
+            raise ManifestError(
+                f"manifest {where} does not exist: the bucket is not closed"
+            ) from exc
+        except StorageError as exc:
+            raise ManifestError(f"could not read manifest {where}: {exc}") from exc
+        return decode_manifest(data, where)
+
+    def _manifest_or_none(self, key: BucketKey) -> Manifest | None:
+        try:
+            data = self.store.get(self.layout.manifest_key(key))
+        except ObjectNotFoundError:
+            return None
+        return decode_manifest(data, f"{self.store.url}/{self.layout.manifest_key(key)}")
+
+    def _closed_keys(self, event_type: str) -> list[str]:
+        keys: list[str] = []
         for s in self.layout.closed_bucket_starts(event_type):
             key = BucketKey(event_type, s)
-            manifest = read_manifest(self.layout.manifest_path(key))
-            files.extend(self.layout.bucket_dir(key) / f.name for f in manifest.files)
-        return files
+            prefix = self.layout.bucket_prefix(key)
+            keys.extend(f"{prefix}/{f.name}" for f in self._manifest(key).files)
+        return keys
 
     def _read_closed(self, key: BucketKey, columns: list[str] | None) -> list[pa.Table]:
-        manifest = read_manifest(self.layout.manifest_path(key))
-        directory = self.layout.bucket_dir(key)
-        return [_read_file(directory / f.name, columns) for f in manifest.files]
+        prefix = self.layout.bucket_prefix(key)
+        return [self._read_object(f"{prefix}/{f.name}", columns) for f in self._manifest(key).files]
 
     def _read_open(self, key: BucketKey, columns: list[str] | None) -> list[pa.Table]:
         try:
             tables = [
-                _drop_staging_columns(_read_file(p, columns, missing_ok=False))
-                for p in self.layout.list_staging_files(key)
+                _drop_staging_columns(self._read_object(o.key, columns, missing_ok=False))
+                for o in self.layout.list_staging(key)
             ]
-        except FileNotFoundError:
+        except ObjectNotFoundError:
             # The closer deletes staging files only after writing the manifest
             # (close step 7), so a vanished file means the bucket just closed.
-            if self.layout.manifest_path(key).exists():
+            if self._manifest_or_none(key) is not None:
                 return self._read_closed(key, columns)
             raise StorageError(
                 f"staging files of {key.label()} vanished while reading and the bucket "
@@ -204,8 +254,32 @@ class BucketReader:
             ) from None
         return tables
 
+    def _read_object(
+        self, key: str, columns: list[str] | None, *, missing_ok: bool = True
+    ) -> pa.Table:
+        """Read one Parquet object; StorageError on failure.
+
+        With ``missing_ok=False`` a missing object raises ObjectNotFoundError for the caller.
+        """
+        where = f"{self.store.url}/{key}"
+        try:
+            with self._scratch() as scratch, self.store.local_file(key, scratch) as path:
+                return _read_file(path, columns, where)
+        except ObjectNotFoundError:
+            if not missing_ok:
+                raise
+            raise StorageError(f"{where} is listed by its bucket's manifest but missing") from None
+
+    @contextlib.contextmanager
+    def _scratch(self) -> Iterator[Path]:
+        if self.scratch_dir is not None or isinstance(self.store, LocalStore):
+            yield self.scratch_dir or Path(tempfile.gettempdir())  # a local store copies nothing
+            return
+        with tempfile.TemporaryDirectory(prefix="courier-read-") as tmp:
+            yield Path(tmp)
+
     def _state(self, key: BucketKey, *, closed: bool) -> BucketState:
-        staging = len(self.layout.list_staging_files(key))
+        staging = len(self.layout.list_staging(key))
         end = key.end(self.width)
         if not closed:
             return BucketState(
@@ -218,7 +292,7 @@ class BucketReader:
                 close_delay_secs=None,
                 staging_files=staging,
             )
-        m = read_manifest(self.layout.manifest_path(key))
+        m = self._manifest(key)
         return BucketState(
             key.event_type,
             key.start,
@@ -233,17 +307,14 @@ class BucketReader:
     def _empty(self, event_type: str, columns: list[str] | None) -> pa.Table:
         for s in reversed(self.layout.closed_bucket_starts(event_type)):
             key = BucketKey(event_type, s)
-            for f in read_manifest(self.layout.manifest_path(key)).files:
-                path = self.layout.bucket_dir(key) / f.name
-                return _select(_read_file(path, columns).schema.empty_table(), columns)
+            for f in self._manifest(key).files:
+                part = f"{self.layout.bucket_prefix(key)}/{f.name}"
+                return _select(self._read_object(part, columns).schema.empty_table(), columns)
         return pa.table({})
 
 
-def _read_file(path: Path, columns: list[str] | None, *, missing_ok: bool = True) -> pa.Table:
-    """Read one Parquet file (only the wanted columns it has); StorageError on failure.
-
-    With ``missing_ok=False`` a missing file raises FileNotFoundError for the caller.
-    """
+def _read_file(path: Path, columns: list[str] | None, where: str) -> pa.Table:
+    """Read one local Parquet file (only the wanted columns it has); StorageError naming ``where``."""
     try:
         # ParquetFile reads exactly this file: no Hive partition columns from its path.
         with pq.ParquetFile(path) as f:
@@ -253,11 +324,9 @@ def _read_file(path: Path, columns: list[str] | None, *, missing_ok: bool = True
                 wanted = [c for c in columns if c in names]
             return f.read(columns=wanted)
     except FileNotFoundError:
-        if not missing_ok:
-            raise
-        raise StorageError(f"{path} is listed by its bucket's manifest but missing") from None
+        raise ObjectNotFoundError(f"{where} does not exist") from None
     except (OSError, pa.ArrowException) as exc:
-        raise StorageError(f"could not read {path}: {exc}") from exc
+        raise StorageError(f"could not read {where}: {exc}") from exc
 
 
 def _drop_staging_columns(table: pa.Table) -> pa.Table:
