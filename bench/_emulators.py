@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ _ACCESS_KEY = "courier-test-key"
 _SECRET_KEY = "courier-test-secret"
 _REGION = "us-east-1"
 _bucket_numbers = itertools.count(1)
+_GCS_CREATED = re.compile(r'"POST /upload/storage/v1/b/[^ ]*[?&]ifGenerationMatch=0[& ][^"]*" 200 ')
 
 
 class _Emulator:
@@ -39,6 +41,7 @@ class _Emulator:
         self.workdir = workdir
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"{self.name}.log"
 
     @property
     def url(self) -> str:
@@ -55,7 +58,8 @@ class _Emulator:
         self.workdir.mkdir(parents=True, exist_ok=True)
         for _ in range(_START_TRIES):
             self.port = free_port()
-            log = open(self.workdir / f"{self.name}-{self.port}.log", "wb")  # noqa: SIM115
+            self.log_path = self.workdir / f"{self.name}-{self.port}.log"
+            log = open(self.log_path, "wb")  # noqa: SIM115
             self.proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT)
             log.close()
             if self._wait_ready():
@@ -126,19 +130,35 @@ class MotoS3(_Emulator):
             "region": _REGION,
         }
 
-    def new_bucket(self) -> str:
+    def _client(self) -> Any:
         import boto3
 
-        name = f"courier-test-{os.getpid()}-{next(_bucket_numbers)}"
-        client = boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.url,
             region_name=_REGION,
             aws_access_key_id=_ACCESS_KEY,
             aws_secret_access_key=_SECRET_KEY,
         )
+
+    def new_bucket(self, *, versioned: bool = False) -> str:
+        """A new empty bucket; ``versioned`` keeps every version of every object,
+        so :meth:`object_versions` can show that nothing was ever overwritten."""
+        name = f"courier-test-{os.getpid()}-{next(_bucket_numbers)}"
+        client = self._client()
         client.create_bucket(Bucket=name)
+        if versioned:
+            client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
         return name
+
+    def object_versions(self, bucket: str, prefix: str = "") -> dict[str, int]:
+        """How many versions each key under ``prefix`` has had (a versioned bucket)."""
+        counts: dict[str, int] = {}
+        pages = self._client().get_paginator("list_object_versions")
+        for page in pages.paginate(Bucket=bucket, Prefix=prefix):
+            for v in page.get("Versions", []):
+                counts[v["Key"]] = counts.get(v["Key"], 0) + 1
+        return counts
 
 
 class FakeGcs(_Emulator):
@@ -160,7 +180,7 @@ class FakeGcs(_Emulator):
             "-port", str(self.port),
             "-external-url", self.url,
             "-public-host", f"127.0.0.1:{self.port}",
-            "-log-level", "warn",
+            "-log-level", "info",  # one access-log line per request: see successful_creates()
         ]  # fmt: skip
 
     def _ready_path(self) -> str:
@@ -185,3 +205,12 @@ class FakeGcs(_Emulator):
         name = f"courier-test-{os.getpid()}-{next(_bucket_numbers)}"
         self.client().create_bucket(name)
         return name
+
+    def successful_creates(self) -> int:
+        """Create-only uploads (``ifGenerationMatch=0``) the server answered 200, from its access log.
+
+        fake-gcs-server keeps no object versions on disk, so its log is the evidence
+        that no second create of a ``_SUCCESS`` succeeded.
+        """
+        text = self.log_path.read_text(errors="replace")
+        return len(_GCS_CREATED.findall(text))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from bench._emulators import FakeGcs, MotoS3
 
 from courier.errors import ConfigError, ObjectExistsError, StaleVersionError, StorageError
 from courier.storage.atomic import TEMP_PREFIX
-from courier.storage.store import LocalStore, MemoryStore, open_store
+from courier.storage.store import BucketStore, LocalStore, MemoryStore, open_store
 from courier.storage.store.local import LOCK_NAME
 from courier.transport import free_port
 
@@ -81,6 +83,54 @@ def test_two_prefixes_in_one_bucket_are_two_stores(moto_s3: MotoS3) -> None:
     prod.put("T/x", b"prod")
     assert test.list_objects("") == []
     assert [o.key for o in prod.list_objects("")] == ["T/x"]
+
+
+# -- the store's own record: no second create ever succeeded ------------------
+
+
+def _race_creators(stores: list[BucketStore], key: str) -> int:
+    start = threading.Barrier(len(stores))
+
+    def create(store: BucketStore) -> bool:
+        start.wait()
+        try:
+            store.create(key, b"manifest")
+        except ObjectExistsError:
+            return False
+        return True
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        return sum(pool.map(create, stores))
+
+
+def test_a_versioned_s3_bucket_records_one_version_of_a_raced_success(moto_s3: MotoS3) -> None:
+    from courier.storage.store.s3 import S3BucketStore
+
+    bucket = moto_s3.new_bucket(versioned=True)
+    stores: list[BucketStore] = [
+        S3BucketStore(bucket, "root", **moto_s3.store_config()) for _ in range(8)
+    ]
+    assert _race_creators(stores, "T/date=1/hour=01/_SUCCESS") == 1
+    stores[0].put("T/date=1/hour=01/part-00000.parquet", b"1")
+    stores[0].put("T/date=1/hour=01/part-00000.parquet", b"1")  # a resumed close rewrites it
+    assert moto_s3.object_versions(bucket, "root/") == {
+        "root/T/date=1/hour=01/_SUCCESS": 1,
+        "root/T/date=1/hour=01/part-00000.parquet": 2,
+    }
+
+
+def test_the_gcs_access_log_records_one_successful_create_of_a_raced_success(
+    fake_gcs: FakeGcs,
+) -> None:
+    from courier.storage.store.gcs import GcsBucketStore
+
+    bucket = fake_gcs.new_bucket()
+    before = fake_gcs.successful_creates()
+    stores: list[BucketStore] = [
+        GcsBucketStore(bucket, "root", client=fake_gcs.client()) for _ in range(8)
+    ]
+    assert _race_creators(stores, "T/date=1/hour=01/_SUCCESS") == 1
+    assert fake_gcs.successful_creates() - before == 1
 
 
 # -- failures become courier errors that say what, where and what next -------
