@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bench._emulators import FakeGcs, MotoS3
@@ -238,3 +242,56 @@ def test_the_memory_store_counts_what_happened() -> None:
     store.put("T/part-00000.parquet", b"p")
     assert store.calls["create"] == 1
     assert store.calls["put"] == 1
+
+
+def _create_in_process(root: str, key: str, gate: Any, results: Any) -> None:
+    gate.wait()  # all processes leave the gate together
+    try:
+        LocalStore(Path(root)).create(key, f"{os.getpid()}".encode())
+    except ObjectExistsError:
+        results.put(False)
+        return
+    results.put(True)
+
+
+def test_of_eight_racing_creator_processes_on_a_local_store_exactly_one_wins(
+    tmp_path: Path,
+) -> None:
+    ctx = multiprocessing.get_context("fork")
+    gate, results = ctx.Barrier(8), ctx.Queue()
+    procs = [
+        ctx.Process(target=_create_in_process, args=(str(tmp_path), "T/_SUCCESS", gate, results))
+        for _ in range(8)
+    ]
+    for p in procs:
+        p.start()
+    won = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(10)
+    assert won.count(True) == 1
+    assert sorted(os.listdir(tmp_path / "T")) == ["_SUCCESS"]
+
+
+def test_a_writer_killed_mid_put_leaves_no_object_on_a_local_store(tmp_path: Path) -> None:
+    fifo = tmp_path / "never-finishes"
+    os.mkfifo(fifo)
+    code = (
+        "import sys; from pathlib import Path; from courier.storage.store import LocalStore; "
+        "LocalStore(Path(sys.argv[1])).put_file('T/part-00000.parquet', Path(sys.argv[2]))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "root"), str(fifo)])
+    try:
+        with open(fifo, "wb") as feed:  # blocks until the child opens the pipe
+            feed.write(b"PAR1" + b"x" * 100_000)
+            feed.flush()
+            deadline = time.monotonic() + 30
+            while not list((tmp_path / "root" / "T").glob(".tmp-*")):
+                assert time.monotonic() < deadline, "the child never started its temp file"
+                time.sleep(0.05)
+            proc.kill()  # mid-write: the pipe is still open, the temp file half full
+            proc.wait()
+    except BrokenPipeError:
+        pass
+    store = LocalStore(tmp_path / "root")
+    assert store.head("T/part-00000.parquet") is None
+    assert store.list_objects("") == []
