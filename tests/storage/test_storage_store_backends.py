@@ -159,19 +159,15 @@ def test_a_missing_gcs_bucket_is_a_storage_error_naming_it(fake_gcs: FakeGcs) ->
         store.put("T/x", b"1")
 
 
-def test_an_unreachable_s3_endpoint_fails_within_the_retry_deadline() -> None:
-    from courier.storage.store.s3 import S3BucketStore
-
-    dead = f"http://127.0.0.1:{free_port()}"
-    store = S3BucketStore(
-        "bucket",
-        retry_deadline_secs=1.0,
-        endpoint=dead,
-        allow_http=True,
-        access_key_id="k",
-        secret_access_key="s",
-        region="us-east-1",
-    )
+def test_an_unreachable_s3_endpoint_fails_within_the_retry_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    store = open_store("s3://bucket", retry_deadline_secs=1.0)
     started = time.monotonic()
     with pytest.raises(StorageError, match=r"could not write s3://bucket/T/x: .*retry later"):
         store.put("T/x", b"1")

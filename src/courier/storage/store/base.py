@@ -141,14 +141,17 @@ def join_key(prefix: str, key: str) -> str:
     return f"{prefix}/{key}" if prefix and key else prefix or key
 
 
-def open_store(url: str | Path) -> BucketStore:
+def open_store(url: str | Path, *, retry_deadline_secs: float | None = None) -> BucketStore:
     """The bucket store for ``url``: a path or ``file://`` URL, ``s3://bucket/prefix``, ``gs://bucket/prefix``.
 
     S3 and GCS need the ``s3`` / ``gcs`` extras and take their endpoint and
     credentials from the providers' usual environment variables and files
     (``AWS_*`` and ``~/.aws``; ``GOOGLE_APPLICATION_CREDENTIALS``,
     ``STORAGE_EMULATOR_HOST`` and gcloud's application-default credentials).
-    ConfigError for an unknown scheme or a missing extra. Nothing is contacted yet.
+    ``retry_deadline_secs`` bounds the client's retries of each S3/GCS call (its
+    own default, minutes, when None): a writer should give up before its
+    messages' ``ack_wait`` runs out. ConfigError for an unknown scheme or a
+    missing extra. Nothing is contacted yet.
     """
     text = str(url)
     scheme, sep, rest = text.partition("://")
@@ -172,28 +175,28 @@ def open_store(url: str | Path) -> BucketStore:
         except ValueError as exc:
             raise ConfigError(f"store URL {text!r} has an invalid prefix: {exc}") from exc
         if scheme == "s3":
-            return _open_s3(text, bucket, prefix)
-        return _open_gcs(text, bucket, prefix)
+            return _open_s3(text, bucket, prefix, retry_deadline_secs)
+        return _open_gcs(text, bucket, prefix, retry_deadline_secs)
     raise ConfigError(
         f"store URL {text!r} has an unknown scheme {scheme!r}; use a path, file://, s3:// or gs://"
     )
 
 
-def _open_s3(url: str, bucket: str, prefix: str) -> BucketStore:
+def _open_s3(url: str, bucket: str, prefix: str, deadline_secs: float | None) -> BucketStore:
     try:
         from courier.storage.store.s3 import S3BucketStore
     except ImportError as exc:
         raise ConfigError(
             f"store URL {url!r} needs the S3 client: pip install 'courier[s3]' ({exc})"
         ) from exc
-    return S3BucketStore(bucket, prefix)
+    return S3BucketStore(bucket, prefix, retry_deadline_secs=deadline_secs)
 
 
-def _open_gcs(url: str, bucket: str, prefix: str) -> BucketStore:
+def _open_gcs(url: str, bucket: str, prefix: str, deadline_secs: float | None) -> BucketStore:
     try:
         from courier.storage.store.gcs import GcsBucketStore
     except ImportError as exc:
         raise ConfigError(
             f"store URL {url!r} needs the GCS client: pip install 'courier[gcs]' ({exc})"
         ) from exc
-    return GcsBucketStore(bucket, prefix)
+    return GcsBucketStore(bucket, prefix, retry_deadline_secs=deadline_secs)
