@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 from pathlib import Path
 
@@ -117,9 +118,21 @@ def test_bucket_states_and_manifests_come_from_the_store(store_url: str) -> None
         reader.wait_closed("PlaySong", H11, timeout_secs=0.2, poll_secs=0.05)
 
 
-def test_sql_over_an_object_store_says_it_needs_a_local_directory(store_url: str) -> None:
-    with pytest.raises(ConfigError, match="object store"):
-        BucketReader(store_url, WIDTH).duckdb()
+def test_sql_over_an_object_store_queries_scratch_copies_of_closed_files(
+    store_url: str, tmp_path: Path
+) -> None:
+    store = open_store(store_url)
+    _close(store, BucketKey("PlaySong", H10), ["a", "b"])
+    _close(store, BucketKey("PlaySong", H11), ["c"])
+    _stage(store, BucketKey("PlaySong", H12), ["open"])
+    con = BucketReader(store_url, WIDTH, scratch_dir=tmp_path).duckdb()
+    rows = con.execute('SELECT id FROM "PlaySong" ORDER BY id').fetchall()
+    assert rows == [("a",), ("b",), ("c",)]
+    assert list(tmp_path.iterdir())  # the copies live as long as the connection
+    con.close()
+    del con
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_path_methods_of_the_layout_refuse_an_object_store(store_url: str) -> None:

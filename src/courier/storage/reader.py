@@ -7,15 +7,18 @@ contain duplicates (staging is deduplicated by the closer, not here).
 
 Everything is read through the bucket store, so a reader works on a local
 directory, ``s3://`` or ``gs://`` alike; Parquet objects of an object store are
-read from scratch copies (deleted after each read). :meth:`BucketReader.duckdb`
-still needs a local store.
+read from scratch copies (deleted after each read, or, for
+:meth:`BucketReader.duckdb`, when its connection goes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,6 @@ import pyarrow.parquet as pq
 
 from courier.errors import (
     BucketNotClosedError,
-    ConfigError,
     ManifestError,
     ObjectNotFoundError,
     StorageError,
@@ -177,31 +179,49 @@ class BucketReader:
 
         View names are the type names (``_invalid`` included when it has
         closed data); a type with no closed file gets no view. The file list
-        is taken now: buckets closed later need a new connection. Needs a local
-        store (ConfigError otherwise): DuckDB's httpfs cannot be installed here.
+        is taken now: buckets closed later need a new connection. On an object
+        store the closed files are copied to scratch first (DuckDB's httpfs
+        cannot be installed here) and kept until the connection is garbage
+        collected: the scratch disk holds every closed file, so prefer
+        :meth:`read` with a time range for large datasets.
         """
-        if not isinstance(self.store, LocalStore):
-            raise ConfigError(
-                f"courier sql reads a local data directory; {self.store.url} is an object "
-                "store (read it with BucketReader.read instead)"
-            )
-        root = self.store.root
         con = duckdb.connect(":memory:")
-        for t in [*self.layout.event_types(), INVALID_TYPE]:
-            paths = [str(root / k) for k in self._closed_keys(t)]
-            if not paths:
-                continue
-            files_sql = ", ".join(_sql_string(p) for p in paths)
-            sql = (
-                f"CREATE VIEW {_sql_identifier(t)} AS "
-                f"SELECT * FROM read_parquet([{files_sql}], union_by_name = true, hive_partitioning = false)"
-            )
-            try:
-                con.execute(sql)
-            except duckdb.Error as exc:
-                con.close()
-                raise StorageError(f"could not create the DuckDB view of {t}: {exc}") from exc
+        local_dir: Path | None = None
+        if not isinstance(self.store, LocalStore):
+            local_dir = Path(tempfile.mkdtemp(prefix="courier-sql-", dir=self.scratch_dir))
+            weakref.finalize(con, shutil.rmtree, local_dir, True)
+        try:
+            for t in [*self.layout.event_types(), INVALID_TYPE]:
+                paths = [str(self._sql_file(k, local_dir)) for k in self._closed_keys(t)]
+                if not paths:
+                    continue
+                files_sql = ", ".join(_sql_string(p) for p in paths)
+                con.execute(
+                    f"CREATE VIEW {_sql_identifier(t)} AS "
+                    f"SELECT * FROM read_parquet([{files_sql}], union_by_name = true, hive_partitioning = false)"
+                )
+        except duckdb.Error as exc:
+            con.close()
+            raise StorageError(
+                f"could not create the DuckDB views of {self.store.url}: {exc}"
+            ) from exc
+        except BaseException:
+            con.close()
+            raise
         return con
+
+    def _sql_file(self, key: str, local_dir: Path | None) -> Path:
+        """A local path of ``key`` that outlives this call: the file itself, or a scratch copy."""
+        if local_dir is None:
+            assert isinstance(self.store, LocalStore)
+            return self.store.root / key
+        dest = local_dir / key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with self.store.local_file(key, local_dir) as downloaded:
+            os.link(
+                downloaded, dest
+            )  # same directory tree: keeps the bytes after the copy's name goes
+        return dest
 
     # -- helpers -------------------------------------------------------------
 
