@@ -153,7 +153,7 @@ def test_a_reader_never_sees_a_half_written_object(make_store: StoreFactory) -> 
     seen: list[bytes] = []
 
     def read() -> None:
-        while not done.is_set():
+        while not done.is_set() or len(seen) < 3:
             seen.append(reader.get("staging/f.parquet"))
 
     thread = threading.Thread(target=read)
