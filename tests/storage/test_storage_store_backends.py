@@ -65,6 +65,28 @@ def test_an_s3_url_uses_the_aws_environment(
     assert moto_s3.env()["AWS_SECRET_ACCESS_KEY"] not in repr(store)
 
 
+def test_an_s3_url_reads_credentials_from_an_aws_profile_file(
+    moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bucket = moto_s3.new_bucket()
+    env = moto_s3.env()
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        "[courier]\n"
+        f"aws_access_key_id = {env.pop('AWS_ACCESS_KEY_ID')}\n"
+        f"aws_secret_access_key = {env.pop('AWS_SECRET_ACCESS_KEY')}\n"
+    )
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_PROFILE", "courier")
+    store = open_store(f"s3://{bucket}/courier")
+    store.put("T/x", b"from a profile")
+    assert store.get("T/x") == b"from a profile"
+
+
 def test_a_gs_url_uses_the_storage_emulator_host(
     fake_gcs: FakeGcs, monkeypatch: pytest.MonkeyPatch
 ) -> None:

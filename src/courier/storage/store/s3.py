@@ -41,7 +41,13 @@ from obstore.exceptions import (
 )
 from obstore.store import S3Store
 
-from courier.errors import ObjectExistsError, ObjectNotFoundError, StaleVersionError, StorageError
+from courier.errors import (
+    ConfigError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StaleVersionError,
+    StorageError,
+)
 from courier.storage.store.base import ObjectInfo, Versioned, check_key, check_prefix, join_key
 
 if TYPE_CHECKING:
@@ -238,8 +244,13 @@ def _credential_provider() -> S3CredentialProvider | None:
     ]
     if not os.environ.get("AWS_PROFILE") and not any(Path(f).expanduser().is_file() for f in files):
         return None
-    from obstore.auth.boto3 import Boto3CredentialProvider
-
+    try:
+        from obstore.auth.boto3 import Boto3CredentialProvider
+    except ImportError as exc:
+        raise ConfigError(
+            "S3 credentials are in AWS profile files, which need boto3: "
+            f"pip install 'courier[s3]' ({exc})"
+        ) from exc
     return Boto3CredentialProvider()
 
 
