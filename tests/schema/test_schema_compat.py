@@ -44,8 +44,6 @@ def test_an_added_field_without_a_default_is_incompatible_but_removing_it_is_fin
         ("long", "float"),
         ("long", "double"),
         ("float", "double"),
-        ("string", "bytes"),
-        ("bytes", "string"),
     ],
 )
 def test_allowed_promotions_are_compatible(old: str, new: str) -> None:
@@ -58,6 +56,10 @@ def test_allowed_promotions_are_compatible(old: str, new: str) -> None:
         ("long", "int"),
         ("double", "float"),
         ("float", "long"),
+        # Avro promotes these, but Courier stores bytes as byte lists and strings as
+        # text: the new schema could not decode events already in the stream.
+        ("string", "bytes"),
+        ("bytes", "string"),
         ("string", "int"),
         ("int", "boolean"),
     ],
