@@ -23,6 +23,11 @@ def fit(value: decimal.Decimal, precision: int, scale: int) -> decimal.Decimal:
     """``value`` with exactly ``scale`` fractional digits; ValueError if it does not fit."""
     if not value.is_finite():
         raise ValueError(f"{value} is not a finite number")
+    if value and value.adjusted() >= precision - scale:
+        raise ValueError(
+            f"{value} has more than {precision - scale} digit(s) before the decimal point "
+            f"(decimal({precision},{scale}))"
+        )
     try:
         out = value.quantize(decimal.Decimal(1).scaleb(-scale), context=_CONTEXT)
     except (decimal.Inexact, decimal.InvalidOperation):
@@ -30,11 +35,6 @@ def fit(value: decimal.Decimal, precision: int, scale: int) -> decimal.Decimal:
             f"{value} has more than {scale} digit(s) after the decimal point "
             f"(decimal({precision},{scale}))"
         ) from None
-    if len(out.as_tuple().digits) > precision and out != 0:
-        raise ValueError(
-            f"{value} has more than {precision - scale} digit(s) before the decimal point "
-            f"(decimal({precision},{scale}))"
-        )
     return out
 
 

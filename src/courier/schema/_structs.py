@@ -219,7 +219,8 @@ def _text_to_nanos(local: bool, text: str) -> int:
     """RFC 3339 text (``local``: without offset) to nanoseconds since the epoch, exactly."""
     m = _NANOS_LOCAL.fullmatch(text) if local else _NANOS.fullmatch(text)
     if m is None:
-        raise ValueError(f"{text!r} is not an RFC 3339 date-time")
+        form = "YYYY-MM-DDTHH:MM:SS[.fffffffff]" + ("" if local else "Z or +HH:MM")
+        raise ValueError(f"{text!r} is not a date-time of the form {form}")
     try:
         whole = dt.datetime.fromisoformat(m["base"] + (m["offset"] or ""))
     except ValueError as exc:
@@ -247,10 +248,10 @@ _NAIVE_TIME = Annotated[dt.time, msgspec.Meta(tz=False)]
 _LOGICAL_PY: dict[str, Any] = {
     "timestamp-millis": Annotated[int, _MS_RANGE] | _TIMESTAMP,
     "timestamp-micros": Annotated[int, _US_RANGE] | _TIMESTAMP,
-    "timestamp-nanos": _INT64 | Annotated[str, msgspec.Meta(pattern=_NANOS.pattern)],
+    "timestamp-nanos": _INT64 | str,
     "local-timestamp-millis": _INT64 | _NAIVE_TIMESTAMP,
     "local-timestamp-micros": _INT64 | _NAIVE_TIMESTAMP,
-    "local-timestamp-nanos": _INT64 | Annotated[str, msgspec.Meta(pattern=_NANOS_LOCAL.pattern)],
+    "local-timestamp-nanos": _INT64 | str,
     "date": Annotated[int, _DAY_RANGE] | dt.date,
     "time-millis": Annotated[int, msgspec.Meta(ge=0, lt=86_400_000)] | _NAIVE_TIME,
     "time-micros": Annotated[int, msgspec.Meta(ge=0, lt=86_400_000_000)] | _NAIVE_TIME,
