@@ -13,8 +13,8 @@ What is accepted, per the Avro 1.12 specification:
   column must never silently become raw bytes);
 - names and namespaces: a named type's full name is its dotted ``name``, else
   ``namespace.name``, else the enclosing namespace plus ``name``; a reference
-  without a dot is looked up in the enclosing namespace, then in the null
-  namespace (as the Java implementation and fastavro do);
+  without a dot is looked up in the enclosing namespace only (as fastavro and
+  the ``avro`` package do);
 - ``aliases`` on fields and named types (used by the compatibility check).
 
 Recursive types are rejected because they have no columnar form. Every error
@@ -286,16 +286,14 @@ class _Parser:
     def _parse_name(self, name: str, path: str, ns: str) -> AvroType:
         if name in PRIMITIVES:
             return Primitive(name)
-        candidates = [_full_name(name, ns)]
-        if "." not in name and ns:
-            candidates.append(name)  # the null namespace, as Java and fastavro resolve it
-        for full in candidates:
-            if full in self._in_progress:
-                raise SchemaError(f"{path}: recursive type {name!r} is not supported")
-            found = self._named.get(full)
-            if found is not None:
-                return found
-        raise SchemaError(f"{path}: unknown type {name!r} (looked for {' or '.join(candidates)})")
+        full = _full_name(name, ns)
+        if full in self._in_progress:
+            raise SchemaError(f"{path}: recursive type {name!r} is not supported")
+        found = self._named.get(full)
+        if found is None:
+            where = "" if full == name else f" (a name without a dot means {full!r} here)"
+            raise SchemaError(f"{path}: unknown type {name!r}{where}")
+        return found
 
     def _parse_union(self, branches: list[Any], path: str, ns: str) -> AvroType:
         nulls = sum(1 for b in branches if b == "null")
@@ -447,9 +445,7 @@ def _is_int(v: Any) -> TypeGuard[int]:
 
 def _aliases(s: dict[str, Any], path: str, qualify: Any) -> tuple[str, ...]:
     raw = s.get("aliases", [])
-    if not isinstance(raw, list) or not all(
-        isinstance(a, str) and all(_NAME.fullmatch(p) for p in a.split(".")) for a in raw
-    ):
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
         raise SchemaError(f"{path}: 'aliases' must be a list of names, got {raw!r}")
     return tuple(qualify(a) for a in raw)
 
