@@ -8,7 +8,11 @@ buckets read back with pyarrow (``BucketReader``) and with DuckDB.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -19,7 +23,7 @@ import pyarrow as pa
 
 from courier.gateway import create_app
 from courier.model import bucket_start
-from courier.settings import Settings
+from courier.settings import Settings, settings_env
 from courier_testing import FAST, open_pipeline
 
 UTC = dt.UTC
@@ -189,6 +193,9 @@ async def test_avro_as_teams_write_it_round_trips_through_gateway_writer_and_clo
             assert set(rejected) == {"ren-bad-old-name"}
             described = (await gw.get("/v1/schemas/Renamed")).json()
             assert described["renamed_columns"] == {"user_name": "user", "cart.items": "cart.n"}
+            listed = await asyncio.to_thread(_courier, pipeline.settings, "schema", "list")
+            assert "field user_name is column user" in listed
+            assert "field cart.items is column cart.n" in listed
 
         last = bucket_start(time.time(), pipeline.settings.bucket_width_secs)
         await pipeline.wait_until(
@@ -205,6 +212,19 @@ async def test_avro_as_teams_write_it_round_trips_through_gateway_writer_and_clo
     finally:
         await pipeline.stop()
         await pipeline.transport.close()
+
+
+def _courier(settings: Settings, *args: str) -> str:
+    """Run the ``courier`` CLI against the test's NATS; its standard output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "courier.cli.main", *args],
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 async def _send(gw: httpx.AsyncClient, events: list[dict[str, Any]]) -> dict[str, str]:

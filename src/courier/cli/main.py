@@ -190,8 +190,10 @@ def schema_apply(c: _Ctx, directory: Path, force: bool) -> None:
 @schema.command("list")
 @pass_ctx
 def schema_list(c: _Ctx) -> None:
-    """List registered types with their latest version and settings."""
+    """List registered types with their latest version and settings, and the column
+    of every field renamed through Avro aliases (it keeps its first name)."""
     from courier.cli.admin import list_schemas, sync
+    from courier.schema.registry import renamed_columns
 
     for r in sync(list_schemas(c.settings())):
         st = r.settings
@@ -199,6 +201,8 @@ def schema_list(c: _Ctx) -> None:
             f"{r.name:24} v{r.latest.version:<3} tier={st.tier:6} finance={str(st.finance).lower():5} "
             f"owner={st.owner} grace_secs={st.grace_secs}"
         )
+        for field, column in renamed_columns(r).items():
+            click.echo(f"  field {field} is column {column} (renamed; columns keep their first name)")
 
 
 @cli.command()

@@ -393,20 +393,20 @@ class _Parser:
         if not isinstance(raw_fields, list):
             raise SchemaError(f"{path}: record needs a 'fields' list")
         fields: list[Field] = []
-        seen: dict[str, str] = {}  # name or alias -> the field it belongs to
+        seen: set[str] = set()
         for raw in raw_fields:
             fname = raw.get("name") if isinstance(raw, dict) else None
             if not isinstance(fname, str) or not _NAME.fullmatch(fname):
                 raise SchemaError(f"{path}: field name {fname!r} must match [A-Za-z_][A-Za-z0-9_]*")
             fpath = f"{path}.{fname}"
+            if fname in seen:
+                raise SchemaError(f"{fpath}: field is defined twice")
+            seen.add(fname)
             if "type" not in raw:
                 raise SchemaError(f"{fpath}: field needs a 'type'")
+            # An alias may name another field (a chain of renames); assign_columns
+            # refuses the renames whose stored names would be ambiguous.
             faliases = _aliases(raw, fpath, lambda a: a)
-            for n in (fname, *faliases):
-                if n in seen:
-                    what = "field" if n == fname else f"alias {n!r}"
-                    raise SchemaError(f"{fpath}: {what} is defined twice (also by {seen[n]})")
-                seen[n] = fname
             ftype = self.parse(raw["type"], fpath, ns)
             default = raw.get("default", NO_DEFAULT)
             if default is not NO_DEFAULT:

@@ -250,15 +250,17 @@ def _check_columns(record: Record, path: str) -> None:
     for f in record.fields:
         if f.column in columns:
             raise SchemaError(
-                f"{path}.{f.name}: its column {f.column!r} is already the column of field "
-                f"{columns[f.column]!r} (renamed from it); choose another name"
+                f"{path}.{f.name}: column {f.column!r} would hold both field "
+                f"{columns[f.column]!r} and field {f.name!r} (through a name or an alias); "
+                "rename one of them"
             )
         columns[f.column] = f.name
         for name in f.stored_names:
             if name in stored and stored[name] != f.name:
                 raise SchemaError(
-                    f"{path}.{f.name}: name {name!r} was field {stored[name]!r}'s name in an "
-                    "earlier version; swapping names between fields is not supported"
+                    f"{path}.{f.name}: stored events call two fields {name!r} ({stored[name]!r} "
+                    f"and {f.name!r}, in different versions); reusing a field's old name for "
+                    "another field is not supported"
                 )
             stored[name] = f.name
         for inner in _records_in(f.type):
