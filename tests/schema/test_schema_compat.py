@@ -223,7 +223,7 @@ def test_a_renamed_field_keeps_its_first_column_name_across_versions() -> None:
                 {"name": "c", "type": cart({"name": "m", "type": "long"})})  # fmt: skip
     record = assign_columns(versions(v1, v2, v3))
     z, c = record.fields
-    assert c.fields[0].stored_names == ("m", "n")  # type: ignore[union-attr]
+    assert c.type.fields[0].stored_names == ("m", "n")  # type: ignore[union-attr]
     assert (z.name, z.column, z.stored_names) == ("z", "a", ("z", "a", "b"))
     assert renamed_columns(record) == {"z": "a", "c.m": "c.n"}
 
