@@ -269,3 +269,10 @@ def test_a_union_default_must_be_a_value_of_its_first_branch() -> None:
     assert field_type(["long", "string"], default=5)
     with pytest.raises(SchemaError, match="first branch"):
         field_type(["long", "string"], default="x")
+
+
+def test_a_decimal_default_is_avros_bytes_string_of_the_unscaled_value() -> None:
+    decimal = {"type": "bytes", "logicalType": "decimal", "precision": 6, "scale": 2}
+    assert field_type(decimal, default="\u0001\u0000")  # 256 unscaled: 2.56
+    with pytest.raises(SchemaError, match="unscaled value"):
+        field_type(decimal, default="0.00")  # text, not bytes: ambiguous, refused

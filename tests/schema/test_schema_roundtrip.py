@@ -348,3 +348,15 @@ def test_a_decimal_given_as_a_number_is_never_read_through_a_float() -> None:
         _NUMERIC, [b'{"amount":12345678901234.1234,"ms":0,"ns":0,"day":0,"tm":0,"lu":0}']
     )
     assert row["amount"] == Decimal("12345678901234.1234")
+
+
+def test_a_decimal_default_fills_the_column_with_its_value() -> None:
+    schema = {"type": "record", "name": "Fee", "fields": [
+        {"name": "n", "type": "int"},
+        {"name": "fee", "type": {"type": "bytes", "logicalType": "decimal", "precision": 6,
+                                 "scale": 2}, "default": "\u0001\u0000"},
+        {"name": "neg", "type": {"type": "fixed", "name": "F2", "size": 2, "logicalType": "decimal",
+                                 "precision": 4, "scale": 1}, "default": "\u00ff\u00ff"},
+    ]}  # fmt: skip
+    [row] = roundtrip(compile_type("Fee", schema, 1, TypeSettings()), [{"n": 1}])
+    assert (row["fee"], row["neg"]) == (Decimal("2.56"), Decimal("-0.1"))

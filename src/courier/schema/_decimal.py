@@ -10,11 +10,13 @@ stored form, which ``pyarrow.json`` reads into ``decimal128(precision, scale)``.
 from __future__ import annotations
 
 import decimal
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from courier.schema.avro import Decimal
 
+_TEXT = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?")
 #: Exact arithmetic wide enough for any decimal128 value (38 digits) and more.
 _CONTEXT = decimal.Context(prec=80, traps=[decimal.Inexact, decimal.InvalidOperation])
 
@@ -47,7 +49,8 @@ def from_twos_complement(raw: bytes, scale: int) -> decimal.Decimal:
 def default_value(t: Decimal, v: Any) -> decimal.Decimal | None:
     """The value of an Avro JSON default of a decimal (its bytes as a latin-1 string),
     or None if ``v`` is not one (wrong type, wrong fixed size, does not fit)."""
-    if not isinstance(v, str):
+    if not isinstance(v, str) or _TEXT.fullmatch(v):
+        # "12.34" would be read as the bytes of the characters: refuse the ambiguity.
         return None
     try:
         raw = v.encode("latin-1")

@@ -9,7 +9,12 @@ each line ending in ``\\n``::
 
 The payload keeps the event's JSON form except that maps are written as
 ``[{"key": k, "value": v}, ...]`` and bytes/fixed as lists of byte values (see
-:mod:`courier.schema._arrow` for why). ``published_at`` is not in the line: it
+:mod:`courier.schema._arrow` for why); decimals as text with exactly ``scale``
+fractional digits; ``timestamp-millis``/``-micros`` and ``date`` given as numbers
+as RFC 3339 text; ``time-*``, ``timestamp-nanos`` and ``local-timestamp-*`` as
+integers; unions other than ``["null", T]`` as ``{"<branch>": value}``. Keys are
+the field names of the version that accepted the event: the decoder reads a
+renamed field under each of its names into one column. ``published_at`` is not in the line: it
 is the transport's clock and is given to :meth:`CompiledType.decode_stored`.
 Any other key in a line (such as ``type``) is ignored on decode.
 """
