@@ -114,7 +114,7 @@ SCHEMAS = {
 V1_EVENTS: list[dict[str, Any]] = [
     # Decimals: text, numbers with digits that fit, never via float.
     {"type": "Payment", "id": "pay-1", "data": {"amount": "12.34", "fee": "1.5", "refund": None, "splits": [1.5, "2"]}},
-    {"type": "Payment", "id": "pay-2", "data": {"amount": 0.1, "fee": 99999.9999, "refund": "0.01"}},
+    {"type": "Payment", "id": "pay-2", "data": {"amount": 0.1, "fee": 99999.9999, "refund": {"bytes": "0.01"}}},
     {"type": "Payment", "id": "pay-3", "data": {"amount": -9999999999.99, "fee": 0}},
     {"type": "Payment", "id": "pay-bad-scale", "data": {"amount": "12.345", "fee": 1}},
     {"type": "Payment", "id": "pay-bad-number", "data": {"amount": 1.005, "fee": 1}},

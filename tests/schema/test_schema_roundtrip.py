@@ -360,3 +360,30 @@ def test_a_decimal_default_fills_the_column_with_its_value() -> None:
     ]}  # fmt: skip
     [row] = roundtrip(compile_type("Fee", schema, 1, TypeSettings()), [{"n": 1}])
     assert (row["fee"], row["neg"]) == (Decimal("2.56"), Decimal("-0.1"))
+
+
+def test_nullable_values_take_avros_json_encoding_as_well_as_the_plain_value() -> None:
+    schema = {"type": "record", "name": "Opt", "fields": [
+        {"name": "s", "type": ["null", "string"]},
+        {"name": "ts", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}]},
+        {"name": "xs", "type": {"type": "array", "items": ["null", "int"]}},
+        {"name": "e", "type": ["null", {"type": "enum", "name": "a.E", "symbols": ["A"]}]},
+    ]}  # fmt: skip
+    t = compile_type("Opt", schema, 1, TypeSettings())
+    rows = roundtrip(
+        t,
+        [
+            {
+                "s": {"string": "x"},
+                "ts": {"long": 1000},
+                "xs": [{"int": 1}, None, 2],
+                "e": {"a.E": "A"},
+            },
+            {"s": "y", "ts": "1970-01-01T00:00:01Z", "xs": [], "e": None},
+        ],
+    )
+    one_second = dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.UTC)
+    assert [(r["s"], r["ts"], r["xs"], r["e"]) for r in rows] == [
+        ("x", one_second, [1, None, 2], "A"),
+        ("y", one_second, [], None),
+    ]

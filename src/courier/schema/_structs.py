@@ -32,6 +32,7 @@ from courier.schema.avro import (
     Primitive,
     Record,
     Union,
+    branch_key,
 )
 
 _INT32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
@@ -72,20 +73,25 @@ def record_struct(record: Record) -> type[msgspec.Struct]:
     forms need checking or normalising (decimals, the numeric forms of logical
     types) get it in ``__post_init__``, whose errors msgspec reports with the path."""
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    unwrap: list[tuple[str, type]] = []
     from_int: list[tuple[str, Transform]] = []
     steps: list[tuple[str, Transform]] = []
     for f in record.fields:
-        pytype = py_type(f.type)
+        if isinstance(f.type, Nullable) and _wrappable(f.type.inner):
+            pytype, wrapper = _nullable_py(f.type)
+            unwrap.append((f.name, wrapper))
+        else:
+            pytype = py_type(f.type)
         if f.has_default:
             fields.append((f.name, pytype, _default(f, pytype)))
         else:
             fields.append((f.name, pytype))
-        inner = f.type.inner if isinstance(f.type, Nullable) else f.type
-        if isinstance(inner, Primitive) and inner.logical in _FROM_INT:
-            from_int.append((f.name, _FROM_INT[inner.logical]))
-        elif (step := _normalizer(f.type)) is not None:
-            steps.append((f.name, step))
-    post_init = _post_init(from_int, steps) if from_int or steps else None
+        t = f.type.inner if isinstance(f.type, Nullable) else f.type
+        if isinstance(t, Primitive) and t.logical in _FROM_INT:
+            from_int.append((f.name, _FROM_INT[t.logical]))
+        elif (step := _normalizer(t)) is not None:
+            steps.append((f.name, partial(_nullable, step)))
+    post_init = _post_init(unwrap, from_int, steps) if unwrap or from_int or steps else None
     return msgspec.defstruct(
         record.short_name,
         fields,
@@ -132,11 +138,12 @@ def union_struct(union: Union) -> type[msgspec.Struct]:
 
 
 def _post_init(
-    from_int: list[tuple[str, Transform]], steps: list[tuple[str, Transform]]
+    unwrap: list[tuple[str, type]], from_int: list[tuple[str, Transform]], steps: list[tuple[str, Transform]]
 ) -> Callable[[Any], None]:
-    """A ``__post_init__`` for one record: ``from_int`` converts a field only when it
-    holds an int (Avro's JSON number form of a timestamp or date, the rare case);
-    ``steps`` always run and name the field in their errors.
+    """A ``__post_init__`` for one record: ``unwrap`` fields (``["null", T]``) may hold
+    Avro's JSON encoding ``{"<T>": value}`` and become the plain value; ``from_int``
+    converts a field only when it holds an int (Avro's JSON number form of a timestamp
+    or date, the rare case); ``steps`` always run and name the field in their errors.
 
     It is generated as straight-line code (as dataclasses does): it runs once per
     record value on the gateway's hot path, where a loop of getattr/setattr costs
@@ -144,6 +151,10 @@ def _post_init(
     """
     env: dict[str, Any] = {}
     lines = ["def __post_init__(self):"]
+    for i, (name, wrapper) in enumerate(unwrap):
+        env[f"_W{i}"] = wrapper  # `type(v) is W`: isinstance on a Struct base costs 6x more
+        lines.append(f"    v = {_get(name)}")
+        lines.append(f"    if type(v) is _W{i}: {_set(name, 'v.value')}")
     for i, (name, convert) in enumerate(from_int):
         env[f"_c{i}"] = convert
         lines.append(f"    v = {_get(name)}")
@@ -171,9 +182,38 @@ def _set(name: str, value: str) -> str:
     )
 
 
+#: Every Struct made to read Avro's JSON encoding of a ``["null", T]`` value,
+#: ``{"<T>": value}`` (only ``value`` is kept). A set of classes, because a type-identity
+#: lookup costs far less than ``isinstance`` against a Struct base class.
+_WRAPPERS: set[type] = set()
+
+
+def _nullable_py(t: Nullable) -> tuple[Any, type]:
+    """The msgspec type of a ``["null", T]`` that also takes ``{"<T>": value}``, and the
+    Struct of the wrapped form."""
+    inner = py_type(t.inner)
+    wrapper = msgspec.defstruct(
+        "Wrapped",
+        [("value", inner)],
+        rename={"value": branch_key(t.inner)},
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+    _WRAPPERS.add(wrapper)
+    return Optional[inner | wrapper], wrapper  # noqa: UP045
+
+
+def _wrappable(t: AvroType) -> bool:
+    """Whether ``{"<T>": value}`` can be told from a plain T value: not when a T is
+    itself a JSON object (records and maps keep to the plain form)."""
+    return not isinstance(t, Record | Map | Union)
+
+
 def py_type(t: AvroType) -> Any:
     """The msgspec type that validates the JSON form of ``t``."""
     if isinstance(t, Nullable):
+        if _wrappable(t.inner):
+            return _nullable_py(t)[0]
         return Optional[py_type(t.inner)]  # noqa: UP045
     if isinstance(t, Primitive):
         if t.logical is not None:
@@ -210,6 +250,8 @@ def _normalizer(t: AvroType) -> Transform | None:
     Records and unions normalise themselves (their own ``__post_init__``)."""
     if isinstance(t, Nullable):
         inner = _normalizer(t.inner)
+        if _wrappable(t.inner):
+            return partial(_unwrap, inner)
         return None if inner is None else partial(_nullable, inner)
     if isinstance(t, Primitive):
         return _LOGICAL_NORMALIZE.get(t.logical) if t.logical else None
@@ -222,6 +264,12 @@ def _normalizer(t: AvroType) -> Transform | None:
         value = _normalizer(t.values)
         return None if value is None else partial(_map_values, value)
     return None
+
+
+def _unwrap(inner: Transform | None, v: Any) -> Any:
+    if type(v) in _WRAPPERS:
+        v = v.value
+    return v if v is None or inner is None else inner(v)
 
 
 def _fit_decimal(precision: int, scale: int, v: decimal.Decimal) -> decimal.Decimal:

@@ -3,8 +3,9 @@
 What is accepted, per the Avro 1.12 specification:
 
 - primitives, records, arrays, maps, enums, fixed;
-- unions: ``["null", T]`` (a nullable column) and any other union, stored as a
-  struct with one nullable child per branch (:class:`Union`);
+- unions: ``["null", T]`` (a nullable column; its values may also come in Avro's
+  JSON encoding ``{"<T>": value}``) and any other union, stored as a struct with
+  one nullable child per branch (:class:`Union`);
 - logical types: ``decimal`` (on bytes and fixed, exact), ``date``,
   ``time-millis``, ``time-micros``, ``timestamp-millis``/``-micros``/``-nanos``,
   ``local-timestamp-millis``/``-micros``/``-nanos`` and ``uuid``. A logical type
