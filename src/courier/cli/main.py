@@ -202,7 +202,9 @@ def schema_list(c: _Ctx) -> None:
             f"owner={st.owner} grace_secs={st.grace_secs}"
         )
         for field, column in renamed_columns(r).items():
-            click.echo(f"  field {field} is column {column} (renamed; columns keep their first name)")
+            click.echo(
+                f"  field {field} is column {column} (renamed; columns keep their first name)"
+            )
 
 
 @cli.command()

@@ -138,7 +138,9 @@ def union_struct(union: Union) -> type[msgspec.Struct]:
 
 
 def _post_init(
-    unwrap: list[tuple[str, type]], from_int: list[tuple[str, Transform]], steps: list[tuple[str, Transform]]
+    unwrap: list[tuple[str, type]],
+    from_int: list[tuple[str, Transform]],
+    steps: list[tuple[str, Transform]],
 ) -> Callable[[Any], None]:
     """A ``__post_init__`` for one record: ``unwrap`` fields (``["null", T]``) may hold
     Avro's JSON encoding ``{"<T>": value}`` and become the plain value; ``from_int``
