@@ -27,9 +27,10 @@ from typing import Any, Literal
 
 from courier.errors import ConcurrentUpdateError, IncompatibleSchemaError, SchemaError
 from courier.model import INVALID_TYPE, iso_utc
-from courier.schema.avro import event_type_name
+from courier.schema.avro import event_type_name, parse_schema
 from courier.schema.codec import CompiledType, TypeSettings, compile_type, invalid_type
-from courier.schema.compat import check_backward_compatible
+from courier.schema.compat import assign_columns, check_backward_compatible
+from courier.schema.compat import renamed_columns as renamed_in
 from courier.transport.kv import KeyValue
 
 KEY_PREFIX = "type."
@@ -145,7 +146,7 @@ def renamed_columns(record: TypeRecord) -> dict[str, str]:
     ``{"field.path": "column.path"}`` (empty when nothing was renamed)."""
     if len(record.versions) == 1:
         return {}
-    return compile_record(record).renamed_columns
+    return renamed_in(assign_columns([parse_schema(v.avro, builtin=True) for v in record.versions]))
 
 
 def record_to_json(record: TypeRecord) -> dict[str, Any]:
