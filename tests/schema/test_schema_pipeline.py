@@ -99,7 +99,7 @@ RENAMED_V2 = {
     "fields": [
         {"name": "user_name", "type": "string", "aliases": ["user"]},
         {"name": "cart", "type": {"type": "record", "name": "Cart", "fields": [
-            {"name": "items", "type": "long", "aliases": ["n"]},
+            {"name": "items", "type": "int", "aliases": ["n"]},
         ]}},
     ],
 }  # fmt: skip
@@ -182,7 +182,8 @@ async def test_avro_as_teams_write_it_round_trips_through_gateway_writer_and_clo
             assert "$.data.u" in rejected["choice-bad-plain"]
             assert "exactly one" in rejected["choice-bad-two"]
 
-            # The v1 event of Renamed is staged under v1 before v2 renames its fields.
+            # The v1 event of Renamed is staged under v1 before v2 renames its fields; its
+            # bucket may close under either version, and reads the same (same columns).
             reader = pipeline.reader
             await pipeline.wait_until(
                 lambda: reader.read("Renamed", 0, time.time() + 10, include_open=True).num_rows
@@ -356,7 +357,7 @@ def _check_choice(table: pa.Table, con: Any) -> None:
 def _check_renamed(table: pa.Table, con: Any) -> None:
     # A renamed field keeps its first column name, so every bucket lines up.
     assert [f for f in table.column_names if f not in _ENVELOPE] == ["user", "cart"]
-    assert table.schema.field("cart").type == pa.struct([("n", pa.int64())])
+    assert table.schema.field("cart").type == pa.struct([("n", pa.int32())])
     assert _rows(table, "user", "cart") == {
         "ren-1": ("ann", {"n": 1}),
         "ren-2": ("bob", {"n": 2}),
