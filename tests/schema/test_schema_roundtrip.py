@@ -387,3 +387,26 @@ def test_nullable_values_take_avros_json_encoding_as_well_as_the_plain_value() -
         ("x", one_second, [1, None, 2], "A"),
         ("y", one_second, [], None),
     ]
+
+
+def test_events_of_every_earlier_version_are_read_under_each_name_a_field_had() -> None:
+    v1 = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "string"}]}
+    v2 = {"type": "record", "name": "R", "fields": [
+        {"name": "b", "type": "string", "aliases": ["a"]}]}  # fmt: skip
+    v3 = {"type": "record", "name": "R", "fields": [{"name": "b", "type": "string"}]}
+    old = compile_type("R", v1, 1, TypeSettings())
+    middle = compile_type("R", v2, 2, TypeSettings(), history=[v1])
+    latest = compile_type("R", v3, 3, TypeSettings(), history=[v1, v2])
+    body = b"".join(
+        t.encode_stored(
+            [msgspec.convert({"data": {name: name + "-value"}}, t.event_struct)],
+            [f"id-{t.version}"],
+            None,
+            RECEIVED,
+        )
+        for t, name in ((old, "a"), (middle, "b"), (latest, "b"))
+    )
+    published = pa.array([PUBLISHED] * 3, pa.timestamp("us", tz="UTC"))
+    table = latest.decode_stored(body, published)
+    assert table.column("a").to_pylist() == ["a-value", "b-value", "b-value"]
+    assert "b" not in table.column_names
