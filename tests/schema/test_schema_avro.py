@@ -75,7 +75,10 @@ def test_nullable_unions_parse_in_either_order(union: list[str]) -> None:
     assert field_type(union) == Nullable(Primitive("string"))
 
 
-@pytest.mark.parametrize("union", [["null"], ["null", "null"], ["int", ["null", "string"]]])
+@pytest.mark.parametrize(
+    "union",
+    [["null"], ["null", "null"], ["int", ["null", "string"]], ["null", {"type": ["null", "int"]}]],
+)
 def test_unions_with_other_shapes_are_rejected(union: list[Any]) -> None:
     with pytest.raises(SchemaError, match="union"):
         field_type(union)

@@ -306,12 +306,12 @@ class _Parser:
         if not others:
             raise SchemaError(f"{path}: a union needs a branch other than null")
         parsed = [self.parse(b, path, ns) for b in others]
+        if any(isinstance(t, Nullable | Union) for t in parsed):
+            raise SchemaError(f"{path}: a union may not directly contain another union")
         if nulls and len(parsed) == 1:
             return Nullable(parsed[0])
         out: list[Branch] = []
         for t in parsed:
-            if isinstance(t, Nullable | Union):
-                raise SchemaError(f"{path}: a union may not directly contain another union")
             key = branch_key(t)
             if any(b.key == key for b in out):
                 raise SchemaError(f"{path}: union has two branches of type {key!r}")
