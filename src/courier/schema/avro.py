@@ -262,6 +262,8 @@ class _Parser:
             parsed = self._parse_logical(s, kind, logical, path, ns)
             if parsed is not None:
                 return parsed
+        if isinstance(kind, dict | list):
+            return self.parse(kind, path, ns)
         if kind in PRIMITIVES:
             return Primitive(kind)
         if kind == "record" or kind == "error":
@@ -278,8 +280,6 @@ class _Parser:
             if "values" not in s:
                 raise SchemaError(f"{path}: map needs 'values'")
             return Map(self.parse(s["values"], f"{path}{{}}", ns))
-        if isinstance(kind, dict | list):
-            return self.parse(kind, path, ns)
         if isinstance(kind, str):
             return self._parse_name(kind, path, ns)
         raise SchemaError(f"{path}: type {kind!r} is not supported")
