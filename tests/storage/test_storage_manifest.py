@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pyarrow as pa
 import pytest
 
@@ -106,8 +107,6 @@ def test_seq_ranges_handle_a_million_sequences_as_two_ranges() -> None:
 
 
 def test_renamed_columns_are_kept_and_absent_ones_read_as_none_renamed(tmp_path: Path) -> None:
-    import msgspec
-
     renamed = msgspec.structs.replace(_manifest(), renamed_columns={"user_name": "user"})
     write_manifest(tmp_path / "a", renamed)
     assert read_manifest(tmp_path / "a").renamed_columns == {"user_name": "user"}
