@@ -204,6 +204,14 @@ async def test_avro_as_teams_write_it_round_trips_through_gateway_writer_and_clo
         )
         until = time.time() + 10
         tables = {t: reader.read(t, 0, until) for t in SCHEMAS}
+        # The CLI prints what Python's datetime cannot hold (nanoseconds) and decimals exactly.
+        clock = _courier(pipeline.settings, "read", "Clock", "--from", "2000-01-01T00:00:00Z",
+                         "--format", "jsonl")  # fmt: skip
+        assert '"ns": "2026-11-18 11:06:40.000000001Z"' in clock
+        assert '"lm": "2026-11-18T11:06:40.123000"' in clock
+        pay = _courier(pipeline.settings, "read", "Payment", "--from", "2000-01-01T00:00:00Z",
+                       "--format", "jsonl")  # fmt: skip
+        assert '"amount": "12.34"' in pay
         with reader.duckdb() as con:
             _check_payments(tables["Payment"], con)
             _check_clock(tables["Clock"], con)
