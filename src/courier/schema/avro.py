@@ -326,7 +326,11 @@ class _Parser:
         """The logical type, or None to use the base type (unknown or misplaced)."""
         if logical == "decimal" and kind in ("bytes", "fixed"):
             return self._parse_decimal(s, kind, path, ns)
-        if isinstance(logical, str) and isinstance(kind, str) and LOGICAL_TYPES.get(logical) == kind:
+        if (
+            isinstance(logical, str)
+            and isinstance(kind, str)
+            and LOGICAL_TYPES.get(logical) == kind
+        ):
             return Primitive(kind, logical)
         return None
 
