@@ -97,9 +97,9 @@ async def test_an_invalid_definition_is_refused_before_anything_is_written(
     broken = {
         "type": "record",
         "name": "Broken",
-        "fields": [{"name": "u", "type": ["int", "string"]}],
+        "fields": [{"name": "u", "type": ["int", ["null", "string"]]}],
     }
-    with pytest.raises(SchemaError, match=r"Broken\.u: union"):
+    with pytest.raises(SchemaError, match=r"Broken\.u: a union may not directly contain"):
         await registry.apply([define(avro()), define(broken)])
     assert await registry.list() == []
 
@@ -218,3 +218,39 @@ def test_load_definitions_errors_name_the_file(
 def test_a_missing_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="does not exist"):
         load_definitions(tmp_path / "nope")
+
+
+async def test_a_rename_keeps_the_column_and_is_listed(registry: Registry) -> None:
+    await registry.apply([define(avro({"name": "user", "type": "string"}))])
+    renamed = avro({"name": "user_name", "type": "string", "aliases": ["user"]})
+    [result] = await registry.apply([define(renamed)])
+    assert (result.action, result.version) == ("new-version", 2)
+    record = await registry.get("PlaySong")
+    assert record is not None
+    assert record_to_json(record)["renamed_columns"] == {"user_name": "user"}
+    compiled = (await registry.compiled())["PlaySong"]
+    assert "user" in compiled.arrow_schema.names and "user_name" not in compiled.arrow_schema.names
+
+
+async def test_a_rename_that_would_merge_two_columns_is_refused_before_writing(
+    registry: Registry,
+) -> None:
+    await registry.apply([define(avro({"name": "user", "type": "string"}))])
+    clash = avro(
+        {"name": "user_name", "type": "string", "aliases": ["user"]},
+        {"name": "user", "type": "string", "default": ""},
+    )
+    with pytest.raises(SchemaError, match="would hold both field"):
+        await registry.apply([define(clash)])
+    record = await registry.get("PlaySong")
+    assert record is not None and record.latest.version == 1
+
+
+async def test_a_namespaced_record_registers_under_its_short_name(
+    registry: Registry, tmp_path: Path
+) -> None:
+    schema = {**avro(), "name": "com.acme.PlaySong"}
+    (tmp_path / "PlaySong.avsc").write_text(json.dumps(schema))
+    [definition] = load_definitions(tmp_path)
+    [result] = await registry.apply([definition])
+    assert (result.name, result.version) == ("PlaySong", 1)

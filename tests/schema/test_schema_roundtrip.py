@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -283,3 +284,129 @@ def test_generated_payloads_round_trip(payloads: list[dict[str, Any]]) -> None:
     rows = roundtrip(_RICH, payloads)
     for row, payload in zip(rows, payloads, strict=True):
         assert {k: row[k] for k in payload} == expect(_RICH.record, payload)
+
+
+# --- issue 14: exact decimals and the numeric forms of logical types ------------------
+
+NUMERIC = {
+    "type": "record",
+    "name": "Numeric",
+    "fields": [
+        {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 18, "scale": 4}},
+        {"name": "ms", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "ns", "type": {"type": "long", "logicalType": "timestamp-nanos"}},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "tm", "type": {"type": "int", "logicalType": "time-millis"}},
+        {"name": "lu", "type": {"type": "long", "logicalType": "local-timestamp-micros"}},
+    ],
+}  # fmt: skip
+_NUMERIC = compile_type("Numeric", NUMERIC, 1, TypeSettings())
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def roundtrip_text(t: CompiledType, data_json: list[bytes]) -> list[dict[str, Any]]:
+    """Like :func:`roundtrip`, from the payloads' JSON text (to keep numbers exact)."""
+    text = b",".join(b'{"type":"%s","data":%s}' % (t.name.encode(), d) for d in data_json)
+    events = msgspec.json.decode(b"[" + text + b"]", type=list[t.event_struct])  # type: ignore[name-defined]
+    body = t.encode_stored(events, [f"id-{n}" for n in range(len(events))], SENT, RECEIVED)
+    published = pa.array([PUBLISHED] * len(events), pa.timestamp("us", tz="UTC"))
+    table = t.decode_stored(body, published)
+    for name in ("ns", "lu"):  # beyond Python's datetime: compare as epoch integers
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, table.column(name).cast(pa.int64()))
+    return table.to_pylist()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    amount=st.decimals(min_value=-(10**14) + 1, max_value=10**14 - 1, places=4, allow_nan=False),
+    as_number=st.booleans(),
+    ms=st.integers(-62_135_596_800_000, 253_402_300_799_999),
+    ns=st.integers(-(2**63), 2**63 - 1),
+    day=st.integers(-719_162, 2_932_896),
+    tm=st.integers(0, 86_399_999),
+    lu=st.integers(-(2**63), 2**63 - 1),
+)
+def test_decimals_and_logical_numbers_are_stored_exactly(
+    amount: Decimal, as_number: bool, ms: int, ns: int, day: int, tm: int, lu: int
+) -> None:
+    text = str(amount) if as_number else f'"{amount}"'
+    data = f'{{"amount":{text},"ms":{ms},"ns":{ns},"day":{day},"tm":{tm},"lu":{lu}}}'
+    [row] = roundtrip_text(_NUMERIC, [data.encode()])
+    assert row["amount"] == amount and row["amount"].as_tuple().exponent == -4
+    assert row["ms"] == _EPOCH + dt.timedelta(milliseconds=ms)
+    assert row["ns"] == ns
+    assert row["day"] == dt.date(1970, 1, 1) + dt.timedelta(days=day)
+    assert row["tm"] == (dt.datetime.min + dt.timedelta(milliseconds=tm)).time()
+    assert row["lu"] == lu
+    assert _NUMERIC.arrow_schema.field("lu").type == pa.timestamp("us")
+
+
+def test_a_decimal_given_as_a_number_is_never_read_through_a_float() -> None:
+    # 0.1 + 0.2 style: 12345678901234.1234 is not a float64 value.
+    [row] = roundtrip_text(
+        _NUMERIC, [b'{"amount":12345678901234.1234,"ms":0,"ns":0,"day":0,"tm":0,"lu":0}']
+    )
+    assert row["amount"] == Decimal("12345678901234.1234")
+
+
+def test_a_decimal_default_fills_the_column_with_its_value() -> None:
+    schema = {"type": "record", "name": "Fee", "fields": [
+        {"name": "n", "type": "int"},
+        {"name": "fee", "type": {"type": "bytes", "logicalType": "decimal", "precision": 6,
+                                 "scale": 2}, "default": "\u0001\u0000"},
+        {"name": "neg", "type": {"type": "fixed", "name": "F2", "size": 2, "logicalType": "decimal",
+                                 "precision": 4, "scale": 1}, "default": "\u00ff\u00ff"},
+    ]}  # fmt: skip
+    [row] = roundtrip(compile_type("Fee", schema, 1, TypeSettings()), [{"n": 1}])
+    assert (row["fee"], row["neg"]) == (Decimal("2.56"), Decimal("-0.1"))
+
+
+def test_nullable_values_take_avros_json_encoding_as_well_as_the_plain_value() -> None:
+    schema = {"type": "record", "name": "Opt", "fields": [
+        {"name": "s", "type": ["null", "string"]},
+        {"name": "ts", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}]},
+        {"name": "xs", "type": {"type": "array", "items": ["null", "int"]}},
+        {"name": "e", "type": ["null", {"type": "enum", "name": "a.E", "symbols": ["A"]}]},
+    ]}  # fmt: skip
+    t = compile_type("Opt", schema, 1, TypeSettings())
+    rows = roundtrip(
+        t,
+        [
+            {
+                "s": {"string": "x"},
+                "ts": {"long": 1000},
+                "xs": [{"int": 1}, None, 2],
+                "e": {"a.E": "A"},
+            },
+            {"s": "y", "ts": "1970-01-01T00:00:01Z", "xs": [], "e": None},
+        ],
+    )
+    one_second = dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.UTC)
+    assert [(r["s"], r["ts"], r["xs"], r["e"]) for r in rows] == [
+        ("x", one_second, [1, None, 2], "A"),
+        ("y", one_second, [], None),
+    ]
+
+
+def test_events_of_every_earlier_version_are_read_under_each_name_a_field_had() -> None:
+    v1 = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "string"}]}
+    v2 = {"type": "record", "name": "R", "fields": [
+        {"name": "b", "type": "string", "aliases": ["a"]}]}  # fmt: skip
+    v3 = {"type": "record", "name": "R", "fields": [{"name": "b", "type": "string"}]}
+    old = compile_type("R", v1, 1, TypeSettings())
+    middle = compile_type("R", v2, 2, TypeSettings(), history=[v1])
+    latest = compile_type("R", v3, 3, TypeSettings(), history=[v1, v2])
+    body = b"".join(
+        t.encode_stored(
+            [msgspec.convert({"data": {name: name + "-value"}}, t.event_struct)],
+            [f"id-{t.version}"],
+            None,
+            RECEIVED,
+        )
+        for t, name in ((old, "a"), (middle, "b"), (latest, "b"))
+    )
+    published = pa.array([PUBLISHED] * 3, pa.timestamp("us", tz="UTC"))
+    table = latest.decode_stored(body, published)
+    assert table.column("a").to_pylist() == ["a-value", "b-value", "b-value"]
+    assert "b" not in table.column_names

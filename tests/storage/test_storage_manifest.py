@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pyarrow as pa
 import pytest
 
@@ -103,3 +104,13 @@ def test_seq_ranges_handle_a_million_sequences_as_two_ranges() -> None:
         ]
     )
     assert seq_ranges(seqs) == [SeqRange(1, 499_999), SeqRange(500_001, 1_000_000)]
+
+
+def test_renamed_columns_are_kept_and_absent_ones_read_as_none_renamed(tmp_path: Path) -> None:
+    renamed = msgspec.structs.replace(_manifest(), renamed_columns={"user_name": "user"})
+    write_manifest(tmp_path / "a", renamed)
+    assert read_manifest(tmp_path / "a").renamed_columns == {"user_name": "user"}
+    older = msgspec.json.decode((tmp_path / "a").read_bytes())
+    del older["renamed_columns"]
+    (tmp_path / "b").write_bytes(msgspec.json.encode(older))
+    assert read_manifest(tmp_path / "b").renamed_columns == {}

@@ -190,8 +190,10 @@ def schema_apply(c: _Ctx, directory: Path, force: bool) -> None:
 @schema.command("list")
 @pass_ctx
 def schema_list(c: _Ctx) -> None:
-    """List registered types with their latest version and settings."""
+    """List registered types with their latest version and settings, and the column
+    of every field renamed through Avro aliases (it keeps its first name)."""
     from courier.cli.admin import list_schemas, sync
+    from courier.schema.registry import renamed_columns
 
     for r in sync(list_schemas(c.settings())):
         st = r.settings
@@ -199,6 +201,10 @@ def schema_list(c: _Ctx) -> None:
             f"{r.name:24} v{r.latest.version:<3} tier={st.tier:6} finance={str(st.finance).lower():5} "
             f"owner={st.owner} grace_secs={st.grace_secs}"
         )
+        for field, column in renamed_columns(r).items():
+            click.echo(
+                f"  field {field} is column {column} (renamed; columns keep their first name)"
+            )
 
 
 @cli.command()
@@ -335,7 +341,7 @@ def read(
         pq.write_table(table, output)
         click.echo(f"wrote {table.num_rows} rows to {output}")
     elif fmt == "jsonl":
-        for row in table.to_pylist():
+        for row in _nanos_as_text(table).to_pylist():
             click.echo(json.dumps(row, default=_json_default))
     else:
         click.echo(f"{table.num_rows} rows")
@@ -355,8 +361,29 @@ def _has_pandas() -> bool:
     return True
 
 
+def _nanos_as_text(table: Any) -> Any:
+    """Nanosecond timestamps as RFC 3339-like text: Python's datetime stops at microseconds."""
+    import pyarrow as pa
+
+    def text(t: Any) -> Any:
+        if pa.types.is_timestamp(t) and t.unit == "ns":
+            return pa.string()
+        if pa.types.is_struct(t):
+            return pa.struct([f.with_type(text(f.type)) for f in t])
+        if pa.types.is_map(t):
+            return pa.map_(t.key_type, text(t.item_type))
+        if pa.types.is_list(t):
+            return pa.list_(text(t.value_type))
+        return t
+
+    target = pa.schema([f.with_type(text(f.type)) for f in table.schema])
+    return table if target == table.schema else table.cast(target)
+
+
 def _json_default(v: object) -> str:
     if isinstance(v, datetime):
+        if v.tzinfo is None:  # local-timestamp-*: no zone to convert from
+            return v.isoformat()
         return v.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if isinstance(v, bytes):
         return v.hex()

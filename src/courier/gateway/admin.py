@@ -31,6 +31,7 @@ from courier.errors import (
 )
 from courier.gateway.body import check_depth
 from courier.schema import ApplyResult, Registry, TypeDefinition
+from courier.schema.avro import event_type_name
 from courier.schema.registry import settings_from_mapping
 
 #: Creates or updates the streams of an event type (a no-op without a transport).
@@ -55,7 +56,7 @@ async def apply_schema(
         raise MalformedRequestError(
             f'body must be {{"schema": <Avro record>, "settings"?: {{...}}, "force"?: bool}}: {exc}'
         ) from exc
-    if doc.schema.get("name") != name:
+    if event_type_name(doc.schema) != name:
         raise MalformedRequestError(
             f"the schema's record name {doc.schema.get('name')!r} must be the type {name!r}"
         )

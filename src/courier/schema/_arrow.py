@@ -4,18 +4,30 @@ Two Arrow types exist per Avro type: the *target* type (the bucket column) and
 the *read* type that ``pyarrow.json`` can parse the stored form into. They
 differ only where the JSON reader cannot produce the target directly:
 
-=====================  ==============================  =====================
-Avro                   read type                       target type
-=====================  ==============================  =====================
-date                   string                          date32
-timestamp-millis       timestamp[us, UTC]              timestamp[ms, UTC]
-bytes, fixed           list<uint8>                     binary
-map<V>                 list<struct<key, value: V>>     map<string, V>
-=====================  ==============================  =====================
+=========================  ===========================  ===========================
+Avro                       read type                    target type
+=========================  ===========================  ===========================
+date                       string                       date32
+time-millis                int32 (ms)                   time32[ms]
+time-micros                int64 (us)                   time64[us]
+timestamp-millis           timestamp[us, UTC]           timestamp[ms, UTC]
+timestamp-nanos            int64 (ns)                   timestamp[ns, UTC]
+local-timestamp-millis     int64 (ms)                   timestamp[ms] (no zone)
+local-timestamp-micros     int64 (us)                   timestamp[us] (no zone)
+local-timestamp-nanos      int64 (ns)                   timestamp[ns] (no zone)
+decimal(p, s)              decimal128(p, s)             decimal128(p, s)
+bytes, fixed               list<uint8>                  binary
+map<V>                     list<struct<key, value: V>>  map<string, V>
+union [A, B, ...]          struct<A, B, ...>            struct<A, B, ...>
+record field renamed       one child per stored name    one child, the first name
+=========================  ===========================  ===========================
+
+A union other than ``["null", T]`` is a struct with one nullable child per
+non-null branch, named as in Avro's JSON encoding (``"string"``, ``"long"``,
+``"array"``, ``"com.acme.Item"``); exactly one child is set in each non-null row.
 
 :func:`convert` turns a read-typed array into the target type with whole-array
-operations only (casts and buffer re-assembly), recursively through structs,
-lists and maps.
+operations only (casts, coalesces and buffer re-assembly), recursively.
 """
 
 from __future__ import annotations
@@ -23,7 +35,18 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from courier.schema.avro import Array, AvroType, Enum, Fixed, Map, Nullable, Primitive, Record
+from courier.schema.avro import (
+    Array,
+    AvroType,
+    Decimal,
+    Enum,
+    Fixed,
+    Map,
+    Nullable,
+    Primitive,
+    Record,
+    Union,
+)
 
 UTC_US = pa.timestamp("us", tz="UTC")
 UTC_MS = pa.timestamp("ms", tz="UTC")
@@ -41,10 +64,27 @@ _PRIMITIVE_TARGET = {
 _LOGICAL_TARGET = {
     "timestamp-millis": UTC_MS,
     "timestamp-micros": UTC_US,
+    "timestamp-nanos": pa.timestamp("ns", tz="UTC"),
+    "local-timestamp-millis": pa.timestamp("ms"),
+    "local-timestamp-micros": pa.timestamp("us"),
+    "local-timestamp-nanos": pa.timestamp("ns"),
     "date": pa.date32(),
+    "time-millis": pa.time32("ms"),
+    "time-micros": pa.time64("us"),
     "uuid": pa.string(),
 }
-_LOGICAL_READ = {**_LOGICAL_TARGET, "timestamp-millis": UTC_US, "date": pa.string()}
+_LOGICAL_READ = {
+    **_LOGICAL_TARGET,
+    "timestamp-millis": UTC_US,
+    "timestamp-nanos": pa.int64(),
+    "local-timestamp-millis": pa.int64(),
+    "local-timestamp-micros": pa.int64(),
+    "local-timestamp-nanos": pa.int64(),
+    "date": pa.string(),
+    "time-millis": pa.int32(),
+    "time-micros": pa.int64(),
+}
+_BYTES_READ = pa.list_(pa.uint8())
 
 
 def arrow_type(t: AvroType, *, read: bool = False) -> pa.DataType:
@@ -55,10 +95,12 @@ def arrow_type(t: AvroType, *, read: bool = False) -> pa.DataType:
         if t.logical is not None:
             return (_LOGICAL_READ if read else _LOGICAL_TARGET)[t.logical]
         if read and t.kind == "bytes":
-            return pa.list_(pa.uint8())
+            return _BYTES_READ
         return _PRIMITIVE_TARGET[t.kind]
+    if isinstance(t, Decimal):
+        return pa.decimal128(t.precision, t.scale)
     if isinstance(t, Fixed):
-        return pa.list_(pa.uint8()) if read else pa.binary()
+        return _BYTES_READ if read else pa.binary()
     if isinstance(t, Enum):
         return pa.string()
     if isinstance(t, Array):
@@ -68,37 +110,55 @@ def arrow_type(t: AvroType, *, read: bool = False) -> pa.DataType:
         if read:
             return pa.list_(pa.struct([pa.field("key", pa.string()), pa.field("value", value)]))
         return pa.map_(pa.string(), value)
-    assert isinstance(t, Record)
+    if isinstance(t, Union):
+        return pa.struct([pa.field(b.key, arrow_type(b.type, read=read)) for b in t.branches])
     return pa.struct(record_fields(t, read=read))
 
 
 def record_fields(record: Record, *, read: bool = False) -> list[pa.Field]:
-    return [pa.field(f.name, arrow_type(f.type, read=read)) for f in record.fields]
+    """Columns of a record's fields; the read form has one child per stored name."""
+    if not read:
+        return [pa.field(f.column, arrow_type(f.type)) for f in record.fields]
+    return [
+        pa.field(name, arrow_type(f.type, read=True))
+        for f in record.fields
+        for name in f.stored_names
+    ]
 
 
-def convert(arr: pa.Array, target: pa.DataType) -> pa.Array:
-    """Convert an array of a read type into ``target`` without per-row Python work."""
+def convert(arr: pa.Array, t: AvroType) -> pa.Array:
+    """Convert an array of ``t``'s read type into its target type without per-row
+    Python work."""
+    if isinstance(t, Nullable):
+        t = t.inner
+    target = arrow_type(t)
     if arr.type == target:
         return arr
-    if pa.types.is_struct(target):
-        if target.num_fields == 0:
+    if isinstance(t, Record):
+        if not t.fields:
             return arr
-        children = [convert(arr.field(i), target.field(i).type) for i in range(target.num_fields)]
+        children = []
+        for f in t.fields:
+            parts = [convert(arr.field(name), f.type) for name in f.stored_names]
+            children.append(parts[0] if len(parts) == 1 else pc.coalesce(*parts))
         return pa.StructArray.from_arrays(children, fields=list(target), mask=_mask(arr))
-    if pa.types.is_map(target):
+    if isinstance(t, Union):
+        children = [convert(arr.field(b.key), b.type) for b in t.branches]
+        return pa.StructArray.from_arrays(children, fields=list(target), mask=_mask(arr))
+    if isinstance(t, Map):
         offsets, entries = _list_parts(arr)
-        value = convert(entries.field(1), target.item_type)
+        value = convert(entries.field(1), t.values)
         return pa.MapArray.from_arrays(
             offsets, entries.field(0), value, type=target, mask=_mask(arr)
         )
-    if pa.types.is_list(target):
+    if isinstance(t, Array):
         offsets, values = _list_parts(arr)
         return pa.ListArray.from_arrays(
-            offsets, convert(values, target.value_type), type=target, mask=_mask(arr)
+            offsets, convert(values, t.items), type=target, mask=_mask(arr)
         )
     if pa.types.is_binary(target):
         return _bytes_from_lists(arr)
-    if pa.types.is_timestamp(target):
+    if isinstance(t, Primitive) and t.logical == "timestamp-millis":
         # Floor (not truncate toward zero) so pre-1970 instants stay in their millisecond.
         return pc.floor_temporal(arr, unit="millisecond").cast(target)
     return pc.cast(arr, target)

@@ -9,7 +9,12 @@ each line ending in ``\\n``::
 
 The payload keeps the event's JSON form except that maps are written as
 ``[{"key": k, "value": v}, ...]`` and bytes/fixed as lists of byte values (see
-:mod:`courier.schema._arrow` for why). ``published_at`` is not in the line: it
+:mod:`courier.schema._arrow` for why); decimals as text with exactly ``scale``
+fractional digits; ``timestamp-millis``/``-micros`` and ``date`` given as numbers
+as RFC 3339 text; ``time-*``, ``timestamp-nanos`` and ``local-timestamp-*`` as
+integers; unions other than ``["null", T]`` as ``{"<branch>": value}``. Keys are
+the field names of the version that accepted the event: the decoder reads a
+renamed field under each of its names into one column. ``published_at`` is not in the line: it
 is the transport's clock and is given to :meth:`CompiledType.decode_stored`.
 Any other key in a line (such as ``type``) is ignored on decode.
 """
@@ -30,6 +35,7 @@ from courier.errors import SchemaError, StoredBodyError
 from courier.model import INVALID_TYPE
 from courier.schema import _arrow, _structs
 from courier.schema.avro import parse_schema
+from courier.schema.compat import assign_columns, renamed_columns
 
 #: The built-in ``_invalid`` type keeps at most this much of a rejected event's text.
 INVALID_RAW_MAX_BYTES = 64 * 1024
@@ -80,15 +86,27 @@ class CompiledType:
     """One version of one event type, ready to validate, store and decode events."""
 
     def __init__(
-        self, name: str, avro: dict[str, Any], version: int, settings: TypeSettings, builtin: bool
+        self,
+        name: str,
+        avro: dict[str, Any],
+        version: int,
+        settings: TypeSettings,
+        builtin: bool,
+        history: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.name = name
         self.version = version
         self.settings = settings
         self.avro = avro
         self.record = parse_schema(avro, builtin=builtin)
-        if self.record.name != name:
+        if self.record.short_name != name:
             raise SchemaError(f"{name}: the schema's record name is {self.record.name!r}")
+        if history:
+            self.record = assign_columns(
+                [*(parse_schema(h, builtin=True) for h in history), self.record]
+            )
+        #: Renamed fields: dotted field path -> dotted column path (see assign_columns).
+        self.renamed_columns = renamed_columns(self.record)
         self.payload_struct = _structs.record_struct(self.record)
         self.event_struct = _structs.event_struct(name, self.payload_struct)
         payload_fields = _arrow.record_fields(self.record)
@@ -164,11 +182,11 @@ class CompiledType:
             )
         payload: list[pa.ChunkedArray] = []
         if self._payload_targets:
-            for column, target in zip(
-                table.column("data").flatten(), self._payload_targets, strict=True
-            ):
-                chunks = [_arrow.convert(c, target) for c in column.chunks]
-                payload.append(pa.chunked_array(chunks, type=target))
+            converted = [
+                _arrow.convert(c, self.record).flatten() for c in table.column("data").chunks
+            ]
+            for i, target in enumerate(self._payload_targets):
+                payload.append(pa.chunked_array([c[i] for c in converted], type=target))
         columns = [
             table.column("id"),
             table.column("time"),
@@ -188,9 +206,13 @@ def compile_type(
     settings: TypeSettings,
     *,
     builtin: bool = False,
+    history: Sequence[dict[str, Any]] = (),
 ) -> CompiledType:
-    """Compile one version of an event type; raises :class:`SchemaError` if invalid."""
-    return CompiledType(name, avro, version, settings, builtin)
+    """Compile one version of an event type; raises :class:`SchemaError` if invalid.
+
+    ``history`` holds the type's earlier schema versions, oldest first: a field
+    renamed through ``aliases`` keeps the column name it had in them."""
+    return CompiledType(name, avro, version, settings, builtin, history)
 
 
 INVALID_AVRO: dict[str, Any] = {

@@ -27,8 +27,10 @@ from typing import Any, Literal
 
 from courier.errors import ConcurrentUpdateError, IncompatibleSchemaError, SchemaError
 from courier.model import INVALID_TYPE, iso_utc
+from courier.schema.avro import event_type_name, parse_schema
 from courier.schema.codec import CompiledType, TypeSettings, compile_type, invalid_type
-from courier.schema.compat import check_backward_compatible
+from courier.schema.compat import assign_columns, check_backward_compatible
+from courier.schema.compat import renamed_columns as renamed_in
 from courier.transport.kv import KeyValue
 
 KEY_PREFIX = "type."
@@ -105,10 +107,11 @@ def load_definitions(directory: Path) -> list[TypeDefinition]:
             avro = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SchemaError(f"{path}: not a readable Avro JSON file: {exc}") from exc
-        name = avro.get("name") if isinstance(avro, dict) else None
+        name = event_type_name(avro)
         if name != path.stem:
             raise SchemaError(
-                f"{path}: record name {name!r} must equal the file name {path.stem!r}"
+                f"{path}: record name {name!r} (without namespace) must equal the file name "
+                f"{path.stem!r}"
             )
         settings = TypeSettings()
         toml_path = path.with_suffix(".toml")
@@ -126,6 +129,26 @@ def load_definitions(directory: Path) -> list[TypeDefinition]:
     return definitions
 
 
+def compile_record(record: TypeRecord) -> CompiledType:
+    """The latest version of ``record``, with renamed fields keeping their columns."""
+    latest = record.latest
+    return compile_type(
+        record.name,
+        latest.avro,
+        latest.version,
+        record.settings,
+        history=[v.avro for v in record.versions[:-1]],
+    )
+
+
+def renamed_columns(record: TypeRecord) -> dict[str, str]:
+    """Fields of the latest version whose bucket column keeps an earlier name:
+    ``{"field.path": "column.path"}`` (empty when nothing was renamed)."""
+    if len(record.versions) == 1:
+        return {}
+    return renamed_in(assign_columns([parse_schema(v.avro, builtin=True) for v in record.versions]))
+
+
 def record_to_json(record: TypeRecord) -> dict[str, Any]:
     """The JSON form served by ``GET /v1/schemas``."""
     return {
@@ -133,6 +156,7 @@ def record_to_json(record: TypeRecord) -> dict[str, Any]:
         "settings": asdict(record.settings),
         "enabled_at": iso_utc(record.enabled_at),
         "latest_version": record.latest.version,
+        "renamed_columns": renamed_columns(record),
         "versions": [
             {
                 "version": v.version,
@@ -242,6 +266,8 @@ class Registry:
         problems = [] if force else check_backward_compatible(current.latest.avro, d.avro)
         version = SchemaVersion(current.latest.version + 1, d.avro, fp, now)
         new = TypeRecord(d.name, d.settings, (*current.versions, version), current.enabled_at)
+        if not problems:
+            compile_record(new)  # renamed fields must keep distinct columns
         return (current, revision), new, problems
 
     async def _write(
@@ -282,8 +308,7 @@ class Registry:
             key = (record.name, latest.version, latest.fingerprint, record.settings)
             compiled = self._cache.get(key)
             if compiled is None:
-                compiled = compile_type(record.name, latest.avro, latest.version, record.settings)
-                self._cache[key] = compiled
+                compiled = self._cache[key] = compile_record(record)
             out[record.name] = compiled
         out[INVALID_TYPE] = invalid_type()
         return out

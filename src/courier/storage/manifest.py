@@ -97,6 +97,9 @@ class Manifest(msgspec.Struct, kw_only=True):
     close_delay_secs: float
     version: int = 1
     repair: ManifestRepair | None = None
+    #: Fields whose column keeps an earlier name (a rename through Avro ``aliases``):
+    #: ``{"field.path": "column.path"}``, from ``CompiledType.renamed_columns``.
+    renamed_columns: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class _Versioned(msgspec.Struct):
