@@ -214,6 +214,7 @@ class BucketCloser:
             watermark=iso_utc(entry.watermark),
             closed_at=iso_utc(entry.claimed_at),
             close_delay_secs=round(entry.claimed_at - end, 3),
+            renamed_columns=compiled.renamed_columns,
         )
         write_manifest(self.layout.manifest_path(key), manifest)
         self._after_step(5)

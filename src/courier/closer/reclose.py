@@ -318,6 +318,7 @@ class BucketRecloser:
             current,
             **written.manifest_fields(),
             staging_files=[],
+            renamed_columns=compiled.renamed_columns,
             version=version,
             repair=ManifestRepair(
                 repair_id=repair_id,

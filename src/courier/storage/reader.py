@@ -121,7 +121,9 @@ class BucketReader:
         if not tables:
             return self._empty(event_type, columns)
         try:
-            table = pa.concat_tables(tables, promote_options="default")
+            # "permissive": a compatible type change (int -> long, a widened decimal, a union
+            # branch added) widens the column instead of failing the read.
+            table = pa.concat_tables(tables, promote_options="permissive")
         except (pa.ArrowException, ValueError) as exc:
             raise StorageError(
                 f"files of {event_type} in [{iso_utc(first)}, {iso_utc(end)}) have "
