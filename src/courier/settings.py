@@ -8,6 +8,7 @@ size carries its unit in its name.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -239,6 +240,35 @@ class DashboardSettings(_Section):
     require_key: Literal["off", "any", "admin"] = "any"
 
 
+_TYPE_NAME = r"^[A-Z][A-Za-z0-9_]{0,63}$"
+
+
+class SegmentSettings(_Section):
+    """The Segment-compatible routes (``/v1/batch``, ``/v1/track``, ...; gateway/segment.py).
+
+    In the environment, maps are JSON:
+    ``COURIER_SEGMENT__TRACKING_PLAN='{"Song Played": "SongPlayed"}'``.
+    """
+
+    #: The tracking plan: a ``track`` call's ``event`` name -> the Courier event type
+    #: whose schema validates its ``properties`` (e.g. "Song Played" -> SongPlayed).
+    tracking_plan: dict[str, str] = Field(default_factory=dict)
+    #: A ``track`` event whose name is not in the plan is either stored in the generic
+    #: ``SegmentTrack`` type with its properties as JSON ("store"), or rejected into
+    #: ``_invalid`` with the reason ("reject"). Never dropped.
+    unplanned_track: Literal["store", "reject"] = "store"
+    #: The same policy per API key name (``[[auth.keys]] name``), overriding the default.
+    unplanned_track_by_key: dict[str, Literal["store", "reject"]] = Field(default_factory=dict)
+
+    @field_validator("tracking_plan")
+    @classmethod
+    def _plan_names_types(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [t for t in v.values() if not re.match(_TYPE_NAME, t)]
+        if bad:
+            raise ValueError(f"not event type names: {', '.join(map(repr, bad))}")
+        return v
+
+
 class Settings(BaseSettings):
     """All of a process's settings. Build it with :func:`load_settings`."""
 
@@ -264,6 +294,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    segment: SegmentSettings = Field(default_factory=SegmentSettings)
 
     @field_validator("bucket_width_secs")
     @classmethod
@@ -369,7 +400,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if isinstance(value, dict):
             for sub, v in value.items():
                 if v is not None:
-                    env[f"COURIER_{key.upper()}__{sub.upper()}"] = str(v)
+                    text = json.dumps(v) if isinstance(v, dict | list) else str(v)
+                    env[f"COURIER_{key.upper()}__{sub.upper()}"] = text
         elif value is not None:
             env[f"COURIER_{key.upper()}"] = str(value)
     return env

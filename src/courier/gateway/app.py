@@ -53,6 +53,7 @@ from courier.gateway.responses import (
     refused,
     unavailable,
 )
+from courier.gateway.segment import SegmentRoutes
 from courier.gateway.service import EventService
 from courier.gateway.storeguard import StoreGuard
 from courier.model import INVALID_TYPE
@@ -376,6 +377,7 @@ def create_app(
         Route("/v1/schemas/{type}", gw.get_schema, methods=["GET"]),
         Route("/v1/schemas/{type}", gw.put_schema, methods=["PUT"]),
         *gw.repairs.routes(),
+        *SegmentRoutes(gw).routes(),
         Route("/healthz", gw.healthz, methods=["GET"]),
         Route("/readyz", gw.readyz, methods=["GET"]),
         Route("/metrics", gw.metrics_route, methods=["GET"]),

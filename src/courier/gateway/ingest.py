@@ -25,10 +25,13 @@ from courier.schema import CompiledType
 from courier.settings import GatewaySettings
 
 #: Why an event was rejected; the ``reason`` label of the rejection metric.
-RejectReason = Literal["invalid", "unknown_type", "too_large"]
-REJECT_REASONS: tuple[RejectReason, ...] = ("invalid", "unknown_type", "too_large")
+#: ``forbidden``: the API key may not send the event's type (front doors that reject
+#: per event rather than refusing the whole batch with 403, e.g. gateway/segment/).
+RejectReason = Literal["invalid", "unknown_type", "too_large", "forbidden"]
+REJECT_REASONS: tuple[RejectReason, ...] = ("invalid", "unknown_type", "too_large", "forbidden")
 
-_SENT_AT = Optional[Annotated[dt.datetime, msgspec.Meta(tz=True)]]  # noqa: UP045
+#: The batch's ``sent_at``: an RFC 3339 time with a time zone, or null.
+SENT_AT = Optional[Annotated[dt.datetime, msgspec.Meta(tz=True)]]  # noqa: UP045
 _LINE_BREAKS = re.compile(rb"\s*\n\s*")
 #: A ``\uD800``-``\uDFFF`` escape that is not half of a pair (after an even run of
 #: backslashes, so ``\\ud800`` is left alone). JSON's grammar allows it, but it is
@@ -45,7 +48,7 @@ _NOT_UTF8 = b"\xff"
 
 class _RawBatch(msgspec.Struct, forbid_unknown_fields=True):
     events: list[msgspec.Raw]
-    sent_at: _SENT_AT = None
+    sent_at: SENT_AT = None
 
 
 class _Probe(msgspec.Struct):
@@ -94,7 +97,7 @@ class Validator:
             union: Any = Union[structs]  # noqa: UP007 - built at runtime
             batch = msgspec.defstruct(
                 "Batch",
-                [("events", list[union]), ("sent_at", _SENT_AT, None)],
+                [("events", list[union]), ("sent_at", SENT_AT, None)],
                 forbid_unknown_fields=True,
             )
             self._batch = msgspec.json.Decoder(batch)

@@ -120,10 +120,21 @@ class EventService:
         refuse it whole by raising (a RequestError: 403 for a type the API key
         may not send, 429 over its rate limit).
         """
+        return await self.ingest_with(lambda v: v.decode(body, fmt), received_at, admit)
+
+    async def ingest_with(
+        self,
+        decode: Callable[[Validator], DecodedBatch],
+        received_at: dt.datetime,
+        admit: Callable[[DecodedBatch], None] | None = None,
+    ) -> IngestResult:
+        """:meth:`ingest` for another wire format: ``decode`` builds the validated batch
+        with the current registry snapshot's :class:`Validator` (e.g. by translating
+        the body into Courier's and adding its own rejections; gateway/segment/)."""
         self.check_available()
         snapshot = self._snapshot
         assert snapshot is not None
-        batch = snapshot.validator.decode(body, fmt)  # step 1
+        batch = decode(snapshot.validator)  # step 1
         if admit is not None:
             admit(batch)
         submissions = []
