@@ -42,6 +42,16 @@ def example_schemas_dir() -> Path:
     return Path(str(files("courier") / "examples" / "schemas"))
 
 
+def segment_schemas_dir() -> Path:
+    """The shipped types of Segment calls (SegmentIdentify, SegmentTrack, ...)."""
+    return Path(str(files("courier") / "gateway" / "segment" / "schemas"))
+
+
+def segment_example_schemas_dir() -> Path:
+    """An example tracking-plan type (SongPlayed, for the "Song Played" track event)."""
+    return Path(str(files("courier") / "examples" / "segment"))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", type=click.Path(path_type=Path), help="TOML settings file.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Root of buckets and staging.")
@@ -84,6 +94,12 @@ def cli(
 @click.option(
     "--demo", is_flag=True, help="Apply the example schemas (PlaySong, Search, AdImpression)."
 )
+@click.option(
+    "--segment",
+    is_flag=True,
+    help="Apply the types of Segment calls (SegmentIdentify, SegmentTrack, ...); with --demo "
+    "also the example tracking-plan type SongPlayed.",
+)
 @pass_ctx
 def up(
     c: _Ctx,
@@ -92,6 +108,7 @@ def up(
     dashboard_port: int | None,
     data_dir: Path | None,
     demo: bool,
+    segment: bool,
 ) -> None:
     """Start the whole local stack: embedded NATS, gateway, writer, closer, auditor, dashboard."""
     from courier.cli.admin import apply_schemas, provision_all, sync
@@ -109,10 +126,15 @@ def up(
     click.echo(f"NATS store {s.nats_store_dir.resolve()}: {sup.store_summary()}")
     try:
         admin = load_settings(c.config, **{**c.overrides, "nats_url": url})
-        if demo:
-            for r in sync(apply_schemas(admin, example_schemas_dir(), force=False)):
+        directories = [example_schemas_dir()] if demo else []
+        if segment:
+            directories.append(segment_schemas_dir())
+            if demo:
+                directories.append(segment_example_schemas_dir())
+        for directory in directories:
+            for r in sync(apply_schemas(admin, directory, force=False)):
                 click.echo(f"schema {r.name}: {r.action} (version {r.version})")
-        else:
+        if not directories:
             sync(provision_all(admin))
         sup.start_children()
     except BaseException:
@@ -176,15 +198,28 @@ def schema() -> None:
 
 
 @schema.command("apply")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument(
+    "directory", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
 @click.option("--force", is_flag=True, help="Accept backward-incompatible changes.")
+@click.option(
+    "--segment",
+    is_flag=True,
+    help="Also register the shipped types of Segment calls (SegmentIdentify, SegmentTrack, ...).",
+)
 @pass_ctx
-def schema_apply(c: _Ctx, directory: Path, force: bool) -> None:
+def schema_apply(c: _Ctx, directory: Path | None, force: bool, segment: bool) -> None:
     """Register the <Type>.avsc (+ <Type>.toml) files of DIRECTORY. Idempotent."""
     from courier.cli.admin import apply_schemas, sync
 
-    for r in sync(apply_schemas(c.settings(), directory, force=force)):
-        click.echo(f"{r.name}: {r.action} (version {r.version})")
+    directories = [segment_schemas_dir()] if segment else []
+    if directory is not None:
+        directories.append(directory)
+    if not directories:
+        raise click.UsageError("give a DIRECTORY of schemas, --segment, or both")
+    for d in directories:
+        for r in sync(apply_schemas(c.settings(), d, force=force)):
+            click.echo(f"{r.name}: {r.action} (version {r.version})")
 
 
 @schema.command("list")
