@@ -143,7 +143,7 @@ def ensure_node_client(cache_root: Path | None = None) -> Path:
     npm, node = shutil.which("npm"), shutil.which("node")
     if npm is None or node is None:
         raise RuntimeError(
-            "the Segment client proof needs Node.js 18+ with npm to install "
+            "the Segment client proof needs Node.js 20+ with npm to install "
             "@segment/analytics-node (e.g. apt-get install -y nodejs npm); "
             f"found node={node}, npm={npm}"
         )
@@ -453,7 +453,9 @@ async def _send_all(url: str, key: str, bodies: list[bytes], concurrency: int) -
     import aiohttp
 
     queue = list(reversed(bodies))
-    auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    # As each kind of client sends its key: Segment's as HTTP Basic user name, Courier's as Bearer.
+    segment = url.endswith("/v1/batch")
+    auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode() if segment else f"Bearer {key}"
     headers = {"Content-Type": "application/json", "Authorization": auth}
 
     async def worker(session: aiohttp.ClientSession) -> None:

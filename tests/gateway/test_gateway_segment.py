@@ -299,3 +299,53 @@ async def test_a_bad_sent_at_rejects_the_calls_into_invalid_not_the_request(segm
     assert r.status_code == 200 and r.json()["accepted"] == 0
     assert "sentAt" in r.json()["rejected"][0]["error"]
     assert len(stored(sink, "_invalid")) == 1
+
+
+async def test_each_malformed_call_is_rejected_alone_with_a_reason_naming_the_segment_field(
+    segment, sink
+):
+    client = await segment()
+    calls = [
+        call("identify", 0, userId=42),  # numbers are ids too: stored as text
+        call("alias", 1),  # no previousId
+        call("group", 2),  # no groupId
+        call("identify", 3, context="not an object"),
+        call("identify", 4, timestamp="2026-11-26T10:14:59"),  # no time zone
+        call("identify", 5, messageId="m" * 200),
+        call("fly", 6),
+        "not an object",
+        song(8, extra_field=1),
+    ]
+    r = await client.post("/v1/batch", json={"batch": calls}, headers=basic(KEY))
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["accepted"] == 1
+    errors = {x["index"]: x["error"] for x in answer["rejected"]}
+    assert sorted(errors) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert "previousId" in errors[1]
+    assert "groupId" in errors[2]
+    assert "`context` must be an object" in errors[3]
+    assert "$.timestamp" in errors[4]
+    assert "$.messageId" in errors[5]
+    assert "unknown Segment call type 'fly'" in errors[6]
+    assert "not a Segment call" in errors[7]
+    assert "unknown field `extra_field`" in errors[8] and "$.properties" in errors[8]
+    (identify,) = stored(sink, "SegmentIdentify")
+    assert identify["data"]["user_id"] == "42"
+    assert len(stored(sink, "_invalid")) == 8
+
+
+async def test_a_retried_batch_keeps_its_message_ids_so_the_copy_is_deduplicated(segment, sink):
+    client = await segment()
+    body = {"batch": [song(1), call("identify", 2)], "sentAt": "2026-11-26T10:15:02Z"}
+    assert (await client.post("/v1/batch", json=body, headers=basic(KEY))).status_code == 200
+    # The client retries with a new sentAt and X-Retry-Count; the ids stay.
+    retry = {**body, "sentAt": "2026-11-26T10:15:09Z"}
+    headers = {**basic(KEY), "X-Retry-Count": "1"}
+    assert (await client.post("/v1/batch", json=retry, headers=headers)).status_code == 200
+    ids = [e["id"] for e in stored(sink, "SongPlayed")] + [
+        e["id"] for e in stored(sink, "SegmentIdentify")
+    ]
+    # The same ids make the same message id: the transport's duplicate window drops the copy
+    # (and past the window, the closer keeps one copy per id).
+    assert ids == ["track-1", "identify-2"] and sink.duplicates == 2
