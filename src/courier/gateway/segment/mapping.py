@@ -27,6 +27,7 @@ their original text, so ``_invalid`` keeps what the client sent.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -107,37 +108,37 @@ class _Call(msgspec.Struct):
 
 
 # The ``data`` of each Courier type; the common columns come first in every schema.
-class _Common(msgspec.Struct, kw_only=True):
+class _Common(msgspec.Struct):
     user_id: str | None
     anonymous_id: str | None
     context: str | None
 
 
-class _Identify(_Common, kw_only=True):
+class _Identify(_Common):
     traits: str | None
 
 
-class _Track(_Common, kw_only=True):
+class _Track(_Common):
     event: str
     properties: str | None
 
 
-class _Planned(_Common, kw_only=True):
+class _Planned(_Common):
     properties: msgspec.Raw
 
 
-class _Page(_Common, kw_only=True):
+class _Page(_Common):
     name: str | None
     category: str | None
     properties: str | None
 
 
-class _Group(_Common, kw_only=True):
+class _Group(_Common):
     group_id: str
     traits: str | None
 
 
-class _Alias(_Common, kw_only=True):
+class _Alias(_Common):
     previous_id: str
 
 
@@ -164,16 +165,44 @@ class _Refused(Exception):
         self.event_type = event_type
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """A parsed request: its calls still as text, the batch's ``sentAt`` and write key."""
+class _CallBatch(msgspec.Struct):
+    """:class:`_Batch` with its calls decoded: the fast path when every call is an object."""
 
-    calls: list[msgspec.Raw]
+    batch: list[_Call]
+    sentAt: msgspec.Raw = _ABSENT
+    writeKey: str | None = None
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A parsed request: its calls, the batch's ``sentAt`` and write key.
+
+    ``calls`` holds every call decoded in one pass when all are JSON objects (the
+    common case), else None; the calls' text is split out only when needed
+    (:meth:`texts`: a call to diagnose or to keep in ``_invalid``, or a body
+    large enough to hold a call over the event limit).
+    """
+
+    body: bytes
+    single: bool
+    count: int
     sent_at: msgspec.Raw
     write_key: str | None
+    calls: list[_Call] | None
+    _texts: list[msgspec.Raw] | None = None
+
+    def texts(self) -> list[msgspec.Raw]:
+        """The text of each call, as the client sent it."""
+        if self._texts is None:
+            if self.single:
+                self._texts = [msgspec.Raw(self.body)]
+            else:
+                self._texts = _batch_decoder.decode(self.body).batch
+        return self._texts
 
 
 _batch_decoder = msgspec.json.Decoder(_Batch)
+_call_batch_decoder = msgspec.json.Decoder(_CallBatch)
 _single_decoder = msgspec.json.Decoder(_Single)
 _call_decoder = msgspec.json.Decoder(_Call)
 _encode = msgspec.json.Encoder().encode
@@ -187,22 +216,32 @@ def parse(body: bytes, call: Call | None, limits: GatewaySettings) -> Envelope:
     """
     try:
         if call is None:
-            batch = _batch_decoder.decode(body)
-            calls, sent_at, write_key = batch.batch, batch.sentAt, batch.writeKey
+            try:  # fast path: every call decoded in this one pass
+                typed = _call_batch_decoder.decode(body)
+                envelope = Envelope(
+                    body, False, len(typed.batch), typed.sentAt, typed.writeKey, typed.batch
+                )
+            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+                batch = _batch_decoder.decode(body)  # some call is wrong: diagnose each
+                envelope = Envelope(
+                    body, False, len(batch.batch), batch.sentAt, batch.writeKey, None, batch.batch
+                )
         else:
             single = _single_decoder.decode(body)
-            calls, sent_at, write_key = [msgspec.Raw(body)], single.sentAt, single.writeKey
+            envelope = Envelope(body, True, 1, single.sentAt, single.writeKey, None)
+            with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+                envelope.calls = [_call_decoder.decode(body)]
     except msgspec.ValidationError as exc:
         shape = '{"batch": [...], "sentAt"?, "writeKey"?}' if call is None else "a JSON object"
         raise MalformedRequestError(f"request body is not {shape}: {exc}") from exc
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise MalformedRequestError(f"request body is not valid JSON: {exc}") from exc
-    if len(calls) > limits.max_events_per_batch:
+    if envelope.count > limits.max_events_per_batch:
         raise RequestTooLargeError(
-            f"batch has {len(calls)} calls, more than the limit of "
+            f"batch has {envelope.count} calls, more than the limit of "
             f"{limits.max_events_per_batch}; send smaller batches"
         )
-    return Envelope(calls, sent_at, write_key)
+    return envelope
 
 
 class Translator:
@@ -216,6 +255,7 @@ class Translator:
             settings.unplanned_track_by_key.get(principal.name, settings.unplanned_track) == "store"
         )
         self._principal = principal
+        self._allowed = principal.types
         self._max_event_bytes = limits.max_event_bytes
 
     def translate(
@@ -226,21 +266,26 @@ class Translator:
         origin: list[int] = []  # index in the Segment batch of each Courier event
         refused: list[Rejection] = []
         sent_at_error = _check_sent_at(envelope.sent_at)
-        for index, raw in enumerate(envelope.calls):
+        calls = envelope.calls
+        limit = self._max_event_bytes
+        texts = envelope.texts() if calls is None or len(envelope.body) > limit else None
+        for index in range(envelope.count):
             try:
                 if sent_at_error is not None:
                     raise _Refused(sent_at_error)
-                if len(raw) > self._max_event_bytes:
+                if texts is not None and len(texts[index]) > limit:
                     raise _Refused(
-                        f"call is {len(raw)} bytes, more than the limit of {self._max_event_bytes}",
+                        f"call is {len(texts[index])} bytes, more than the limit of {limit}",
                         "too_large",
                     )
-                events.append(self._event(raw, call))
+                c = calls[index] if calls is not None else _decode_call(texts[index])  # type: ignore[index]
+                events.append(self._event(c, call))
                 origin.append(index)
             except _Refused as exc:
+                text = envelope.texts()[index]
                 refused.append(
                     Rejection(
-                        index, _message_id(raw), str(exc), exc.reason, exc.event_type, bytes(raw)
+                        index, _message_id(text), str(exc), exc.reason, exc.event_type, bytes(text)
                     )
                 )
         body = _encode(
@@ -249,32 +294,24 @@ class Translator:
         batch = validator.decode(body, BodyFormat.JSON)
         for r in batch.rejections:
             r.index = origin[r.index]
-            r.raw = bytes(envelope.calls[r.index])
+            r.raw = bytes(envelope.texts()[r.index])
             r.error = _PATH.sub(lambda m: _RENAMED[m.group(0)], r.error)
         if refused:
             batch.rejections = sorted([*batch.rejections, *refused], key=lambda r: r.index)
         return batch
 
-    def _event(self, raw: msgspec.Raw, route_call: Call | None) -> _Event:
-        try:
-            c = _call_decoder.decode(raw)
-        except msgspec.ValidationError as exc:
-            raise _Refused(f"not a Segment call: {exc}") from exc
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise _Refused(f"malformed JSON: {exc}") from exc
+    def _event(self, c: _Call, route_call: Call | None) -> _Event:
+        # The hot path of the Segment routes: plain attribute reads, positional Structs.
         kind = route_call or c.type
-        user_id, anonymous_id = _id(c.userId), _id(c.anonymousId)
-        common = {
-            "user_id": user_id,
-            "anonymous_id": anonymous_id,
-            "context": _json_text(c.context, "context"),
-        }
+        user_id = c.userId if type(c.userId) is str and c.userId else _id(c.userId)
+        anonymous_id = _id(c.anonymousId) if c.anonymousId is not None else None
+        context = _json_text(c.context, "context")
         data: _Common
         if kind == "alias":
             previous_id = _id(c.previousId)
             if user_id is None or previous_id is None:
                 raise _Refused("an `alias` call needs `userId` and `previousId`")
-            data = _Alias(**common, previous_id=previous_id)
+            data = _Alias(user_id, anonymous_id, context, previous_id)
             return self._typed(CALL_TYPES["alias"], data, c)
         if kind not in CALL_TYPES:
             raise _Refused(
@@ -283,46 +320,55 @@ class Translator:
         if user_id is None and anonymous_id is None:
             raise _Refused(f"a `{kind}` call needs `userId` or `anonymousId`")
         if kind == "track":
-            return self._track(c, common)
-        if kind == "identify":
-            data = _Identify(**common, traits=_json_text(c.traits, "traits"))
+            event = c.event
+            if type(event) is not str or not event:
+                raise _Refused("a `track` call needs `event`, the name of the action")
+            planned = self._plan.get(event)
+            if planned is not None:
+                properties = c.properties
+                if not len(properties) or properties == b"null":
+                    properties = _EMPTY_OBJECT
+                data = _Planned(user_id, anonymous_id, context, properties)
+                return self._typed(planned, data, c)
+            if not self._store_unplanned:
+                raise _Refused(
+                    f"track event {event[:200]!r} is not in the tracking plan "
+                    "([segment] tracking_plan) and unplanned events are rejected for API key "
+                    f"{self._principal.name!r}",
+                    "unknown_type",
+                )
+            properties_text = _json_text(c.properties, "properties")
+            data = _Track(user_id, anonymous_id, context, event, properties_text)
+        elif kind == "identify":
+            data = _Identify(user_id, anonymous_id, context, _json_text(c.traits, "traits"))
         elif kind == "group":
             group_id = _id(c.groupId)
             if group_id is None:
                 raise _Refused("a `group` call needs `groupId`")
-            data = _Group(**common, group_id=group_id, traits=_json_text(c.traits, "traits"))
+            traits = _json_text(c.traits, "traits")
+            data = _Group(user_id, anonymous_id, context, group_id, traits)
         else:  # page, screen
-            properties = _json_text(c.properties, "properties")
-            data = _Page(**common, name=c.name, category=c.category, properties=properties)
+            properties_text = _json_text(c.properties, "properties")
+            data = _Page(user_id, anonymous_id, context, c.name, c.category, properties_text)
         return self._typed(CALL_TYPES[kind], data, c)  # type: ignore[index]
 
-    def _track(self, c: _Call, common: dict[str, Any]) -> _Event:
-        if not isinstance(c.event, str) or not c.event:
-            raise _Refused("a `track` call needs `event`, the name of the action")
-        planned = self._plan.get(c.event)
-        if planned is not None:
-            properties = c.properties if len(c.properties) else _EMPTY_OBJECT
-            if properties == b"null":
-                properties = _EMPTY_OBJECT
-            return self._typed(planned, _Planned(**common, properties=properties), c)
-        if not self._store_unplanned:
-            raise _Refused(
-                f"track event {c.event[:200]!r} is not in the tracking plan "
-                "([segment] tracking_plan) and unplanned events are rejected for API key "
-                f"{self._principal.name!r}",
-                "unknown_type",
-            )
-        data = _Track(**common, event=c.event, properties=_json_text(c.properties, "properties"))
-        return self._typed(CALL_TYPES["track"], data, c)
-
     def _typed(self, event_type: str, data: _Common, c: _Call) -> _Event:
-        if not self._principal.may_send(event_type):
+        if self._allowed is not None and event_type not in self._allowed:
             raise _Refused(
                 f"API key {self._principal.name!r} may not send event type {event_type!r}",
                 "forbidden",
                 event_type,
             )
         return _Event(event_type, data, c.messageId, c.timestamp)
+
+
+def _decode_call(text: msgspec.Raw) -> _Call:
+    try:
+        return _call_decoder.decode(text)
+    except msgspec.ValidationError as exc:
+        raise _Refused(f"not a Segment call: {exc}") from exc
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise _Refused(f"malformed JSON: {exc}") from exc
 
 
 class _IdProbe(msgspec.Struct):
