@@ -17,6 +17,7 @@ from courier.errors import TransportUnavailableError
 from courier.examples import SCHEMAS_DIR
 from courier.gateway import MemorySink, create_app
 from courier.gateway.segment import SCHEMAS_DIR as SEGMENT_SCHEMAS
+from courier.gateway.segment import write_key
 from courier.schema import Registry, load_definitions
 from courier.settings import load_settings
 from courier.transport.kv import MemoryKeyValue
@@ -349,3 +350,13 @@ async def test_a_retried_batch_keeps_its_message_ids_so_the_copy_is_deduplicated
     # The same ids make the same message id: the transport's duplicate window drops the copy
     # (and past the window, the closer keeps one copy per id).
     assert ids == ["track-1", "identify-2"] and sink.duplicates == 2
+
+
+def test_the_write_key_is_the_basic_user_name_or_password_or_a_bearer_or_api_key_header():
+    assert write_key({"authorization": basic(KEY)["Authorization"]}) == KEY
+    as_password = base64.b64encode(f":{KEY}".encode()).decode()
+    assert write_key({"authorization": f"Basic {as_password}"}) == KEY
+    assert write_key({"authorization": f"Bearer {KEY}"}) == KEY
+    assert write_key({"x-api-key": KEY}) == KEY
+    assert write_key({"authorization": "Basic not-base64!"}) is None
+    assert write_key({}) is None

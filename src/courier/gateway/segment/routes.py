@@ -68,7 +68,8 @@ class GatewayParts(Protocol):
 
 def write_key(headers: Mapping[str, str]) -> str | None:
     """The key a Segment client sends: HTTP Basic with the key as the user name
-    (``base64("<key>:")``) or as the password, Bearer or ``X-API-Key``."""
+    (``base64("<key>:")``) or, as Courier's own tools send it, as the password;
+    Bearer or ``X-API-Key``."""
     authorization = (headers.get("authorization") or "").strip()
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "basic" and value.strip():
@@ -77,7 +78,7 @@ def write_key(headers: Mapping[str, str]) -> str | None:
         except (ValueError, UnicodeDecodeError):
             return None
         user, _, password = decoded.partition(":")
-        return user or password or None
+        return password or user or None  # Segment: "<key>:"; Courier's own tools: ":<key>"
     return presented_key(headers)
 
 
