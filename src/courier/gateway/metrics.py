@@ -78,13 +78,13 @@ class GatewayMetrics:
         )
         self.requests = Counter(
             "courier_gateway_requests",
-            "POST /v1/events requests by HTTP status.",
+            "Ingest requests (POST /v1/events and the Segment routes) by HTTP status.",
             ["status"],
             registry=r,
         )
         self.request_seconds = Histogram(
             "courier_gateway_request_seconds",
-            "Time to answer POST /v1/events.",
+            "Time to answer an ingest request (POST /v1/events and the Segment routes).",
             buckets=_LATENCY_BUCKETS_SECS,
             registry=r,
         )
