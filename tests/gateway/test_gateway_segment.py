@@ -11,21 +11,32 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from courier.auth import hash_key
+from courier.auth import KeyRing, hash_key
 from courier.errors import TransportUnavailableError
 from courier.examples import SCHEMAS_DIR
 from courier.gateway import MemorySink, create_app
+from courier.gateway.ingest import Validator
+from courier.gateway.segment import CALL_TYPES, write_key
 from courier.gateway.segment import SCHEMAS_DIR as SEGMENT_SCHEMAS
-from courier.gateway.segment import write_key
-from courier.schema import Registry, load_definitions
-from courier.settings import load_settings
+from courier.gateway.segment.mapping import Translator, parse
+from courier.schema import Registry, compile_type, load_definitions
+from courier.settings import AuthSettings, SegmentSettings, load_settings
 from courier.transport.kv import MemoryKeyValue
 
 KEY = "ck_segment-writer"
 TRACK_ONLY = "ck_song-only"
 STRICT = "ck_strict-plan"
 SONG_PLAN = SCHEMAS_DIR.parent / "segment"
+_VALIDATOR = Validator(
+    {
+        d.name: compile_type(d.name, d.avro, 1, d.settings)
+        for d in [*load_definitions(SEGMENT_SCHEMAS), *load_definitions(SONG_PLAN)]
+    },
+    load_settings().gateway,
+)
 
 
 def basic(key: str) -> dict[str, str]:
@@ -360,3 +371,89 @@ def test_the_write_key_is_the_basic_user_name_or_password_or_a_bearer_or_api_key
     assert write_key({"x-api-key": KEY}) == KEY
     assert write_key({"authorization": "Basic not-base64!"}) is None
     assert write_key({}) is None
+
+
+async def test_a_broken_emoji_or_invalid_utf8_rejects_only_its_call(segment, sink):
+    client = await segment()
+    good = json.dumps(song(1)).encode()
+    surrogate = json.dumps(call("identify", 2, traits={"name": "x"})).replace('"x"', '"\\ud83d"')
+    bad_utf8 = (
+        json.dumps(call("identify", 3, context={"ip": "x"})).encode().replace(b'"x"', b'"\xff"')
+    )
+    body = b'{"batch": [' + b", ".join([good, surrogate.encode(), bad_utf8]) + b"]}"
+    r = await client.post("/v1/batch", content=body, headers=basic(KEY))
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 1
+    assert [x["index"] for x in r.json()["rejected"]] == [1, 2]
+    assert len(stored(sink, "_invalid")) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"[]",
+        b"null",
+        b'{"batch": {}}',
+        b'{"batch": [1, "x", null, []]}',
+        b'{"batch": [], "sentAt": "\xff"}',
+        b'{"batch": [{"type": "track", "event": "Song Played", "userId": "u", "properties": '
+        + b"[" * 100
+        + b"]" * 100
+        + b"}]}",
+        b'{"batch": [{"type": "identify", "userId": 1e999, "messageId": 12}]}',
+        b'{"batch": [{"type": "track", "event": "Song Played", "userId": "u", "properties": "\xff"}]}',
+        b'{"writeKey": 5, "batch": []}',
+        b"\xff\xfe",
+    ],
+)
+async def test_odd_bodies_get_a_4xx_or_a_per_call_rejection_never_a_5xx(segment, body):
+    client = await segment()
+    for path in ("/v1/batch", "/v1/track", "/v1/t"):
+        r = await client.post(path, content=body, headers=basic(KEY))
+        assert r.status_code < 500, (path, body, r.text)
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_CALL = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from([*CALL_TYPES, "fly"]) | _JSON,
+        "event": st.sampled_from(["Song Played", "Other"]) | _JSON,
+        "userId": st.text(max_size=5) | _JSON,
+        "anonymousId": _JSON,
+        "messageId": st.text(max_size=200) | _JSON,
+        "timestamp": st.sampled_from(["2026-11-26T10:14:59Z", "2026-11-26T10:14:59"]) | _JSON,
+        "context": _JSON,
+        "properties": st.fixed_dictionaries({"song_id": _JSON, "ms_played": _JSON}) | _JSON,
+        "traits": _JSON,
+        "groupId": _JSON,
+        "previousId": _JSON,
+    },
+)
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(calls=st.lists(_CALL | _JSON, max_size=8), sent_at=_JSON)
+def test_every_call_of_any_batch_is_accepted_or_rejected_with_its_index(calls, sent_at) -> None:
+    limits = load_settings().gateway
+    body = json.dumps({"batch": calls, "sentAt": sent_at}).encode()
+    envelope = parse(body, None, limits)
+    translator = Translator(
+        SegmentSettings(tracking_plan={"Song Played": "SongPlayed"}),
+        limits,
+        KeyRing(AuthSettings()).anonymous,
+    )
+    batch = translator.translate(envelope, None, _VALIDATOR)
+    assert batch.accepted + len(batch.rejections) == len(calls)
+    assert sorted(r.index for r in batch.rejections) == sorted({r.index for r in batch.rejections})

@@ -46,6 +46,12 @@ _LONE_SURROGATE = re.compile(
 _NOT_UTF8 = b"\xff"
 
 
+def mark_lone_surrogates(body: bytes) -> bytes:
+    """``body`` with each lone surrogate escape replaced by a byte that is never UTF-8,
+    so that the JSON parses and only the events holding one are rejected."""
+    return _LONE_SURROGATE.sub(rb"\1" + _NOT_UTF8, body)
+
+
 class _RawBatch(msgspec.Struct, forbid_unknown_fields=True):
     events: list[msgspec.Raw]
     sent_at: SENT_AT = None
@@ -148,7 +154,7 @@ class Validator:
                 f'request body is not a batch {{"sent_at"?, "events": [...]}}: {exc}'
             ) from exc
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-            marked = _LONE_SURROGATE.sub(rb"\1" + _NOT_UTF8, body)
+            marked = mark_lone_surrogates(body)
             if marked != body:
                 return self._decode_raw_batch(marked)
             raise MalformedRequestError(f"request body is not valid JSON: {exc}") from exc

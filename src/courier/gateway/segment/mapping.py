@@ -17,7 +17,7 @@ table states the same mapping for users:
 * ``integrations``, ``receivedAt``, ``originalTimestamp``, ``channel``,
   ``version`` and any other key are ignored, as Segment ignores unknown keys.
 
-Translation is a pre-pass over the body: :func:`translate` turns the calls
+Translation is a pre-pass over the body: :meth:`Translator.translate` turns the calls
 into a Courier batch and hands it to the gateway's own :class:`Validator`, so
 validation, limits and the stored form are Courier's. Calls that cannot be
 translated (no user, unknown call type, unplanned or forbidden type) become
@@ -38,7 +38,14 @@ import msgspec
 from courier.auth import Principal
 from courier.errors import MalformedRequestError, RequestTooLargeError
 from courier.gateway.body import BodyFormat
-from courier.gateway.ingest import SENT_AT, DecodedBatch, Rejection, RejectReason, Validator
+from courier.gateway.ingest import (
+    SENT_AT,
+    DecodedBatch,
+    Rejection,
+    RejectReason,
+    Validator,
+    mark_lone_surrogates,
+)
 from courier.model import MAX_ID_BYTES
 from courier.settings import GatewaySettings, SegmentSettings
 
@@ -212,25 +219,18 @@ def parse(body: bytes, call: Call | None, limits: GatewaySettings) -> Envelope:
     """Split a request body into its calls: a batch when ``call`` is None, else one call.
 
     Raises MalformedRequestError (400) when the body is not a JSON object of that
-    shape and RequestTooLargeError (413) over ``max_events_per_batch``.
+    shape and RequestTooLargeError (413) over ``max_events_per_batch``. A lone
+    surrogate escape (which JavaScript's JSON.stringify writes for a broken emoji)
+    makes only the calls holding one invalid, as on ``/v1/events``.
     """
     try:
-        if call is None:
-            try:  # fast path: every call decoded in this one pass
-                typed = _call_batch_decoder.decode(body)
-                envelope = Envelope(
-                    body, False, len(typed.batch), typed.sentAt, typed.writeKey, typed.batch
-                )
-            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-                batch = _batch_decoder.decode(body)  # some call is wrong: diagnose each
-                envelope = Envelope(
-                    body, False, len(batch.batch), batch.sentAt, batch.writeKey, None, batch.batch
-                )
-        else:
-            single = _single_decoder.decode(body)
-            envelope = Envelope(body, True, 1, single.sentAt, single.writeKey, None)
-            with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
-                envelope.calls = [_call_decoder.decode(body)]
+        try:
+            envelope = _split(body, call)
+        except msgspec.DecodeError:
+            marked = mark_lone_surrogates(body)
+            if marked == body:
+                raise
+            envelope = _split(marked, call)
     except msgspec.ValidationError as exc:
         shape = '{"batch": [...], "sentAt"?, "writeKey"?}' if call is None else "a JSON object"
         raise MalformedRequestError(f"request body is not {shape}: {exc}") from exc
@@ -242,6 +242,23 @@ def parse(body: bytes, call: Call | None, limits: GatewaySettings) -> Envelope:
             f"{limits.max_events_per_batch}; send smaller batches"
         )
     return envelope
+
+
+def _split(body: bytes, call: Call | None) -> Envelope:
+    if call is not None:
+        single = _single_decoder.decode(body)
+        envelope = Envelope(body, True, 1, single.sentAt, single.writeKey, None)
+        with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+            envelope.calls = [_call_decoder.decode(body)]
+        return envelope
+    try:  # fast path: every call decoded in this one pass
+        typed = _call_batch_decoder.decode(body)
+        return Envelope(body, False, len(typed.batch), typed.sentAt, typed.writeKey, typed.batch)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        batch = _batch_decoder.decode(body)  # some call is wrong: diagnose each
+        return Envelope(
+            body, False, len(batch.batch), batch.sentAt, batch.writeKey, None, batch.batch
+        )
 
 
 class Translator:
@@ -401,7 +418,10 @@ def _json_text(raw: msgspec.Raw, field: str) -> str | None:
     text = bytes(raw)
     if not text.startswith(b"{"):
         raise _Refused(f"`{field}` must be an object")
-    return text.decode("utf-8")
+    try:
+        return text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Refused(f"`{field}` is not valid UTF-8 (or holds a lone surrogate): {exc}") from exc
 
 
 def _check_sent_at(raw: msgspec.Raw) -> str | None:
@@ -410,6 +430,6 @@ def _check_sent_at(raw: msgspec.Raw) -> str | None:
         return None
     try:
         msgspec.json.decode(bytes(raw), type=SENT_AT)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         return f"`sentAt` is not an RFC 3339 time with a time zone: {exc}"
     return None
