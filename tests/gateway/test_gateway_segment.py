@@ -302,6 +302,7 @@ async def test_a_down_transport_or_a_rate_limit_answers_with_retry_after(segment
     assert (await client.post("/v1/batch", json=three, headers=basic(KEY))).status_code == 200
     limited = await client.post("/v1/batch", json=three, headers=basic(KEY))
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert limited.headers["X-RateLimit-Reset"] == limited.headers["Retry-After"]
 
 
 async def test_a_bad_sent_at_rejects_the_calls_into_invalid_not_the_request(segment, sink):

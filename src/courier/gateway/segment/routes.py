@@ -20,7 +20,8 @@ other 4xx:
   permissions): HTTP Basic ``base64("<key>:")`` as Segment's libraries send it,
   Bearer, ``X-API-Key`` or ``writeKey`` in the body (analytics.js).
 * Answers carry ``Access-Control-Allow-Origin: *`` so that browsers running
-  analytics.js can read them; write keys are public in a web page anyway.
+  analytics.js can read them (write keys are public in a web page anyway), and
+  ``X-RateLimit-Reset`` next to ``Retry-After``: analytics.js waits by that one.
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ from courier.settings import Settings
 
 #: Media types Segment's clients send: analytics.js uses text/plain to avoid a CORS preflight.
 _MEDIA_TYPES = ("", "application/json", "text/plain")
-_CORS = {"Access-Control-Allow-Origin": "*"}
+# A browser lets analytics.js read the wait of a 429 only from exposed headers.
+_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Retry-After, X-RateLimit-Reset",
+}
 _PREFLIGHT = {
     **_CORS,
     "Access-Control-Allow-Methods": "POST, OPTIONS",
@@ -103,6 +108,10 @@ class SegmentRoutes:
             started = time.perf_counter()
             response = await self._post(request, call, dt.datetime.now(dt.UTC))
             response.headers.update(_CORS)
+            retry_after = response.headers.get("Retry-After")
+            if retry_after is not None:
+                # analytics.js waits out a 429 by this header (seconds), not Retry-After.
+                response.headers["X-RateLimit-Reset"] = retry_after
             self._gw.metrics.request(response.status_code, time.perf_counter() - started)
             return response
 
