@@ -30,7 +30,7 @@ def test_segment_clients_deliver_every_call_exactly_once_across_two_gateway_kill
     assert proof.kills == 2
     assert len(proof.delivered["python"]) == len(proof.delivered["node"]) == EVENTS
     # Calls 6, 56, 106, ... carry a string where SongPlayed wants a long: 2 % of each client's.
-    assert sum(proof.stored[INVALID_TYPE].values()) == 2 * EVENTS // 50
+    assert len(proof.stored[INVALID_TYPE]) == 2 * EVENTS // 50
     leftovers = [
         p
         for p in psutil.process_iter(["cmdline"])
