@@ -204,8 +204,6 @@ class Stack:
             "COURIER_WRITER__FLUSH_INTERVAL_SECS": "0.5",
             "COURIER_WRITER__ACK_WAIT_SECS": "5",
             "COURIER_MAX_CLOCK_SKEW_SECS": "0.5",
-            # Eleven streams must fit the store's limit (a share of the free disk).
-            "COURIER_NATS__STREAM_MAX_BYTES": str(512 * 1024 * 1024),
             "COURIER_SEGMENT__TRACKING_PLAN": json.dumps(TRACKING_PLAN),
             "COURIER_AUTH__KEYS": json.dumps([{"name": "segment", "sha256": hash_key(self.key)}]),
             "COURIER_DASHBOARD__PORT": str(free_port()),
