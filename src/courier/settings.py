@@ -244,7 +244,7 @@ _TYPE_NAME = r"^[A-Z][A-Za-z0-9_]{0,63}$"
 
 
 class SegmentSettings(_Section):
-    """The Segment-compatible routes (``/v1/batch``, ``/v1/track``, ...; gateway/segment.py).
+    """The Segment-compatible routes (``/v1/batch``, ``/v1/track``, ...; gateway/segment/).
 
     In the environment, maps are JSON:
     ``COURIER_SEGMENT__TRACKING_PLAN='{"Song Played": "SongPlayed"}'``.
