@@ -169,3 +169,12 @@ class ConflictError(RequestError):
     """The request conflicts with the current state (an incompatible schema change)."""
 
     status = 409
+
+
+class TableError(CourierError):
+    """An Iceberg table commit failed (catalog down, concurrent commit); retried with backoff."""
+
+
+class TableMappingError(TableError):
+    """A bucket file's columns would not read back as the table's columns (wrong field ids,
+    a name the table's name mapping lacks): the commit is refused, never made."""

@@ -175,6 +175,38 @@ class AuditSettings(_Section):
         }[tier]
 
 
+class TablesSettings(_Section):
+    """Closed buckets as Apache Iceberg table commits (``courier.tables``).
+
+    One table per event type, ``<namespace>.<Type>``; every closed bucket is one
+    snapshot that adds its part files in place (no copy). The close never waits for
+    the table: a catalog that is down delays the commit, with backoff, not the close.
+    """
+
+    #: Commit closed buckets to Iceberg tables.
+    enabled: bool = True
+    #: Where the catalog lives: None = an embedded SQLite catalog at
+    #: ``<data_dir>/_iceberg/catalog.db``; ``sqlite:///…`` / ``postgresql://…`` = a SQL
+    #: catalog (the tables of Iceberg's JDBC catalog); ``http(s)://…`` = a REST catalog.
+    catalog_uri: str | None = None
+    catalog_name: str = "courier"
+    namespace: str = "courier"
+    #: Where table metadata is written; None = ``file://<data_dir>/_iceberg/warehouse``.
+    #: Data files stay where the closer wrote them.
+    warehouse: str | None = None
+    #: Extra catalog properties (REST credentials, S3 endpoint, ...), passed as given.
+    catalog_properties: dict[str, str] = Field(default_factory=dict)
+    #: Longest wait between commit attempts while the catalog keeps failing (starts at 1s).
+    backoff_max_secs: float = Field(default=60.0, gt=0)
+    #: Snapshots older than this are expired (metadata only; bucket files are never deleted).
+    snapshot_retention_secs: int = Field(default=7 * 86_400, gt=0)
+    #: How often the closer expires old snapshots of each table.
+    expire_interval_secs: float = Field(default=3600.0, gt=0)
+    #: How often the closer looks again for closed buckets its tables lack (besides at
+    #: start): a re-close whose commit failed, a bucket another closer could not commit.
+    catch_up_interval_secs: float = Field(default=600.0, gt=0)
+
+
 _SHA256_HEX = r"^[0-9a-f]{64}$"
 _TYPE_OR_ALL = r"^(\*|[A-Z][A-Za-z0-9_]{0,63})$"
 
@@ -293,6 +325,7 @@ class Settings(BaseSettings):
     closer: CloserSettings = Field(default_factory=CloserSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    tables: TablesSettings = Field(default_factory=TablesSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     segment: SegmentSettings = Field(default_factory=SegmentSettings)
 

@@ -38,7 +38,9 @@ which produces the same bytes):
    atomically with version N+1 (``version``, ``repair``);
 5. record the new event count in the bucket catalog, publish the new manifest on
    ``courier.closed.<T>`` (downstream jobs reread the bucket: ``version`` > 1,
-   ``repair`` set), delete version N's parts and the temporary files.
+   ``repair`` set), replace version N's files in the type's Iceberg table (one
+   overwrite snapshot; with ``tables.enabled``; a catalog that is down leaves it
+   to the closer's catch-up), delete version N's parts and the temporary files.
 
 A re-run after step 4 finds version N+1 written by the same repair id and only
 finishes step 5.
@@ -62,7 +64,7 @@ from courier.closer.catalog import Catalog
 from courier.closer.dedup import sql_list
 from courier.closer.horizon import DedupHorizon
 from courier.closer.protocol import write_deduplicated
-from courier.errors import ManifestError, RepairRefusedError
+from courier.errors import CourierError, ManifestError, RepairRefusedError
 from courier.model import BucketKey, iso_utc
 from courier.schema import CompiledType
 from courier.settings import Settings
@@ -76,6 +78,7 @@ from courier.storage import (
 )
 from courier.storage.atomic import write_bytes_atomic
 from courier.storage.manifest import encode_manifest
+from courier.tables import BucketTables
 from courier.transport import StoredMessage, Transport
 from courier.writer.decode import UndecodableError, decode_batch
 
@@ -122,6 +125,7 @@ class BucketRecloser:
         self.catalog = catalog
         self._after_step = after_step or (lambda step: None)
         self.horizon = DedupHorizon(self.layout, self.cfg.dedup_horizon_secs)
+        self._tables = BucketTables(settings, self.layout) if settings.tables.enabled else None
 
     async def reclose(
         self, key: BucketKey, compiled: CompiledType, *, repair_id: str, reason: str, now: float
@@ -138,6 +142,7 @@ class BucketRecloser:
             previous = read_manifest(self._kept_manifest_path(key, current.version - 1))
             await self._record(key, current)  # a re-run after step 4
             await self._notify(key, current)
+            await self._commit_table(key, compiled)
             self._finish(key, current)
             return RecloseResult(key, previous, current, 0)
         work = self.layout.root / "_tmp" / "reclose" / f"{key.event_type}-{key.start}"
@@ -170,6 +175,7 @@ class BucketRecloser:
             # Step 5.
             await self._record(key, new)
             await self._notify(key, new)
+            await self._commit_table(key, compiled)
             self._finish(key, new)
             self._after_step(5)
         finally:
@@ -379,6 +385,21 @@ class BucketRecloser:
             msgspec.json.encode(manifest),
             msg_id=f"closed.{key.label()}.v{manifest.version}",
         )
+
+    async def _commit_table(self, key: BucketKey, compiled: CompiledType) -> None:
+        """The table's overwrite, before version N's files are deleted (so the table never
+        lists a deleted file while the catalog is up)."""
+        if self._tables is None:
+            return
+        try:
+            await asyncio.to_thread(self._tables.sync, key, compiled.arrow_schema)
+        except CourierError as exc:
+            log.warning(
+                "re-close %s: the table keeps the previous version for now (%s); the closer "
+                "commits it within tables.catch_up_interval_secs",
+                key.label(),
+                exc,
+            )
 
     def _finish(self, key: BucketKey, manifest: Manifest) -> None:
         keep = {f.name for f in manifest.files}

@@ -9,6 +9,10 @@ Buckets of a type close in order, from the bucket containing the moment the
 type was registered, empty ones included. A type whose close fails on storage
 (disk full, read-only) is retried with exponential backoff, up to
 ``closer.backoff_max_secs``, while the other types keep closing.
+
+With ``tables.enabled``, every closed bucket is then handed to a
+:class:`courier.tables.TableSync` that commits it to the type's Iceberg table in
+the background; the close never waits for it, nor fails with it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import os
 import socket
 import time
 
+import pyarrow as pa
+
 from courier.closer.catalog import Catalog
 from courier.closer.metrics import CloserMetrics
 from courier.closer.protocol import BucketCloser, CloseResult
@@ -28,6 +34,7 @@ from courier.model import INVALID_TYPE, BucketKey, bucket_start
 from courier.schema import CompiledType, Registry
 from courier.settings import Settings
 from courier.storage import Layout
+from courier.tables import TableMetrics, TableSync
 from courier.transport import WRITER_CONSUMER, Transport
 
 log = logging.getLogger("courier.closer")
@@ -64,6 +71,11 @@ class Closer:
         self.bucket_closer = BucketCloser(
             self.layout, catalog, settings.closer, self._publish_closed
         )
+        self.tables = (
+            TableSync(settings, self.layout, metrics=TableMetrics(self.metrics.registry))
+            if settings.tables.enabled
+            else None
+        )
         self._backoff_secs: dict[str, float] = {}
         self._retry_at: dict[str, float] = {}
         self._clock_offset_secs = float(os.environ.get(CLOCK_OFFSET_ENV) or 0.0)
@@ -81,6 +93,7 @@ class Closer:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("closer %s starting", self.catalog.closer_id)
+        tables = asyncio.create_task(self.tables.run(stop, self._schemas)) if self.tables else None
         while not stop.is_set():
             try:
                 await self.run_once()
@@ -91,7 +104,13 @@ class Closer:
                 log.exception("close pass failed unexpectedly; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.closer.poll_interval_secs)
+        if tables is not None:
+            await tables  # it returns once stopped (a commit in flight finishes first)
         log.info("closer %s stopped", self.catalog.closer_id)
+
+    async def _schemas(self) -> dict[str, pa.Schema]:
+        """Every type's current Arrow schema, for the table sync."""
+        return {name: c.arrow_schema for name, c in (await self.registry.compiled()).items()}
 
     async def run_once(self) -> list[CloseResult]:
         """One pass over every type; returns the buckets closed."""
@@ -181,4 +200,6 @@ class Closer:
                     m.close_delay_secs,
                 )
             done.append(result)
+            if self.tables is not None:
+                self.tables.submit(key, ctype.arrow_schema)  # never blocks, never raises
         return done

@@ -1,0 +1,99 @@
+"""Table schemas from the bucket files' Arrow schemas, and the field-id check of a commit.
+
+Field ids belong to the table. It is created from the first Arrow schema it sees
+(pyiceberg assigns fresh ids, whatever a schema carries), and every later schema
+is merged by name (``union_by_name``): a field keeps its id for as long as the
+table lives, a new field gets the next id, a field a new version removed stays in
+the table (null in later buckets), and ``int -> long`` / ``float -> double``
+promotions become Iceberg promotions. A change Iceberg cannot express (a type
+changed in another way, only possible with a forced registry change) fails the
+update, loudly.
+
+Bucket files carry no field ids. Readers resolve their columns through the
+table's name mapping (``schema.name-mapping.default``), which pyiceberg writes on
+the first commit and extends on every schema update. The closer writes columns by
+name; so no second copy of the id assignment exists that could drift from the
+table's.
+
+The danger is silent: pyiceberg accepts a file whose ids (or mapped names) point
+at other columns, and those columns then read back as NULL. So before a commit,
+:func:`check_file_mapping` resolves each file's columns exactly as a reader will
+(ids if the file has them, else the name mapping) and refuses the commit unless
+every column lands on the table column of the same name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from courier.errors import TableMappingError
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+
+def _names(schema: pa.Schema) -> set[str]:
+    return set(schema.names)
+
+
+def evolve(table: Table, schemas: list[pa.Schema]) -> Table:
+    """Merge ``schemas`` into the table's schema by name when they add anything."""
+    from pyiceberg.io.pyarrow import _pyarrow_to_schema_without_ids
+
+    current = table.schema()
+    for schema in schemas:
+        wanted = _pyarrow_to_schema_without_ids(schema)
+        if not _adds_anything(current, wanted):
+            continue
+        try:
+            with table.update_schema() as update:
+                update.union_by_name(schema)
+        except (ValueError, TypeError) as exc:
+            raise TableMappingError(
+                f"table {'.'.join(table.name())} cannot take schema {schema.names}: {exc}; "
+                "commits of this type stop until the table is fixed by hand"
+            ) from exc
+        current = table.schema()
+    return table
+
+
+def _adds_anything(current: object, wanted: object) -> bool:
+    """True when ``wanted`` has a column path or a wider type the table lacks."""
+    from pyiceberg.schema import Schema
+
+    assert isinstance(current, Schema) and isinstance(wanted, Schema)
+    have = {current.find_column_name(i): current.find_type(i) for i in current.field_ids}
+    return any(
+        have.get(wanted.find_column_name(i)) != wanted.find_type(i)
+        for i in wanted.field_ids
+        if wanted.find_column_name(i) is not None
+    )
+
+
+def check_file_mapping(table: Table, path: str, arrow_schema: pa.Schema) -> None:
+    """Refuse a file whose columns would not read back as the table's columns of the
+    same name (:class:`TableMappingError`, naming the file and the columns)."""
+    from pyiceberg.io.pyarrow import pyarrow_to_schema
+
+    table_schema = table.schema()
+    mapping = table.metadata.name_mapping()
+    where = f"{path} for table {'.'.join(table.name())}"
+    try:
+        resolved = pyarrow_to_schema(arrow_schema, name_mapping=mapping)
+    except (ValueError, KeyError) as exc:
+        raise TableMappingError(
+            f"the columns of {where} do not resolve to field ids ({exc}); not committed"
+        ) from exc
+    wrong: list[str] = []
+    for field_id in sorted(resolved.field_ids):
+        name = resolved.find_column_name(field_id)
+        in_table = table_schema.find_column_name(field_id)
+        if name is not None and in_table != name:
+            wrong.append(f"{name} -> id {field_id} ({in_table or 'no such column'})")
+    if wrong:
+        raise TableMappingError(
+            f"{where} would read wrong columns (they would come back NULL): "
+            f"{'; '.join(wrong)}; not committed — fix the table's name mapping or the file"
+        )
