@@ -78,7 +78,8 @@ def check_file_mapping(table: Table, path: str, arrow_schema: pa.Schema) -> None
     from pyiceberg.io.pyarrow import pyarrow_to_schema
 
     table_schema = table.schema()
-    mapping = table.metadata.name_mapping()
+    # Before the first commit writes it, the mapping is the one the commit will write.
+    mapping = table.metadata.name_mapping() or table_schema.name_mapping
     where = f"{path} for table {'.'.join(table.name())}"
     try:
         resolved = pyarrow_to_schema(arrow_schema, name_mapping=mapping)
