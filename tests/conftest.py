@@ -34,6 +34,9 @@ def make_settings(tmp_path: Path, nats_server: EmbeddedNats) -> Callable[..., Se
             "nats_url": nats_server.url,
             "bucket_width_secs": 2,
             "max_clock_skew_secs": 0.5,
+            # Table commits are tested in tests/tables (which turn them on); elsewhere they
+            # would only add pyiceberg's start-up and a commit per 2-second bucket.
+            "tables": {"enabled": False},
         }
         base.update(overrides)
         return load_settings(**base)

@@ -33,6 +33,7 @@ Verdict: ``mismatch`` (1-4) > ``late`` > ``breach`` (5, finance) >
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -71,6 +72,8 @@ MISMATCH_KINDS: frozenset[str] = frozenset(
     }
 )
 Verdict = Literal["ok", "pending", "late", "breach", "mismatch"]
+#: Is a closed bucket in its Iceberg table? True, False (not committed yet), None (unknown).
+TableCheck = Callable[[BucketKey, Manifest], bool | None]
 #: Grid state: closed on time, closed late, open, closable but not closed.
 CellState = Literal["on_time", "late", "open", "closable"]
 
@@ -149,6 +152,10 @@ class BucketAudit:
     files: list[FileView] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     verdict: Verdict = "ok"
+    #: Closed and in its Iceberg table (True), closed but not committed yet (False),
+    #: unknown: open, tables off, catalog unreachable (None). Not a verdict: the bucket
+    #: is complete either way; the table catches up.
+    in_table: bool | None = None
 
     @property
     def mismatch(self) -> bool:
@@ -321,6 +328,7 @@ def audit_type(
     scanner: DeliveredScanner,
     settings: Settings,
     now: float,
+    tables: TableCheck | None = None,
 ) -> list[BucketAudit]:
     """Reconcile the given buckets of one type (see the module docstring)."""
     width = settings.bucket_width_secs
@@ -369,6 +377,8 @@ def audit_type(
             )
         if d is not None:
             missing += _check_closed(b, d, counted)
+            if tables is not None and d.manifest is not None:
+                b.in_table = tables(BucketKey(view.name, start), d.manifest)
             b.state = "on_time"
             if b.close_delay_secs is not None and b.close_delay_secs > slo:
                 b.late_by_secs = b.close_delay_secs - slo
@@ -506,12 +516,17 @@ class Report:
             out[b.verdict] += 1
         return out
 
+    def not_in_table(self) -> list[BucketAudit]:
+        """Closed buckets their Iceberg table does not hold yet."""
+        return [b for b in self.buckets if b.in_table is False]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "generated_at": iso_utc(self.generated_at),
             "bucket_width_secs": self.bucket_width_secs,
             "ok": not self.failed,
             "summary": self.summary(),
+            "not_in_table": len(self.not_in_table()),
             "buckets": [b.to_json() for b in self.buckets],
         }
 
@@ -525,6 +540,7 @@ def build_report(
     end: float,
     now: float | None = None,
     limit: int = 1000,
+    tables: TableCheck | None = None,
 ) -> Report:
     """Reconcile every type in ``views`` over ``[start, end)`` (the latest ``limit`` buckets each)."""
     now = time.time() if now is None else now
@@ -532,5 +548,5 @@ def build_report(
     buckets: list[BucketAudit] = []
     for view in views:
         starts = bucket_starts(view, width, start=start, end=end, now=now, limit=limit)
-        buckets += audit_type(view, starts, scanner, settings, now)
+        buckets += audit_type(view, starts, scanner, settings, now, tables)
     return Report(now, width, buckets)

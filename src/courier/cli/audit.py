@@ -22,6 +22,7 @@ from courier.audit import (
 from courier.runtime import Connected, connect_service, run_component
 from courier.settings import Settings
 from courier.storage import Layout
+from courier.tables import TableStatus
 from courier.transport import AUDIT_KV
 
 WAIT_FOR_NATS_SECS = 10.0
@@ -61,8 +62,11 @@ async def audit_report(
         views = await gather_types(settings, conn.transport, conn.registry, store, only=event_type)
     finally:
         await conn.transport.close()
-    scanner = DeliveredScanner(Layout(settings.data_dir, settings.bucket_width_secs))
-    return build_report(views, scanner, settings, start=start, end=end, limit=limit)
+    layout = Layout(settings.data_dir, settings.bucket_width_secs)
+    tables = TableStatus(settings, layout) if settings.tables.enabled else None
+    return build_report(
+        views, DeliveredScanner(layout), settings, start=start, end=end, limit=limit, tables=tables
+    )
 
 
 async def _recount(settings: Settings, event_type: str) -> tuple[int, int]:
@@ -158,3 +162,7 @@ def _print(report: Report) -> None:
             click.echo(f"    {p.kind}: {p.message}")
     summary = ", ".join(f"{k} {v}" for k, v in report.summary().items())
     click.echo(f"{len(report.buckets)} buckets: {summary}")
+    if behind := report.not_in_table():
+        keys = ", ".join(f"{b.event_type} {b.bucket_start_iso}" for b in behind[:10])
+        more = f" (+{len(behind) - 10} more)" if len(behind) > 10 else ""
+        click.echo(f"closed but not yet in their Iceberg table: {len(behind)}: {keys}{more}")

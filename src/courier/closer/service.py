@@ -200,6 +200,6 @@ class Closer:
                     m.close_delay_secs,
                 )
             done.append(result)
-            if self.tables is not None:
+            if self.tables is not None and m.files:  # an empty bucket adds nothing to a table
                 self.tables.submit(key, ctype.arrow_schema)  # never blocks, never raises
         return done

@@ -10,7 +10,8 @@ exists, and the table catches up (:class:`TableSync`, run by the closer).
 - ``index``: which buckets a table holds, from its snapshot history;
 - ``commit``: the idempotent commit of one bucket (append, or overwrite on re-close);
 - ``expire``: snapshot expiry that deletes no bucket file;
-- ``sync``: the blocking commits and the closer's background worker.
+- ``sync``: the blocking commits and the closer's background worker;
+- ``status``: the audit's question, "is this closed bucket in its table yet?".
 
 pyiceberg is imported only when a catalog is used, never at import time.
 """
@@ -21,6 +22,7 @@ from courier.tables.expire import expire_snapshots
 from courier.tables.index import TableIndex, bucket_file_uris, file_uri
 from courier.tables.metrics import TableMetrics
 from courier.tables.schema import check_file_mapping, evolve
+from courier.tables.status import TableStatus
 from courier.tables.sync import BucketTables, TableSync
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "CommitResult",
     "TableIndex",
     "TableMetrics",
+    "TableStatus",
     "TableSync",
     "bucket_file_uris",
     "catalog_properties",

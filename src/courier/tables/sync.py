@@ -67,6 +67,11 @@ class BucketTables:
 
     def table(self, event_type: str, schema: pa.Schema | None = None) -> Table | None:
         """The type's table; created from ``schema`` when missing (None: not created)."""
+        return self._guard(
+            f"loading the table of {event_type}", lambda: self._load(event_type, schema)
+        )
+
+    def _load(self, event_type: str, schema: pa.Schema | None) -> Table | None:
         catalog = self.catalog()
         table = load_table(catalog, self.cfg, event_type)
         if table is None and schema is not None:
@@ -89,7 +94,7 @@ class BucketTables:
         )
 
     def _table(self, event_type: str, schema: pa.Schema) -> Table:
-        table = self.table(event_type, schema)
+        table = self._load(event_type, schema)
         assert table is not None
         return table
 
@@ -97,7 +102,7 @@ class BucketTables:
         """Closed buckets of ``event_type`` its table does not hold (at their current version)."""
 
         def find() -> list[BucketKey]:
-            table = self.table(event_type)
+            table = self._load(event_type, None)
             index = (
                 TableIndex(table, self.layout, skew_secs=self.settings.max_clock_skew_secs)
                 if table is not None
@@ -121,7 +126,7 @@ class BucketTables:
 
     def expire(self, event_type: str) -> int:
         def run() -> int:
-            table = self.table(event_type)
+            table = self._load(event_type, None)
             if table is None:
                 return 0
             return expire_snapshots(table, retention_secs=self.cfg.snapshot_retention_secs)
