@@ -15,6 +15,9 @@ close must drop exactly those (G2's dedup horizon). The old buckets' parts hold
 only their ``id`` column (all the exact check reads); ``index_bytes_per_id`` and
 ``index_share_of_bucket_bytes`` size the index against this run's bucket.
 
+With ``--table-commits N`` (0 = off), then the bucket's commit to its Iceberg
+table, as the closer runs it after the close (``bench._tables``).
+
 ``python -m bench.closer --rows 2000000``
 ``python -m bench.closer --rows 2000000 --horizon-ids 100000000``
 """
@@ -36,6 +39,7 @@ import pyarrow.compute as pc
 
 from bench._data import arrow_rows, compiled_example
 from bench._report import emit
+from bench._tables import measure_table_commits
 from bench.loadgen.events import IdSource
 from courier.closer import BucketCloser, Catalog
 from courier.closer.horizon import KEY_SQL, DedupHorizon, write_index_file
@@ -209,6 +213,7 @@ def measure_closer(
     horizon_retry_share: float = 0.01,
     retry_from_buckets: int = 6,
     random_ids: bool = False,
+    table_commits: int = 0,
 ) -> dict[str, object]:
     """Build and close one bucket in a temp dir; the closer benchmark's summary."""
     with tempfile.TemporaryDirectory(prefix="courier-bench-closer-") as tmp:
@@ -246,6 +251,9 @@ def measure_closer(
         )
         bucket_mb = bucket_bytes / 1e6
         manifest = BucketReader(root, WIDTH).manifest("PlaySong", key.start)
+        tables = (
+            measure_table_commits(root, key, table_commits, width=WIDTH) if table_commits else {}
+        )
     horizon_fields: dict[str, object] = {}
     if horizon_ids:
         horizon_fields = {
@@ -274,6 +282,7 @@ def measure_closer(
         "build_secs": round(build_secs, 3),
         "lost": distinct - out_distinct,
         "duplicated": out_rows - out_distinct,
+        **tables,
     }
 
 
@@ -291,6 +300,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="random UUIDv7 ids as the SDK makes them (default: the load generator's counter ids)",
     )
+    p.add_argument(
+        "--table-commits", type=int, default=0, help="then commit the bucket to its Iceberg table"
+    )
     p.add_argument("--duration", type=float, help="ignored (the suite passes it to every bench)")
     args = p.parse_args(argv)
     emit(
@@ -304,6 +316,7 @@ def main(argv: list[str] | None = None) -> None:
             horizon_retry_share=args.horizon_retry_share,
             retry_from_buckets=args.retry_from_buckets,
             random_ids=args.random_ids,
+            table_commits=args.table_commits,
         ),
     )
 

@@ -1,7 +1,9 @@
 """Snapshot expiry: bounded table metadata, and never a bucket file deleted.
 
 Each closed bucket adds a snapshot, so the table's metadata grows by one
-snapshot per bucket; expiry removes snapshots older than the retention.
+snapshot per bucket; expiry removes snapshots older than the retention and all
+but the newest ``max_snapshots`` (pyiceberg copies the snapshot list several
+times per commit, so a long list makes every commit slower).
 
 What it must never do is delete a file that a ``_SUCCESS`` manifest still lists:
 bucket files belong to the bucket contract, not to the table. pyiceberg's
@@ -31,9 +33,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("courier.tables")
 
 
-def expire_snapshots(table: Table, *, retention_secs: float, now: float | None = None) -> int:
-    """Expire the table's snapshots older than ``retention_secs`` (never the current one);
-    returns how many were expired."""
+def expire_snapshots(
+    table: Table,
+    *,
+    retention_secs: float,
+    max_snapshots: int | None = None,
+    now: float | None = None,
+) -> int:
+    """Expire the table's snapshots older than ``retention_secs`` and beyond the newest
+    ``max_snapshots`` (never the current one); returns how many were expired."""
     from pyiceberg.exceptions import CommitFailedException
 
     now = time.time() if now is None else now
@@ -41,11 +49,16 @@ def expire_snapshots(table: Table, *, retention_secs: float, now: float | None =
     table.refresh()
     current = table.current_snapshot()
     keep = {current.snapshot_id} if current is not None else set()
-    old = [
-        s.snapshot_id
-        for s in table.metadata.snapshots
-        if s.timestamp_ms < cutoff_ms and s.snapshot_id not in keep
-    ]
+    newest_first = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms, reverse=True)
+    if max_snapshots is not None:
+        keep |= {s.snapshot_id for s in newest_first[:max_snapshots] if s.timestamp_ms >= cutoff_ms}
+        old = [s.snapshot_id for s in newest_first if s.snapshot_id not in keep]
+    else:
+        old = [
+            s.snapshot_id
+            for s in newest_first
+            if s.timestamp_ms < cutoff_ms and s.snapshot_id not in keep
+        ]
     if not old:
         return 0
     try:

@@ -14,7 +14,8 @@ closer, off the close path:
   (:class:`TableMappingError`) is logged as an error on every attempt;
 - every ``tables.catch_up_interval_secs`` the catch-up runs again (a re-close
   whose own commit failed while the catalog was down is found there);
-- every ``tables.expire_interval_secs``, old snapshots are expired.
+- every ``tables.expire_interval_secs``, and after every ``tables.max_snapshots / 2``
+  commits to a table, old snapshots are expired.
 
 The close never waits for any of this: the bucket is complete when ``_SUCCESS``
 exists, and the table catches up.
@@ -129,7 +130,11 @@ class BucketTables:
             table = self._load(event_type, None)
             if table is None:
                 return 0
-            return expire_snapshots(table, retention_secs=self.cfg.snapshot_retention_secs)
+            return expire_snapshots(
+                table,
+                retention_secs=self.cfg.snapshot_retention_secs,
+                max_snapshots=self.cfg.max_snapshots,
+            )
 
         return self._guard(f"expiring snapshots of {event_type}", run)
 
@@ -168,6 +173,7 @@ class TableSync:
         self._backoff_secs: dict[str, float] = {}
         self._retry_at: dict[str, float] = {}
         self._caught: set[str] = set()
+        self._since_expiry: dict[str, int] = {}
         self._known: set[str] | None = None
         self.results: list[CommitResult] = []
 
@@ -257,6 +263,9 @@ class TableSync:
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
             self.metrics.commits.labels(name, result.outcome).inc()
             self._pending.pop(key, None)
+            self._since_expiry[name] = self._since_expiry.get(name, 0) + 1
+            if self._since_expiry[name] >= max(1, self.cfg.max_snapshots // 2):
+                await self._expire([name])  # a long catch-up would slow every commit
             self._backoff_secs.pop(name, None)
             self._retry_at.pop(name, None)
             self.results.append(result)
@@ -267,6 +276,7 @@ class TableSync:
 
     async def _expire(self, names: list[str]) -> None:
         for name in names:
+            self._since_expiry[name] = 0
             try:
                 await asyncio.to_thread(self.tables.expire, name)
             except CourierError as exc:
