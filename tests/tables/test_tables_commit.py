@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 
-from courier.errors import TableMappingError
+from courier.errors import TableError, TableMappingError
 from courier.model import BucketKey
 from courier.storage import Layout, read_manifest
-from courier.tables import BucketTables, expire_snapshots
+from courier.tables import BucketTables, commit_bucket, expire_snapshots
 from courier.tables.index import SUMMARY_BUCKET, SUMMARY_VERSION
 from tables._buckets import WIDTH, H, T, close, play_song, rows, settings
 
@@ -227,3 +227,30 @@ def test_uncommitted_lists_closed_buckets_the_table_lacks(env):
     assert tables.uncommitted(T) == [keys[2]]
     assert tables.sync(keys[1], V1.arrow_schema).outcome == "already"
     assert pc.sum(tables.table(T).scan().to_arrow().column("ms_played")).as_py() == 7
+
+
+def test_two_closers_racing_on_one_bucket_add_its_files_once(env, tmp_path):
+    tables, layout = env
+    k0, k1 = BucketKey(T, H), BucketKey(T, H + WIDTH)
+    close(layout, k0, [rows(V1, ["a"], H + 1)], closed_at=time.time())
+    tables.sync(k0, V1.arrow_schema)
+    close(layout, k1, [rows(V1, ["b"], H + WIDTH + 1)], closed_at=time.time())
+    other = BucketTables(settings(tmp_path), layout)
+    stale = other.table(T)  # loaded before the first closer commits k1
+    assert stale is not None
+    assert tables.sync(k1, V1.arrow_schema).outcome == "appended"
+
+    # The second closer looked k1 up in its stale view, found nothing, and appends: the
+    # catalog refuses (no automatic replay on top of the winner), so nothing is added twice.
+    stale.refresh = lambda: stale  # type: ignore[method-assign]
+    with pytest.raises(TableError, match="concurrent commit"):
+        commit_bucket(
+            stale,
+            layout,
+            k1,
+            read_manifest(layout.manifest_path(k1)),
+            V1.arrow_schema,
+            skew_secs=0.5,
+        )
+    assert other.sync(k1, V1.arrow_schema).outcome == "already"  # its retry
+    assert _ids(tables.table(T)) == ["a", "b"]
