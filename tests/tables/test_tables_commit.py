@@ -15,6 +15,7 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 
 from courier.errors import TableError, TableMappingError
 from courier.model import BucketKey
+from courier.schema import TypeSettings, compile_type
 from courier.storage import Layout, read_manifest
 from courier.tables import BucketTables, commit_bucket, expire_snapshots
 from courier.tables.index import SUMMARY_BUCKET, SUMMARY_VERSION
@@ -254,3 +255,45 @@ def test_two_closers_racing_on_one_bucket_add_its_files_once(env, tmp_path):
         )
     assert other.sync(k1, V1.arrow_schema).outcome == "already"  # its retry
     assert _ids(tables.table(T)) == ["a", "b"]
+
+
+def _tick(version: int, n_type: str):
+    avro = {"type": "record", "name": "Tick", "fields": [{"name": "n", "type": n_type}]}
+    return compile_type("Tick", avro, version, TypeSettings())
+
+
+def _tick_rows(compiled, ids: list[str], n: float, at: float) -> pa.Table:
+    us = int(at * 1_000_000)
+    schema = compiled.arrow_schema
+    cols = {
+        "id": pa.array(ids),
+        "published_at": pa.array([us] * len(ids), pa.int64()).cast(
+            schema.field("published_at").type
+        ),
+        "schema_version": pa.array([compiled.version] * len(ids), pa.int32()),
+        "n": pa.array([n] * len(ids)).cast(schema.field("n").type),
+    }
+    return pa.table([cols.get(f.name, pa.nulls(len(ids), f.type)) for f in schema], schema=schema)
+
+
+def test_int_to_long_becomes_an_iceberg_promotion_and_int_to_double_stops_commits_loudly(env):
+    tables, layout = env
+    v1, v2, v3 = _tick(1, "int"), _tick(2, "long"), _tick(3, "double")
+    keys = [BucketKey("Tick", H + i * WIDTH) for i in range(3)]
+    close(layout, keys[0], [_tick_rows(v1, ["a"], 1, H + 1)], closed_at=time.time())
+    tables.sync(keys[0], v1.arrow_schema)
+    close(layout, keys[1], [_tick_rows(v2, ["b"], 2**40, H + WIDTH + 1)], closed_at=time.time())
+    tables.sync(keys[1], v2.arrow_schema)
+    table = tables.table("Tick")
+    assert str(table.schema().find_field("n").field_type) == "long"
+    got = table.scan().to_arrow()
+    assert dict(zip(got["id"].to_pylist(), got["n"].to_pylist(), strict=True)) == {
+        "a": 1,
+        "b": 2**40,
+    }
+
+    # Avro allows int -> double; Iceberg does not: refused, the table keeps what it had.
+    close(layout, keys[2], [_tick_rows(v3, ["c"], 0.5, H + 2 * WIDTH + 1)], closed_at=time.time())
+    with pytest.raises(TableMappingError, match="cannot take schema"):
+        tables.sync(keys[2], v3.arrow_schema)
+    assert sorted(tables.table("Tick").scan().to_arrow()["id"].to_pylist()) == ["a", "b"]

@@ -5,9 +5,11 @@ Field ids belong to the table. It is created from the first Arrow schema it sees
 is merged by name (``union_by_name``): a field keeps its id for as long as the
 table lives, a new field gets the next id, a field a new version removed stays in
 the table (null in later buckets), and ``int -> long`` / ``float -> double``
-promotions become Iceberg promotions. A change Iceberg cannot express (a type
-changed in another way, only possible with a forced registry change) fails the
-update, loudly.
+promotions become Iceberg promotions. A change Iceberg cannot express fails the
+update, loudly (:class:`TableMappingError`), and the type's commits stop until the
+table is fixed by hand: the promotions Avro allows and Iceberg does not
+(``int``/``long`` -> ``float``/``double``, ``string`` <-> ``bytes``), and forced
+registry changes.
 
 Bucket files carry no field ids. Readers resolve their columns through the
 table's name mapping (``schema.name-mapping.default``), which pyiceberg writes on
@@ -40,6 +42,7 @@ def _names(schema: pa.Schema) -> set[str]:
 
 def evolve(table: Table, schemas: list[pa.Schema]) -> Table:
     """Merge ``schemas`` into the table's schema by name when they add anything."""
+    from pyiceberg.exceptions import ValidationError
     from pyiceberg.io.pyarrow import _pyarrow_to_schema_without_ids
 
     current = table.schema()
@@ -50,7 +53,7 @@ def evolve(table: Table, schemas: list[pa.Schema]) -> Table:
         try:
             with table.update_schema() as update:
                 update.union_by_name(schema)
-        except (ValueError, TypeError) as exc:
+        except (ValidationError, ValueError, TypeError) as exc:
             raise TableMappingError(
                 f"table {'.'.join(table.name())} cannot take schema {schema.names}: {exc}; "
                 "commits of this type stop until the table is fixed by hand"
