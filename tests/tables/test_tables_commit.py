@@ -104,6 +104,7 @@ def test_a_re_close_replaces_the_bucket_files_in_one_overwrite_snapshot(env):
     before = tables.table(T).current_snapshot()
     assert before is not None
 
+    v1 = read_manifest(layout.manifest_path(k1))
     close(layout, k1, [rows(V1, ["a", "b", "x"], H + 1)], version=2, closed_at=time.time())
     result = tables.sync(k1, V1.arrow_schema)
 
@@ -118,6 +119,9 @@ def test_a_re_close_replaces_the_bucket_files_in_one_overwrite_snapshot(env):
     old = table.scan(snapshot_id=before.snapshot_id).to_arrow()
     assert sorted(old.column("id").to_pylist()) == ["a", "b", "c"]
     assert tables.sync(k1, V1.arrow_schema).outcome == "already"
+    # A commit that read version 1's manifest before the re-close brings nothing back.
+    stale = commit_bucket(table, layout, k1, v1, V1.arrow_schema, skew_secs=0.5)
+    assert stale.outcome == "already" and len(tables.table(T).snapshots()) == 3
 
 
 def test_a_new_schema_version_adds_a_column_and_keeps_every_field_id(env):

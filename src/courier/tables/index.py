@@ -60,18 +60,20 @@ class TableIndex:
         self.history_since_ms = min((s.timestamp_ms for s in snapshots), default=None)
         for s in snapshots:
             summary = s.summary
-            label = summary.get(SUMMARY_BUCKET) if summary is not None else None
-            if label is None:
+            if summary is None or (label := summary.get(SUMMARY_BUCKET)) is None:
                 continue
-            version = int(summary.get(SUMMARY_VERSION) or "1")  # type: ignore[union-attr]
+            version = int(summary.get(SUMMARY_VERSION) or "1")
             self.history[label] = max(version, self.history.get(label, 0))
         self._files: dict[str, DataFile] | None = None
 
     def committed(self, key: BucketKey, manifest: Manifest) -> bool:
-        """True when the table holds exactly this manifest version's files of ``key``."""
+        """True when the table holds this manifest version's files of ``key`` (or a later
+        version's)."""
         if not manifest.files and manifest.version == 1:
             return True  # an empty bucket adds nothing: there is nothing to commit
-        if self.history.get(key.label()) == manifest.version:
+        if self.history.get(key.label(), 0) >= manifest.version:
+            # This version, or a later one (a re-close committed while this commit was on
+            # its way: its manifest is stale, and adding it would bring back deleted files).
             return True
         if self.history_authoritative(manifest):
             return False
