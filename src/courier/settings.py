@@ -191,8 +191,8 @@ class TablesSettings(_Section):
     catalog_uri: str | None = None
     catalog_name: str = "courier"
     namespace: str = "courier"
-    #: Where table metadata is written; None = ``file://<data_dir>/_iceberg/warehouse``.
-    #: Data files stay where the closer wrote them.
+    #: Where a SQL catalog writes table metadata; None = ``file://<data_dir>/_iceberg/warehouse``
+    #: (a REST catalog gets it only when set). Data files stay where the closer wrote them.
     warehouse: str | None = None
     #: Extra catalog properties (REST credentials, S3 endpoint, ...), passed as given.
     catalog_properties: dict[str, str] = Field(default_factory=dict)

@@ -17,7 +17,7 @@ from courier.errors import TableError, TableMappingError
 from courier.model import BucketKey
 from courier.schema import TypeSettings, compile_type
 from courier.storage import Layout, read_manifest
-from courier.tables import BucketTables, commit_bucket, expire_snapshots
+from courier.tables import BucketTables, catalog_properties, commit_bucket, expire_snapshots
 from courier.tables.index import SUMMARY_BUCKET, SUMMARY_VERSION
 from tables._buckets import WIDTH, H, T, close, play_song, rows, settings
 
@@ -296,8 +296,25 @@ def test_int_to_long_becomes_an_iceberg_promotion_and_int_to_double_stops_commit
         "b": 2**40,
     }
 
+    # A bucket closed before the promotion (an int file) still commits under the long column.
+    late = BucketKey("Tick", H - WIDTH)
+    close(layout, late, [_tick_rows(v1, ["z"], 3, H - WIDTH + 1)], closed_at=time.time())
+    assert tables.sync(late, v2.arrow_schema).outcome == "appended"
+    assert str(tables.table("Tick").schema().find_field("n").field_type) == "long"
+
     # Avro allows int -> double; Iceberg does not: refused, the table keeps what it had.
     close(layout, keys[2], [_tick_rows(v3, ["c"], 0.5, H + 2 * WIDTH + 1)], closed_at=time.time())
     with pytest.raises(TableMappingError, match="cannot take schema"):
         tables.sync(keys[2], v3.arrow_schema)
-    assert sorted(tables.table("Tick").scan().to_arrow()["id"].to_pylist()) == ["a", "b"]
+    assert sorted(tables.table("Tick").scan().to_arrow()["id"].to_pylist()) == ["a", "b", "z"]
+
+
+def test_the_catalog_is_embedded_sqlite_under_the_data_root_unless_a_uri_is_set(tmp_path):
+    root = (tmp_path / "data").absolute()
+    default = catalog_properties(settings(tmp_path).tables, root)
+    assert default["type"] == "sql" and default["uri"] == f"sqlite:///{root}/_iceberg/catalog.db"
+    assert default["warehouse"] == f"file://{root}/_iceberg/warehouse"
+    rest = catalog_properties(
+        settings(tmp_path, tables={"catalog_uri": "https://cat.example/api"}).tables, root
+    )
+    assert rest == {"type": "rest", "uri": "https://cat.example/api"}

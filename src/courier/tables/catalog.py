@@ -49,9 +49,13 @@ def catalog_properties(cfg: TablesSettings, data_dir: Path) -> dict[str, str]:
     root = iceberg_dir(data_dir.absolute())
     uri = cfg.catalog_uri or f"sqlite:///{root / 'catalog.db'}"
     kind = "rest" if uri.startswith(("http://", "https://")) else "sql"
-    props = {"type": kind, "uri": uri, "warehouse": cfg.warehouse or f"file://{root / 'warehouse'}"}
+    props = {"type": kind, "uri": uri}
     if kind == "sql":
         props["init_catalog_tables"] = "true"
+        props["warehouse"] = cfg.warehouse or f"file://{root / 'warehouse'}"
+    elif cfg.warehouse is not None:
+        # A REST catalog places tables itself; its "warehouse" names one of its catalogs.
+        props["warehouse"] = cfg.warehouse
     return {**props, **cfg.catalog_properties}
 
 

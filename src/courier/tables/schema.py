@@ -63,16 +63,29 @@ def evolve(table: Table, schemas: list[pa.Schema]) -> Table:
 
 
 def _adds_anything(current: object, wanted: object) -> bool:
-    """True when ``wanted`` has a column path or a wider type the table lacks."""
-    from pyiceberg.schema import Schema
+    """True when ``wanted`` has a column path the table lacks, or a type wider than (or
+    incompatible with) the table's. A narrower type (an ``int`` file under a ``long``
+    column: a bucket closed before the promotion) adds nothing: readers promote it."""
+    from pyiceberg.exceptions import ResolveError
+    from pyiceberg.schema import Schema, promote
 
     assert isinstance(current, Schema) and isinstance(wanted, Schema)
     have = {current.find_column_name(i): current.find_type(i) for i in current.field_ids}
-    return any(
-        have.get(wanted.find_column_name(i)) != wanted.find_type(i)
-        for i in wanted.field_ids
-        if wanted.find_column_name(i) is not None
-    )
+    for field_id in wanted.field_ids:
+        name = wanted.find_column_name(field_id)
+        if name is None:
+            continue
+        want = wanted.find_type(field_id)
+        old = have.get(name)
+        if old is None:
+            return True
+        if old == want or not want.is_primitive:
+            continue
+        try:
+            promote(want, old)  # the file's type reads as the table's: nothing to add
+        except ResolveError:
+            return True
+    return False
 
 
 def check_file_mapping(table: Table, path: str, arrow_schema: pa.Schema) -> None:
