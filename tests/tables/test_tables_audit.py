@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tables_testing import WIDTH, H, T, close, play_song, rows, settings
+
 from courier.audit import GatewayCounts, StreamCounts, TypeView, build_report
 from courier.audit.report import DeliveredScanner
 from courier.model import BucketKey
 from courier.schema import TypeSettings
 from courier.storage import Layout
 from courier.tables import BucketTables, TableStatus
-from tables._buckets import WIDTH, H, T, close, play_song, rows, settings
 
 V1 = play_song(1)
 

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from pyiceberg.io.pyarrow import schema_to_pyarrow
+from tables_testing import WIDTH, H, T, close, play_song, rows, settings
 
 from courier.errors import TableError, TableMappingError
 from courier.model import BucketKey
@@ -19,7 +20,6 @@ from courier.schema import TypeSettings, compile_type
 from courier.storage import Layout, read_manifest
 from courier.tables import BucketTables, catalog_properties, commit_bucket, expire_snapshots
 from courier.tables.index import SUMMARY_BUCKET, SUMMARY_VERSION
-from tables._buckets import WIDTH, H, T, close, play_song, rows, settings
 
 V1 = play_song(1)
 
@@ -65,6 +65,8 @@ def test_a_closed_bucket_becomes_one_append_snapshot_naming_the_bucket_and_versi
     assert snap.summary.operation.value == "append"
     assert table.spec().is_unpartitioned()
     # Every column reads back (not NULL): the files carry no field ids, the name mapping works.
+    part = pq.read_schema(layout.bucket_dir(key) / "part-00000.parquet")
+    assert not any(f.metadata and b"PARQUET:field_id" in f.metadata for f in part)
     got = table.scan().to_arrow().sort_by("id").to_pylist()[0]
     assert got["track_id"] == "t" and got["context"] == {"device": "PHONE", "country": "SE"}
     assert got["tags"] == ["a", "b"] and got["published_at"] is not None
