@@ -17,12 +17,13 @@ from courier.closer.reclose import BucketRecloser
 from courier.model import BucketKey, bucket_start
 from courier.schema import TypeDefinition
 from courier.storage import read_manifest
-from courier.tables import BucketTables, TableStatus
+from courier.tables import BucketTables, TableStatus, expire_snapshots
 from courier.tables.index import SUMMARY_BUCKET
 from courier.transport import CATALOG_KV
 from courier_testing import FAST, Pipeline, example_definitions, open_pipeline
 
 T = "PlaySong"
+S = "Search"  # a second type, with a map column
 
 
 def _payloads(n: int, **extra: object) -> list[dict[str, object]]:
@@ -40,9 +41,9 @@ def _committed(closer: Closer, key: BucketKey, version: int = 1) -> bool:
     return any(r.key == key and r.version == version for r in closer.tables.results)
 
 
-def _closed_ids(p: Pipeline) -> list[str]:
-    """Every id in every closed bucket of T, read through the bucket contract."""
-    return p.reader.read(T, 0, 2e9).column("id").to_pylist()
+def _closed_ids(p: Pipeline, event_type: str = T) -> list[str]:
+    """Every id in every closed bucket of the type, read through the bucket contract."""
+    return p.reader.read(event_type, 0, 2e9).column("id").to_pylist()
 
 
 async def _v2(p: Pipeline) -> None:
@@ -57,7 +58,7 @@ async def _v2(p: Pipeline) -> None:
 @pytest.fixture
 async def pipeline(make_settings):
     s = make_settings(**FAST, tables={"enabled": True, "backoff_max_secs": 1.0})
-    p = await open_pipeline(s, example_definitions(T))
+    p = await open_pipeline(s, example_definitions(T, S))
     try:
         yield p
     finally:
@@ -78,8 +79,10 @@ async def test_the_table_holds_every_closed_bucket_once_across_a_schema_version_
     h = await _at_start_of_a_bucket(width)
     await p.publish(T, _payloads(10), [f"a{i}" for i in range(10)])
     await p.publish(T, _payloads(3), ["a0", "a1", "a2"])  # retries: deduplicated
+    searches = [{"query": "q", "results": i, "filters": {"genre": "jazz"}} for i in range(4)]
+    await p.publish(S, searches, [f"s{i}" for i in range(4)])
     k1 = BucketKey(T, h)
-    await p.wait_until(lambda: _committed(closer, k1), 30)
+    await p.wait_until(lambda: _committed(closer, k1) and _committed(closer, BucketKey(S, h)), 30)
     first = tables.table(T)
     assert first is not None
     after_h = first.current_snapshot()
@@ -123,6 +126,21 @@ async def test_the_table_holds_every_closed_bucket_once_across_a_schema_version_
     closed = _closed_ids(p)
     assert len(ids) == len(set(ids)) == 15
     assert sorted(ids) == sorted(closed)
+    # The other type's table: its bucket, map column included.
+    search = tables.table(S)
+    assert search is not None
+    rows = search.scan().to_arrow()
+    assert sorted(rows.column("id").to_pylist()) == sorted(_closed_ids(p, S))
+    assert rows.column("filters").to_pylist()[0] == [("genre", "jazz")]
+    # Expiry down to the current snapshot: every file a manifest lists stays, reads the same.
+    expire_snapshots(table, retention_secs=0.0, now=time.time() + 1)
+    layout = p.reader.layout
+    for start in layout.closed_bucket_starts(T):
+        for f in read_manifest(layout.manifest_path(BucketKey(T, start))).files:
+            assert (layout.bucket_dir(BucketKey(T, start)) / f.name).exists()
+    table = tables.table(T)
+    assert table is not None and len(table.snapshots()) == 1
+    assert sorted(table.scan().to_arrow().column("id").to_pylist()) == sorted(closed)
     # Nothing left to commit: the closer's view and the audit's agree.
     assert tables.uncommitted(T) == []
     status = TableStatus(p.settings, p.reader.layout)
