@@ -245,8 +245,11 @@ class TableSync:
             if stop.is_set():
                 return
             name = key.event_type
-            schema = self._pending.get(key) or known.get(name)
-            if schema is None or not self._ready(name):
+            if not self._ready(name):
+                continue
+            schema = known.get(name) or self._pending.get(key)
+            if schema is None:  # a type the registry no longer lists: wait, do not spin
+                self._fail(name, "schema", TableError(f"{name} is not in the schema registry"))
                 continue
             started = time.perf_counter()
             try:
@@ -263,8 +266,9 @@ class TableSync:
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
             self.metrics.commits.labels(name, result.outcome).inc()
             self._pending.pop(key, None)
-            self._since_expiry[name] = self._since_expiry.get(name, 0) + 1
-            if self._since_expiry[name] >= max(1, self.cfg.max_snapshots // 2):
+            if result.snapshot_id is not None:
+                self._since_expiry[name] = self._since_expiry.get(name, 0) + 1
+            if self._since_expiry.get(name, 0) >= max(1, self.cfg.max_snapshots // 2):
                 await self._expire([name])  # a long catch-up would slow every commit
             self._backoff_secs.pop(name, None)
             self._retry_at.pop(name, None)
