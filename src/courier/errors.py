@@ -178,3 +178,9 @@ class TableError(CourierError):
 class TableMappingError(TableError):
     """A bucket file's columns would not read back as the table's columns (wrong field ids,
     a name the table's name mapping lacks): the commit is refused, never made."""
+
+
+class TableSchemaError(TableError):
+    """An event type's schema has a column Iceberg tables (format v2, as pyiceberg writes
+    them) cannot hold (``timestamp[ns]``, ``time32[ms]``, ``null``): that type gets no
+    table; its buckets close as always."""

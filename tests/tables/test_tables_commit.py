@@ -14,7 +14,7 @@ import pytest
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from tables_testing import WIDTH, H, T, close, play_song, rows, settings
 
-from courier.errors import TableError, TableMappingError
+from courier.errors import TableError, TableMappingError, TableSchemaError
 from courier.model import BucketKey
 from courier.schema import TypeSettings, compile_type
 from courier.storage import Layout, read_manifest
@@ -320,3 +320,32 @@ def test_the_catalog_is_embedded_sqlite_under_the_data_root_unless_a_uri_is_set(
         settings(tmp_path, tables={"catalog_uri": "https://cat.example/api"}).tables, root
     )
     assert rest == {"type": "rest", "uri": "https://cat.example/api"}
+
+
+def test_a_type_with_a_nanosecond_column_gets_no_table_and_says_why(env):
+    tables, layout = env
+    avro = {
+        "type": "record",
+        "name": "Nano",
+        "fields": [{"name": "at", "type": {"type": "long", "logicalType": "timestamp-nanos"}}],
+    }
+    nano = compile_type("Nano", avro, 1, TypeSettings())
+    assert nano.arrow_schema.field("at").type == pa.timestamp("ns", tz="UTC")
+    key = BucketKey("Nano", H)
+    empty = nano.arrow_schema.empty_table()
+    close(
+        layout,
+        key,
+        [
+            pa.table(
+                [pa.array(["n"]) if f.name == "id" else pa.nulls(1, f.type) for f in empty.schema],
+                schema=empty.schema,
+            )
+        ],
+        closed_at=time.time(),
+    )
+
+    with pytest.raises(TableSchemaError, match=r"Nano cannot be an Iceberg table .*timestamp\[ns"):
+        tables.sync(key, nano.arrow_schema)
+    assert tables.table("Nano") is None
+    assert tables.uncommitted("Nano") == [key]  # the audit lists it as not in a table

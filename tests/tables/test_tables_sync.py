@@ -8,9 +8,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
 from tables_testing import WIDTH, H, T, close, play_song, rows, settings
 
 from courier.model import BucketKey
+from courier.schema import TypeSettings, compile_type
 from courier.storage import Layout
 from courier.tables import TableSync
 
@@ -80,6 +82,44 @@ async def test_a_catalog_that_is_down_is_retried_with_backoff_not_in_a_loop(tmp_
         assert time.monotonic() - started >= 1.9
         later.mkdir()
         await _until(lambda: _done(sync, key))
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_type_no_table_can_hold_is_reported_once_and_others_still_commit(
+    tmp_path: Path,
+):
+    s = settings(tmp_path)
+    layout = Layout(s.data_dir, WIDTH)
+    avro = {
+        "type": "record",
+        "name": "Nano",
+        "fields": [{"name": "at", "type": {"type": "long", "logicalType": "timestamp-nanos"}}],
+    }
+    nano = compile_type("Nano", avro, 1, TypeSettings())
+    n_key, t_key = BucketKey("Nano", H), BucketKey(T, H)
+    one = pa.table(
+        [pa.array(["n"]) if f.name == "id" else pa.nulls(1, f.type) for f in nano.arrow_schema],
+        schema=nano.arrow_schema,
+    )
+    close(layout, n_key, [one], closed_at=time.time())
+    close(layout, t_key, [rows(V1, ["a"], H + 1)], closed_at=time.time())
+    sync = TableSync(s, layout)
+    stop = asyncio.Event()
+
+    async def schemas():
+        return {"Nano": nano.arrow_schema, T: V1.arrow_schema}
+
+    def unsupported() -> float:
+        return sync.metrics.failures.labels("Nano", "unsupported")._value.get()
+
+    task = asyncio.create_task(sync.run(stop, schemas))
+    try:
+        await _until(lambda: _done(sync, t_key) and unsupported() == 1 and not sync.pending())
+        sync.submit(n_key, nano.arrow_schema)  # the closer closes another Nano bucket
+        await _until(lambda: not sync.pending())
+        assert unsupported() == 1  # said once per schema version, not on every bucket
     finally:
         stop.set()
         await task

@@ -49,7 +49,7 @@ from courier.tables.index import (
     TableIndex,
     bucket_file_uris,
 )
-from courier.tables.schema import check_file_mapping, evolve
+from courier.tables.schema import check_file_mapping, check_representable, evolve
 
 if TYPE_CHECKING:
     from pyiceberg.manifest import DataFile
@@ -106,6 +106,8 @@ def commit_bucket(
         return CommitResult(key, manifest.version, "empty", None)
     # Step 2: the table's schema takes the type's and the files' columns.
     file_schemas = [_file_schema(layout, key, name) for name in (f.name for f in manifest.files)]
+    for file_schema in file_schemas:  # a column an older version had, since removed
+        check_representable(key.event_type, file_schema)
     evolve(table, [schema, *file_schemas])
     # Step 3: every column reads back as itself.
     for path, file_schema in zip(paths, file_schemas, strict=True):

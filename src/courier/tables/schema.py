@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from courier.errors import TableMappingError
+from courier.errors import TableMappingError, TableSchemaError
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -38,6 +38,22 @@ if TYPE_CHECKING:
 
 def _names(schema: pa.Schema) -> set[str]:
     return set(schema.names)
+
+
+def check_representable(event_type: str, schema: pa.Schema) -> None:
+    """Refuse (:class:`TableSchemaError`) a schema with a column type an Iceberg v2 table
+    cannot hold: ``timestamp[ns]`` (Avro ``timestamp-nanos``, ``local-timestamp-nanos``),
+    ``time32[ms]`` (``time-millis``), ``null``. pyiceberg 0.12 writes no v3 tables, and
+    reading such a file as a microsecond column would be wrong, not just slow."""
+    from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException, _pyarrow_to_schema_without_ids
+
+    try:
+        _pyarrow_to_schema_without_ids(schema)
+    except (UnsupportedPyArrowTypeException, ValueError) as exc:
+        raise TableSchemaError(
+            f"{event_type} cannot be an Iceberg table ({exc}); its buckets close as always "
+            "and stay readable as files, and `courier audit` lists them as not in a table"
+        ) from exc
 
 
 def evolve(table: Table, schemas: list[pa.Schema]) -> Table:

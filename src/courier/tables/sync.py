@@ -11,7 +11,9 @@ closer, off the close path:
 - one worker commits the queue in bucket order, in a thread. A failure backs the
   type off (1 s doubling to ``tables.backoff_max_secs``) while other types go on;
   the bucket stays queued. A file that would read wrong columns
-  (:class:`TableMappingError`) is logged as an error on every attempt;
+  (:class:`TableMappingError`) is logged as an error on every attempt; a type whose
+  schema no Iceberg v2 table can hold (:class:`TableSchemaError`) is logged once per
+  schema version and gets no table;
 - every ``tables.catch_up_interval_secs`` the catch-up runs again (a re-close
   whose own commit failed while the catalog was down is found there);
 - every ``tables.expire_interval_secs``, and after every ``tables.max_snapshots / 2``
@@ -32,7 +34,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
 
-from courier.errors import CourierError, ManifestError, TableError, TableMappingError
+from courier.errors import (
+    CourierError,
+    ManifestError,
+    TableError,
+    TableMappingError,
+    TableSchemaError,
+)
 from courier.model import BucketKey
 from courier.settings import Settings
 from courier.storage import Layout, read_manifest
@@ -41,6 +49,7 @@ from courier.tables.commit import CommitResult, commit_bucket
 from courier.tables.expire import expire_snapshots
 from courier.tables.index import TableIndex
 from courier.tables.metrics import TableMetrics
+from courier.tables.schema import check_representable
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog as IcebergCatalog
@@ -81,6 +90,7 @@ class BucketTables:
 
     def sync(self, key: BucketKey, schema: pa.Schema) -> CommitResult:
         """Make the table of ``key``'s type hold the files its ``_SUCCESS`` lists now."""
+        check_representable(key.event_type, schema)
         manifest = read_manifest(self.layout.manifest_path(key))
         return self._guard(
             f"committing {key.label()}",
@@ -174,6 +184,7 @@ class TableSync:
         self._retry_at: dict[str, float] = {}
         self._caught: set[str] = set()
         self._since_expiry: dict[str, int] = {}
+        self._unsupported: dict[str, pa.Schema] = {}
         self._known: set[str] | None = None
         self.results: list[CommitResult] = []
 
@@ -251,9 +262,18 @@ class TableSync:
             if schema is None:  # a type the registry no longer lists: wait, do not spin
                 self._fail(name, "schema", TableError(f"{name} is not in the schema registry"))
                 continue
+            if self._unsupported.get(name) == schema:
+                self._pending.pop(key, None)  # said once; the audit lists it as not in a table
+                continue
             started = time.perf_counter()
             try:
                 result = await asyncio.to_thread(self.tables.sync, key, schema)
+            except TableSchemaError as exc:
+                self.metrics.failures.labels(name, "unsupported").inc()
+                log.error("table commits of %s: %s", name, exc)
+                self._unsupported[name] = schema  # until a new schema version
+                self._pending.pop(key, None)
+                continue
             except TableMappingError as exc:
                 self._fail(name, "mapping", exc)
                 continue
