@@ -9,7 +9,10 @@ One run:
    any load, as the reference;
 3. the load generator for ``--duration`` (closed loop unless ``--rate``), with
    a ledger of every acknowledged id; peak RSS of every process sampled;
-4. wait until every bucket up to the last ack is closed; stop the stack;
+4. wait until every bucket up to the last ack is closed; the CPU each
+   component used from the start of the load until then (``bench._cpu``:
+   ``/proc``, children included, this run's processes only) per million
+   acknowledged events; stop the stack;
 5. verify the closed buckets against the ledger (lost, duplicated, unexpected);
 6. close delay per bucket from the manifests; the closer alone on a bucket of
    ``--closer-rows`` rows (``bench.closer``) for its rows/s.
@@ -23,6 +26,15 @@ import argparse
 import asyncio
 import time
 
+from bench._cpu import (
+    LOADGEN,
+    NATS,
+    STACK_COMPONENTS,
+    SUPERVISOR,
+    cpu_between,
+    cpu_snapshot,
+    per_million,
+)
 from bench._report import emit, percentile
 from bench._stack import Stack
 from bench.closer import measure_closer
@@ -30,6 +42,9 @@ from bench.jetstream import raw_ceiling
 from bench.loadgen import LoadConfig, run_load, verify
 from courier.model import bucket_start
 from courier.storage import BucketReader, Layout, read_manifest
+
+#: What the total CPU per million events covers: the stack, not the load generator.
+_CPU_COMPONENTS = (*STACK_COMPONENTS, NATS, SUPERVISOR)
 
 
 def _close_delays(stack: Stack, since: float) -> list[float]:
@@ -76,6 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             )
         )
         load_start = time.time()
+        cpu_start = cpu_snapshot()
         result = run_load(
             LoadConfig(
                 url=stack.url,
@@ -97,6 +113,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             stack, names, last_ack, stack.width + stack.grace_secs + args.close_timeout
         )
         drain_secs = time.time() - last_ack
+        cpu = cpu_between(cpu_start, cpu_snapshot())
+        cpu_window_secs = time.time() - load_start
         assert stack.sampler is not None
         stack.sampler.sample()
         rss = dict(stack.sampler.peak_mib)
@@ -109,6 +127,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     closer = measure_closer(args.closer_rows)
     e2e = result.events_per_s
     raw_eps = float(raw["raw_jetstream_events_per_s"])
+    stack_cpu = per_million(cpu, result.acked_events, _CPU_COMPONENTS)
+    loadgen_cpu = per_million(cpu, result.acked_events, (LOADGEN,))
     return {
         "e2e_events_per_s": round(e2e, 1),
         "raw_jetstream_events_per_s": raw_eps,
@@ -118,6 +138,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "close_delay_p99_s": round(percentile(delays, 99), 3),
         "close_delay_max_s": round(max(delays), 3) if delays else None,
         "closer_rows_per_s": closer["closer_rows_per_s"],
+        **stack_cpu,
+        "cpu_loadgen_core_s_per_m": loadgen_cpu[f"cpu_{LOADGEN}_core_s_per_m"],
+        "cpu_window_secs": round(cpu_window_secs, 1),
         "gateway_rss_mib": round(rss.get("gateway", 0.0), 1),
         "writer_rss_mib": round(rss.get("writer", 0.0), 1),
         "closer_rss_mib": round(rss.get("closer", 0.0), 1),
