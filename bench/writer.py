@@ -5,7 +5,9 @@
    events of ≈``--event-bytes``) for ``--duration`` seconds or ``--events``
    events, whichever comes first;
 3. start ``courier writer`` as a child process and time until its consumer's
-   ack floor reaches the last message; peak RSS sampled meanwhile;
+   ack floor reaches the last message; peak RSS sampled meanwhile; its CPU
+   (``/proc``, threads and children included) from its first ack to the last,
+   per million rows acked in between (start-up imports left out);
 4. read the staging files: ``lost`` = published ids not staged, ``duplicated``
    = ids staged more than once (a redelivery would cause some; none expected).
 
@@ -21,12 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bench._cpu import cpu_between, cpu_snapshot
 from bench._data import compiled_example, stored_bodies
 from bench._nats import bench_settings, provision
 from bench._report import emit
@@ -80,18 +84,34 @@ async def fill(
     return events, last_seq, time.monotonic() - started
 
 
+@dataclass
+class _Drain:
+    secs: float = 0.0
+    #: Ack floor when the CPU count started, and the writer's core-seconds since.
+    first_floor_seq: int = 0
+    core_secs: float = 0.0
+
+
 async def wait_drained(
     nats_url: str, last_seq: int, timeout_secs: float, proc: subprocess.Popen[bytes]
-) -> float:
+) -> _Drain:
     transport = await Transport.connect(nats_url)
     started = time.monotonic()
+    out = _Drain()
+    cpu_start: dict[str, float] | None = None
     try:
         while time.monotonic() - started < timeout_secs:
             if proc.poll() is not None:
                 raise RuntimeError(f"courier writer exited with code {proc.returncode}")
             progress = await transport.progress(TYPE)
+            if cpu_start is None and progress.ack_floor_seq:
+                cpu_start = cpu_snapshot(proc.pid)
+                out.first_floor_seq = progress.ack_floor_seq
             if progress.ack_floor_seq >= last_seq:
-                return time.monotonic() - started
+                out.secs = time.monotonic() - started
+                if cpu_start is not None:
+                    out.core_secs = sum(cpu_between(cpu_start, cpu_snapshot(proc.pid)).values())
+                return out
             await asyncio.sleep(0.1)
     finally:
         await transport.close()
@@ -124,7 +144,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 )
             try:
                 with RssSampler(proc.pid, 0.2) as rss:
-                    drain_secs = asyncio.run(wait_drained(server.url, last_seq, 300, proc))
+                    drain = asyncio.run(wait_drained(server.url, last_seq, 300, proc))
             finally:
                 proc.terminate()
                 try:
@@ -139,10 +159,16 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             len(pc.unique(pa.chunked_array([ch for c in ids for ch in c.chunks]))) if ids else 0
         )
         staged_mb = sum(f.stat().st_size for f in files) / 1e6
+    drain_secs = drain.secs
+    counted_rows = (last_seq - drain.first_floor_seq) * args.events_per_message
     return {
         "writer_events_per_s": round(events / drain_secs, 1),
         "writer_messages_per_s": round(last_seq / drain_secs, 1),
         "drain_secs": round(drain_secs, 3),
+        "writer_core_s_per_m_rows": (
+            round(drain.core_secs / counted_rows * 1e6, 3) if counted_rows else None
+        ),
+        "cpu_counted_rows": counted_rows,
         "events": events,
         "fill_events_per_s": round(events / fill_secs, 1),
         "staging_files": len(files),

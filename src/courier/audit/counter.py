@@ -5,11 +5,13 @@ durable consumer and counts lines, by the transport's timestamp. Counting
 protocol, per type (DESIGN §10):
 
 1. load ``stream.<Type>`` (counts + ``last_seq``) and its revision;
-2. fetch a batch from the ``audit`` consumer;
-3. count each message with ``seq > last_seq`` (the ``Courier-Events``
-   header, else its newlines) into the bucket of its ``published_at``;
-   messages with ``seq <= last_seq`` were counted before a crash or a lost
-   ack and are skipped;
+2. fetch a batch from the ``audit`` consumer (headers only: the consumer is
+   provisioned with ``headers_only``, so bodies never travel to the auditor);
+3. count each message with ``seq > last_seq`` into the bucket of its
+   ``published_at``: the ``Courier-Events`` header the gateway sets, or, for a
+   message without it (older data), the newlines of its body, read from the
+   stream by sequence; messages with ``seq <= last_seq`` were counted before
+   a crash or a lost ack and are skipped;
 4. write counts and the new ``last_seq`` in ONE compare-and-set;
 5. only then ack the batch (and wait until the server applied the acks).
 
@@ -52,16 +54,37 @@ log = logging.getLogger("courier.audit")
 _RECOUNT_BATCH_MESSAGES = 10_000
 
 EVENTS_HEADER = "Courier-Events"
+#: Set by the server on a headers-only delivery: the size of the body left out.
+_BODY_SIZE_HEADER = "Nats-Msg-Size"
+
+
+def header_count(headers: dict[str, str]) -> int | None:
+    """The gateway's event count of a message, or None when it has no valid one."""
+    value = headers.get(EVENTS_HEADER)
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        return None
+    return n if n >= 0 else None
+
+
+def body_left_out(m: MessageLike) -> bool:
+    """True for a headers-only delivery whose count needs the body (no count header)."""
+    if m.data or header_count(m.headers) is not None:
+        return False
+    try:
+        return int(m.headers.get(_BODY_SIZE_HEADER, "0")) > 0
+    except ValueError:
+        return False
 
 
 def count_events(headers: dict[str, str], data: bytes) -> int:
     """Events in one message: the gateway's header, else the lines of the body."""
-    value = headers.get(EVENTS_HEADER)
-    if value is not None:
-        try:
-            return int(value)
-        except ValueError:
-            pass
+    n = header_count(headers)
+    if n is not None:
+        return n
     if headers.get("Content-Encoding") == "zstd":
         data = zstandard.ZstdDecompressor().decompress(data)
     data = data.strip(b"\n")
@@ -175,7 +198,8 @@ class Auditor:
         updated = StreamCounts(
             counts.last_seq, counts.spill_secs, {k: list(v) for k, v in counts.buckets.items()}
         )
-        msgs, events, skipped = add_messages(updated, deliveries, self.width, self.cfg.spill_secs)
+        readable = await self._with_bodies(event_type, deliveries, counts.last_seq)
+        msgs, events, skipped = add_messages(updated, readable, self.width, self.cfg.spill_secs)
         if msgs:
             updated.prune(bucket_start(time.time() - self.cfg.retention_secs, self.width))
             revision = await self.store.save_stream_counts(event_type, updated, revision)  # step 4
@@ -185,6 +209,31 @@ class Auditor:
         if skipped:
             self.metrics.redeliveries_skipped.labels(event_type).inc(skipped)
         return (updated if msgs else counts), revision
+
+    async def _with_bodies(
+        self, event_type: str, deliveries: Sequence[MessageLike], last_seq: int
+    ) -> Sequence[MessageLike]:
+        """``deliveries``, where a headers-only one without a count header (a message
+        older than that header) is replaced by the stored message, read by sequence."""
+        if not any(m.seq > last_seq and body_left_out(m) for m in deliveries):
+            return deliveries
+        out: list[MessageLike] = []
+        for m in deliveries:
+            if m.seq > last_seq and body_left_out(m):
+                stored = await self.transport.message_at_or_after(event_type, m.seq)
+                if stored is None or stored.seq != m.seq:
+                    # Expired between its delivery and this read: its events cannot be
+                    # counted any more; the bucket's audit shows the difference.
+                    log.warning(
+                        "%s seq %d expired before it was counted; counting 0 events",
+                        event_type,
+                        m.seq,
+                    )
+                    stored = StoredMessage(m.seq, m.published_at, m.headers, b"")
+                out.append(StoredMessage(m.seq, m.published_at, stored.headers, stored.data))
+            else:
+                out.append(m)
+        return out
 
     # -- checking ---------------------------------------------------------------------
 

@@ -96,6 +96,8 @@ def _spec(settings: Settings, event_type: str) -> _Spec:
         max_deliver=-1,
         max_ack_pending=w.max_ack_pending,
         filter_subject=events_subject(event_type),
+        # The auditor counts from the ``Courier-Events`` header: bodies are not sent.
+        headers_only=True,
     )
     stream = _stream_config(settings, stream_name(event_type), [events_subject(event_type)])
     return _Spec(stream, (writer, audit))
@@ -119,6 +121,7 @@ CONSUMER_FIELDS = (
     "max_deliver",
     "max_ack_pending",
     "filter_subject",
+    "headers_only",
 )
 
 
