@@ -6,8 +6,8 @@
    events, whichever comes first;
 3. start ``courier writer`` as a child process and time until its consumer's
    ack floor reaches the last message; peak RSS sampled meanwhile; its CPU
-   (``/proc``, threads and children included) from its first ack to the last,
-   per million rows acked in between (start-up imports left out);
+   (``/proc``, threads and children included) from its first fetch to the
+   last ack, per million rows (start-up imports left out);
 4. read the staging files: ``lost`` = published ids not staged, ``duplicated``
    = ids staged more than once (a redelivery would cause some; none expected).
 
@@ -104,7 +104,8 @@ async def wait_drained(
             if proc.poll() is not None:
                 raise RuntimeError(f"courier writer exited with code {proc.returncode}")
             progress = await transport.progress(TYPE)
-            if cpu_start is None and progress.ack_floor_seq:
+            if cpu_start is None and (progress.num_ack_pending or progress.ack_floor_seq):
+                # Its first fetch arrived: start-up (imports, connect) is over.
                 cpu_start = cpu_snapshot(proc.pid)
                 out.first_floor_seq = progress.ack_floor_seq
             if progress.ack_floor_seq >= last_seq:
@@ -112,7 +113,7 @@ async def wait_drained(
                 if cpu_start is not None:
                     out.core_secs = sum(cpu_between(cpu_start, cpu_snapshot(proc.pid)).values())
                 return out
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1 if cpu_start else 0.01)
     finally:
         await transport.close()
     raise RuntimeError(f"the writer did not drain {last_seq} messages in {timeout_secs}s")

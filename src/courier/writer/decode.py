@@ -15,6 +15,7 @@ from courier.transport import Delivery, MessageLike
 
 _TS = pa.timestamp("us", tz="UTC")
 SCHEMA_VERSION_HEADER = "Courier-Schema-Version"
+EVENTS_HEADER = "Courier-Events"
 
 
 class UndecodableError(Exception):

@@ -3,9 +3,11 @@
 The protocol, per (type, bucket) buffer (DESIGN §6):
 
 1. fetch a batch from the type's ``writer`` durable consumer;
-2. decode the bodies into Arrow in bulk and add ``published_at`` (the
-   transport's timestamp), ``_seq`` and ``_idx``;
-3. buffer rows per (type, bucket, schema version); flush on rows, bytes, age
+2. buffer the messages per (type, bucket, schema version) and decode them
+   into Arrow in bulk, many messages per call (once a buffer holds
+   ``_DECODE_BATCH_BYTES`` of bodies, and at its flush), adding
+   ``published_at`` (the transport's timestamp), ``_seq`` and ``_idx``;
+3. flush a buffer on rows, bytes, age
    or memory pressure: write ``_staging/<type>/<bucket>/<writer>-<first>-<last>-<flush>.parquet``
    atomically (temp, fsync, rename, fsync dir); ``<flush>`` is unique per flush, so
    a range redelivered by a repair never reuses a name a closed bucket consumed;
@@ -45,7 +47,12 @@ from courier.schema import CompiledType, Registry
 from courier.settings import Settings
 from courier.storage import Layout, write_bytes_atomic, write_parquet_atomic
 from courier.transport import Delivery, PullConsumer, Transport
-from courier.writer.decode import UndecodableError, decode_batch, schema_version_of
+from courier.writer.decode import (
+    EVENTS_HEADER,
+    UndecodableError,
+    decode_batch,
+    schema_version_of,
+)
 from courier.writer.metrics import WriterMetrics
 
 log = logging.getLogger("courier.writer")
@@ -55,22 +62,67 @@ log = logging.getLogger("courier.writer")
 CRASH_AFTER_STAGING_ENV = "COURIER_FAULT_WRITER_CRASH_AFTER_STAGING"
 
 
+#: Bodies a buffer collects before they are decoded in one call. pyarrow's JSON
+#: reader costs about twice the CPU per row on one 100-event message as on a few
+#: MB of them (issue 13); a bound keeps each decode short and finds poison early.
+_DECODE_BATCH_BYTES = 8 * 1024 * 1024
+
+
 @dataclass(eq=False)
 class _Buffer:
     key: BucketKey
-    version: int
+    compiled: CompiledType
     tables: list[pa.Table] = field(default_factory=list)
+    #: Every message whose rows go into this buffer's file, decoded or not (acked at flush).
     deliveries: list[Delivery] = field(default_factory=list)
+    #: The messages not decoded yet (the last ones of ``deliveries``).
+    pending: list[Delivery] = field(default_factory=list)
+    pending_bytes: int = 0
     rows: int = 0
     nbytes: int = 0
     created: float = field(default_factory=time.monotonic)
     last_progress: float = field(default_factory=time.monotonic)
+    #: Held while messages are out of ``pending`` but not yet in ``tables``: a flush
+    #: waits for it, so it never acks a message whose rows are still being decoded.
+    decoding: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def add(self, table: pa.Table, deliveries: list[Delivery]) -> None:
-        self.tables.append(table)
+    @property
+    def version(self) -> int:
+        return self.compiled.version
+
+    def add_pending(self, deliveries: list[Delivery]) -> None:
+        size = sum(len(d.data) for d in deliveries)
         self.deliveries.extend(deliveries)
+        self.pending.extend(deliveries)
+        self.pending_bytes += size
+        self.nbytes += size
+        self.rows += sum(_header_rows(d) for d in deliveries)
+
+    def take_pending(self) -> list[Delivery]:
+        """The undecoded messages, no longer counted as pending."""
+        taken, self.pending = self.pending, []
+        self.nbytes -= self.pending_bytes
+        self.rows -= sum(_header_rows(d) for d in taken)
+        self.pending_bytes = 0
+        return taken
+
+    def add_decoded(self, table: pa.Table, poisoned: list[Delivery]) -> None:
+        """Rows of messages taken with :meth:`take_pending`, minus the poisoned ones."""
+        if poisoned:
+            gone = {id(d) for d in poisoned}
+            self.deliveries = [d for d in self.deliveries if id(d) not in gone]
+        if table.num_rows:
+            self.tables.append(table)
         self.rows += table.num_rows
         self.nbytes += table.nbytes
+
+
+def _header_rows(d: Delivery) -> int:
+    """Rows of an undecoded message, from the gateway's header (0 when absent)."""
+    try:
+        return max(0, int(d.headers.get(EVENTS_HEADER, "0")))
+    except ValueError:
+        return 0
 
 
 def default_writer_id() -> str:
@@ -168,7 +220,7 @@ class Writer:
         """Messages per fetch, so that one fetch brings about ``fetch_max_bytes`` at most."""
         avg = self._avg_message_bytes.get(event_type)
         if avg is None:
-            return min(16, self.cfg.fetch_batch_messages)
+            return 1  # size unknown: one message, so one fetch cannot overshoot the bounds
         return max(1, min(self.cfg.fetch_batch_messages, int(self.cfg.fetch_max_bytes / avg)))
 
     def _observe_sizes(self, event_type: str, got: list[Delivery]) -> None:
@@ -195,7 +247,10 @@ class Writer:
             else:
                 ok.append(d)
         for run in self._runs_by_bucket(ok):
-            await self._decode_run(compiled, run)
+            buf = self._buffer_of(compiled, run[0])
+            buf.add_pending(run)
+            if buf.pending_bytes >= _DECODE_BATCH_BYTES:
+                await self._decode_pending(buf)
 
     def _runs_by_bucket(self, deliveries: list[Delivery]) -> list[list[Delivery]]:
         """Consecutive deliveries split where their bucket changes."""
@@ -209,28 +264,37 @@ class Writer:
             runs[-1].append(d)
         return runs
 
-    async def _decode_run(self, compiled: CompiledType, run: list[Delivery]) -> None:
-        try:
-            table = await asyncio.to_thread(decode_batch, compiled, run)
-        except UndecodableError:
-            # Isolate the poison message(s): decode one by one.
-            for d in run:
-                try:
-                    one = await asyncio.to_thread(decode_batch, compiled, [d])
-                except UndecodableError as exc:
-                    await self._poison(compiled.name, d, str(exc))
-                else:
-                    self._buffer(compiled, one, [d])
-            return
-        self._buffer(compiled, table, run)
-
-    def _buffer(self, compiled: CompiledType, table: pa.Table, run: list[Delivery]) -> None:
-        key = BucketKey(compiled.name, bucket_start(run[0].published_at, self.width))
+    def _buffer_of(self, compiled: CompiledType, first: Delivery) -> _Buffer:
+        key = BucketKey(compiled.name, bucket_start(first.published_at, self.width))
         bkey = (key.event_type, key.start, compiled.version)
         buf = self._buffers.get(bkey)
         if buf is None:
-            buf = self._buffers[bkey] = _Buffer(key, compiled.version)
-        buf.add(table, run)
+            buf = self._buffers[bkey] = _Buffer(key, compiled)
+        return buf
+
+    async def _decode_pending(self, buf: _Buffer) -> None:
+        """Decode the buffer's undecoded messages in one call; poison ones are isolated
+        (decoded one by one), retried or quarantined, and leave the buffer."""
+        async with buf.decoding:
+            run = buf.take_pending()
+            if run:
+                await self._decode_taken(buf, run)
+
+    async def _decode_taken(self, buf: _Buffer, run: list[Delivery]) -> None:
+        compiled = buf.compiled
+        poisoned: list[Delivery] = []
+        try:
+            table = await asyncio.to_thread(decode_batch, compiled, run)
+        except UndecodableError:
+            tables = []
+            for d in run:
+                try:
+                    tables.append(await asyncio.to_thread(decode_batch, compiled, [d]))
+                except UndecodableError as exc:
+                    poisoned.append(d)
+                    await self._poison(compiled.name, d, str(exc))
+            table = pa.concat_tables(tables) if tables else compiled.arrow_schema.empty_table()
+        buf.add_decoded(table, poisoned)
         self.metrics.rows_received.labels(compiled.name).inc(table.num_rows)
 
     async def _poison(self, event_type: str, d: Delivery, reason: str) -> None:
@@ -325,6 +389,9 @@ class Writer:
             if self._buffers.get(bkey) is not buf:
                 return True
             del self._buffers[bkey]  # new rows go to a fresh buffer meanwhile
+            await self._decode_pending(buf)
+            if not buf.deliveries:
+                return True  # every message in it was poison: retried or quarantined
             seqs = [d.seq for d in buf.deliveries]
             path = self.layout.staging_file(
                 buf.key, self.writer_id, min(seqs), max(seqs), flush_id=secrets.token_hex(4)
@@ -367,6 +434,8 @@ class Writer:
         if newer is not None:
             buf.tables.extend(newer.tables)
             buf.deliveries.extend(newer.deliveries)
+            buf.pending.extend(newer.pending)
+            buf.pending_bytes += newer.pending_bytes
             buf.rows += newer.rows
             buf.nbytes += newer.nbytes
         self._buffers[bkey] = buf
