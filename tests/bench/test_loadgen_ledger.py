@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
-from bench.loadgen import IdSource, Ledger, id_key, keys_of, read_ledger
+from bench.loadgen import BatchFactory, IdSource, Ledger, id_key, keys_of, read_ledger
 
 
 def test_ids_from_the_load_generator_are_unique_uuids_whose_keys_round_trip(tmp_path):
@@ -29,3 +31,19 @@ def test_a_ledger_keeps_every_writers_acked_ids_and_ignores_a_torn_last_record(t
     contents = read_ledger(tmp_path)
     assert len(contents.acked) == 10 and contents.acked_repeats == 0
     assert len(contents.unknown) == 1
+
+
+def test_pre_encoded_batches_carry_fresh_ids_whose_ledger_keys_match_the_body():
+    factory = BatchFactory(types=3, batch_events=50, seed=7)
+    seen: set[str] = set()
+    for _ in range(40):
+        batch = factory.next()
+        doc = json.loads(batch.body)
+        ids = [e["id"] for e in doc["events"]]
+        assert batch.count == len(ids) == 50
+        assert {e["type"] for e in doc["events"]} == {batch.event_type}
+        assert all(e["time"] == doc["sent_at"] for e in doc["events"])
+        assert batch.keys == b"".join(id_key(i) for i in ids)
+        assert batch.ids == ids
+        seen.update(ids)
+    assert len(seen) == 40 * 50
