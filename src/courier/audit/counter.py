@@ -6,7 +6,8 @@ protocol, per type (DESIGN §10):
 
 1. load ``stream.<Type>`` (counts + ``last_seq``) and its revision;
 2. fetch a batch from the ``audit`` consumer (headers only: the consumer is
-   provisioned with ``headers_only``, so bodies never travel to the auditor);
+   provisioned with ``headers_only``, so bodies never travel to the auditor),
+   gathering fetches for up to ``fetch_wait_secs`` or ``fetch_batch_messages``;
 3. count each message with ``seq > last_seq`` into the bucket of its
    ``published_at``: the ``Courier-Events`` header the gateway sets, or, for a
    message without it (older data), the newlines of its body, read from the
@@ -46,7 +47,14 @@ from courier.pertype import PerTypeTasks
 from courier.schema import Registry
 from courier.settings import Settings
 from courier.storage import Layout
-from courier.transport import AUDIT_CONSUMER, MessageLike, PullConsumer, StoredMessage, Transport
+from courier.transport import (
+    AUDIT_CONSUMER,
+    Delivery,
+    MessageLike,
+    PullConsumer,
+    StoredMessage,
+    Transport,
+)
 
 log = logging.getLogger("courier.audit")
 
@@ -164,6 +172,12 @@ class Auditor:
         consumer: PullConsumer | None = None
         counts: StreamCounts | None = None
         revision: int | None = None
+        # Step 2 gathers up to fetch_batch_messages for up to fetch_wait_secs, so a
+        # trickle of messages costs one compare-and-set and one ack round trip per
+        # batch, not per message.
+        batch, wait = self.cfg.fetch_batch_messages, self.cfg.fetch_wait_secs
+        pending: list[Delivery] = []
+        first_at = 0.0
         while True:
             try:
                 if consumer is None:
@@ -175,16 +189,25 @@ class Auditor:
                     log.info("auditing %s", event_type)
                 if counts is None:
                     counts, revision = await self.store.stream_counts(event_type)  # step 1
-                got = await consumer.fetch(self.cfg.fetch_batch_messages, self.cfg.fetch_wait_secs)
-                if got:  # step 2
-                    counts, revision = await self.count_batch(event_type, got, counts, revision)
+                got = await consumer.fetch(batch - len(pending), wait)  # step 2
+                if got:
+                    if not pending:
+                        first_at = time.monotonic()
+                    pending.extend(got)
+                if pending and (
+                    not got or len(pending) >= batch or time.monotonic() - first_at >= wait
+                ):
+                    taken, pending = pending, []
+                    counts, revision = await self.count_batch(event_type, taken, counts, revision)
             except asyncio.CancelledError:
                 raise
             except ConcurrentUpdateError:
                 counts = None  # reload and count again against what the other writer stored
+                pending = []  # unacked: redelivered
             except (TransportError, ValueError) as exc:
                 log.warning("auditing %s: %s; retrying in 1s", event_type, exc)
                 counts = None
+                pending = []
                 await asyncio.sleep(1.0)
 
     async def count_batch(
