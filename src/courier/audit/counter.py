@@ -173,8 +173,8 @@ class Auditor:
         counts: StreamCounts | None = None
         revision: int | None = None
         # Step 2 gathers up to fetch_batch_messages for up to fetch_wait_secs, so a
-        # trickle of messages costs one compare-and-set and one ack round trip per
-        # batch, not per message.
+        # trickle of messages costs two fetches, one compare-and-set and one ack round
+        # trip per batch, not per message.
         batch, wait = self.cfg.fetch_batch_messages, self.cfg.fetch_wait_secs
         pending: list[Delivery] = []
         first_at = 0.0
@@ -194,9 +194,12 @@ class Auditor:
                     if not pending:
                         first_at = time.monotonic()
                     pending.extend(got)
-                if pending and (
-                    not got or len(pending) >= batch or time.monotonic() - first_at >= wait
-                ):
+                    left = first_at + wait - time.monotonic()
+                    if len(pending) < batch and left > 0:
+                        # A trickle: let it gather in the stream, one fetch then brings it.
+                        await asyncio.sleep(left)
+                        continue
+                if pending:
                     taken, pending = pending, []
                     counts, revision = await self.count_batch(event_type, taken, counts, revision)
             except asyncio.CancelledError:
