@@ -200,12 +200,15 @@ class Writer:
                     # Memory bound reached: stop fetching until flushes free it.
                     await asyncio.sleep(0.05)
                 async with self._fetch_slots:
-                    got = await consumer.fetch(
-                        self._batch_size(event_type), self.cfg.fetch_wait_secs
-                    )
+                    want = self._batch_size(event_type)
+                    got = await consumer.fetch(want, self.cfg.fetch_wait_secs)
                     if got:
                         self._observe_sizes(event_type, got)
                         await self._accept(event_type, got)
+                if got and len(got) < want:
+                    # The stream is drained: let the trickle gather for one fetch wait
+                    # rather than pay a fetch (and a decode) per message.
+                    await asyncio.sleep(self.cfg.fetch_wait_secs)
             except asyncio.CancelledError:
                 raise
             except TransportError as exc:
