@@ -33,7 +33,7 @@ from bench._stack import RssSampler
 from bench.loadgen import LoadConfig, id_key, read_ledger, run_load
 from bench.loadgen.ledger import KEY_DTYPE
 from courier.settings import settings_env
-from courier.transport import AUDIT_CONSUMER, EmbeddedNats, Transport, free_port
+from courier.transport import EmbeddedNats, Transport, free_port
 
 
 class _Line(msgspec.Struct):
@@ -41,21 +41,18 @@ class _Line(msgspec.Struct):
 
 
 async def stored_keys(nats_url: str, types: list[str]) -> np.ndarray:
-    """Keys of every event stored in the types' streams (read via the audit consumer)."""
+    """Keys of every event stored in the types' streams (a scan: the audit consumer
+    gets headers only)."""
     dec = msgspec.json.Decoder(_Line)
     transport = await Transport.connect(nats_url)
     keys: list[bytes] = []
     try:
         for t in types:
-            consumer = await transport.pull_consumer(t, AUDIT_CONSUMER)
-            while True:
-                got = await consumer.fetch(256, 1.0)
-                if not got:
-                    break
-                for d in got:
-                    keys.extend(id_key(dec.decode(line).id) for line in d.data.splitlines())
-                await transport.ack(got)
-            await consumer.unsubscribe()
+            first, last = await transport.stream_bounds(t)
+            if not last:
+                continue
+            async for m in transport.scan(t, first, last):
+                keys.extend(id_key(dec.decode(line).id) for line in m.data.splitlines())
     finally:
         await transport.close()
     return np.array(keys, dtype=KEY_DTYPE)
