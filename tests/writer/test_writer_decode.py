@@ -3,9 +3,13 @@ still stages every row of every message it acks exactly once."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pyarrow.parquet as pq
 
 import courier.writer.service as service
+from courier.writer import Writer
 
 
 async def test_a_buffer_decodes_its_messages_in_one_call_and_stages_every_row_once(
@@ -40,3 +44,43 @@ async def test_a_buffer_decodes_its_messages_in_one_call_and_stages_every_row_on
     ]
     assert sorted(staged) == sorted(i for batch in ids for i in batch)
     assert sum(calls) == 20 and max(calls) > 1, calls
+
+
+async def test_a_flush_waits_for_a_decode_in_flight_and_never_acks_rows_it_lacks(
+    pipeline, monkeypatch
+):
+    release = threading.Event()
+    started = threading.Event()
+    real = service.decode_batch
+
+    def slow(compiled, deliveries):  # type: ignore[no-untyped-def]
+        started.set()
+        release.wait(10)
+        return real(compiled, deliveries)
+
+    monkeypatch.setattr(service, "decode_batch", slow)
+    monkeypatch.setattr(service, "_DECODE_BATCH_BYTES", 1)  # decode on arrival
+    ids = [f"r{i}" for i in range(30)]
+    await pipeline.publish("PlaySong", [{"track_id": i, "ms_played": 1} for i in ids], ids)
+    writer = Writer(pipeline.settings, pipeline.transport, pipeline.registry)
+    writer._compiled = await pipeline.registry.compiled()
+    consumer = await pipeline.transport.pull_consumer("PlaySong")
+    got = await consumer.fetch(10, 5.0)
+    assert len(got) == 1
+    accepting = asyncio.create_task(writer._accept("PlaySong", got))
+    await asyncio.to_thread(started.wait, 10)  # the message is out of pending, being decoded
+    (buf,) = writer._buffers.values()
+    flushing = asyncio.create_task(writer._flush(buf))
+    await asyncio.sleep(0.5)
+    assert not flushing.done()
+    assert (await pipeline.transport.progress("PlaySong")).ack_floor_seq == 0
+    release.set()
+    await accepting
+    assert await flushing
+    assert (await pipeline.transport.progress("PlaySong")).ack_floor_seq == 1
+    staged = [
+        i
+        for f in (pipeline.settings.data_dir / "_staging").rglob("*.parquet")
+        for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()
+    ]
+    assert sorted(staged) == sorted(ids)
