@@ -12,7 +12,7 @@ One run:
 4. wait until every bucket up to the last ack is closed; the CPU each
    component used from the start of the load until then (``bench._cpu``:
    ``/proc``, children included, this run's processes only) per million
-   acknowledged events; stop the stack;
+   acknowledged events, also for the load alone (``cpu_load_*``); stop the stack;
 5. verify the closed buckets against the ledger (lost, duplicated, unexpected);
 6. close delay per bucket from the manifests; the closer alone on a bucket of
    ``--closer-rows`` rows (``bench.closer``) for its rows/s.
@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             )
         )
         last_ack = time.time()
+        cpu_load = cpu_between(cpu_start, cpu_snapshot())
         names = sorted(result.events_by_type) or ["PlaySong"]
         closed_in_time = _wait_all_closed(
             stack, names, last_ack, stack.width + stack.grace_secs + args.close_timeout
@@ -129,6 +130,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     raw_eps = float(raw["raw_jetstream_events_per_s"])
     stack_cpu = per_million(cpu, result.acked_events, _CPU_COMPONENTS)
     loadgen_cpu = per_million(cpu, result.acked_events, (LOADGEN,))
+    # The same during the load alone: a short run's drain adds every component's idle
+    # polling (and the closer's last closes) to few events.
+    load_only = {
+        k.replace("cpu_", "cpu_load_", 1): v
+        for k, v in per_million(cpu_load, result.acked_events, _CPU_COMPONENTS).items()
+    }
     return {
         "e2e_events_per_s": round(e2e, 1),
         "raw_jetstream_events_per_s": raw_eps,
@@ -141,6 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         **stack_cpu,
         "cpu_loadgen_core_s_per_m": loadgen_cpu[f"cpu_{LOADGEN}_core_s_per_m"],
         "cpu_window_secs": round(cpu_window_secs, 1),
+        **load_only,
         "gateway_rss_mib": round(rss.get("gateway", 0.0), 1),
         "writer_rss_mib": round(rss.get("writer", 0.0), 1),
         "closer_rss_mib": round(rss.get("closer", 0.0), 1),
