@@ -2,13 +2,13 @@
 
 Payloads are drawn from a pool built once per type (sizes jittered around the
 target event size by padding a string field). Request bodies are pre-encoded:
-a few templates per type are rendered at start-up with placeholders for the
-batch number and the time, and each request costs two ``bytes.replace`` calls
-and one numpy copy for its ledger keys, never a per-event Python loop. Ids are
+a few templates per type are rendered at start-up, split at a placeholder for
+the end of each id and its time, and each request costs one ``bytes.join`` and
+one numpy copy for its ledger keys, never a per-event Python loop. Ids are
 UUIDv7 strings: a random per-process prefix (48-bit start time, version,
 variant and random bits) followed by a 48-bit counter, so they are unique
-across processes and runs; a batch takes a block of 65,536 counters (32 bits
-of batch number, 16 of index), which is what lets its ids live in a template.
+across processes and runs; a batch's ids share a block number (the counter's
+low 32 bits, after 16 bits of index), which is what lets them live in a template.
 """
 
 from __future__ import annotations
@@ -153,8 +153,11 @@ class PayloadPool:
         return cls(name, b'{"type":"' + name.encode() + b'","id":"', datas)
 
 
-#: Counters per batch block: the low 16 bits of an id's counter are its index in the batch.
+#: Events per batch block at most: the upper 16 bits of a block id's counter are its
+#: index in the batch, the lower 32 bits the block number (at least 2**31, so block ids
+#: never meet the ids :meth:`IdSource.take` counts up from 0).
 BLOCK_IDS = 1 << 16
+_FIRST_BLOCK = 1 << 31
 
 
 class IdSource:
@@ -172,31 +175,36 @@ class IdSource:
         self.prefix = text[:24]
         self._prefix_bytes = uuid.UUID(int=value).bytes[:10]
         self._next = 0
+        self._next_block = _FIRST_BLOCK
 
     def take(self, count: int) -> tuple[list[str], bytes]:
         """``count`` new ids and their 16-byte ledger keys, concatenated."""
         start, self._next = self._next, self._next + count
+        if self._next > _FIRST_BLOCK:
+            raise ValueError("this id source has no counters left for take()")
         ids = [f"{self.prefix}{n:012x}" for n in range(start, start + count)]
         pb = self._prefix_bytes
         keys = b"".join(pb + n.to_bytes(6, "big") for n in range(start, start + count))
         return ids, keys
 
     def block(self) -> int:
-        """A fresh block of :data:`BLOCK_IDS` counters; returns its number (the counter's
-        upper 32 bits). Ids of a block are ``prefix + f"{block:08x}{index:04x}"``."""
-        number = -(-self._next // BLOCK_IDS)
-        self._next = (number + 1) * BLOCK_IDS
+        """A fresh block of :data:`BLOCK_IDS` ids; returns its number. Id ``index`` of
+        the block is ``prefix + f"{index:04x}{block:08x}"``: the block number ends the id,
+        so a body template holds it next to the event's time (one placeholder for both)."""
+        number, self._next_block = self._next_block, self._next_block + 1
+        if number >= 1 << 32:
+            raise ValueError("this id source has no blocks left")
         return number
 
     def key_template(self, count: int) -> np.ndarray:
         """Ledger keys of indexes ``0..count-1`` of a block, with the block number zeroed
-        (bytes 10-13): fill those in per batch."""
+        (bytes 12-15): fill those in per batch."""
         if count > BLOCK_IDS:
             raise ValueError(f"a batch holds at most {BLOCK_IDS} events, not {count}")
         keys = np.zeros((count, 16), dtype=np.uint8)
         keys[:, :10] = np.frombuffer(self._prefix_bytes, dtype=np.uint8)
         index = np.arange(count, dtype=">u2").view(np.uint8).reshape(count, 2)
-        keys[:, 14:16] = index
+        keys[:, 10:12] = index
         return keys
 
 
@@ -215,15 +223,17 @@ class Batch:
         return [str(uuid.UUID(bytes=self.keys[i : i + 16])) for i in range(0, len(self.keys), 16)]
 
 
-#: Placeholders in a body template: 8 hex digits of the batch block, and the time.
-_BLOCK_MARK = b"@@@@@@@@"
-_TIME_MARK = b"~" * len(_TIME_PLACEHOLDER)
+#: The placeholder in a body template: the end of an event's id (8 hex digits of the
+#: batch's block) and its time, which follow each other in the JSON.
+_TIME_TEXT = b'","time":"'
+_MARK = b"@" * 8 + _TIME_TEXT + b"~" * len(_TIME_PLACEHOLDER)
 _TEMPLATES_PER_TYPE = 32
 
 
 @dataclass(frozen=True, slots=True)
 class _Template:
-    body: bytes
+    #: The events of the body, split at every placeholder: ``value.join(parts)``.
+    parts: list[bytes]
     keys: np.ndarray
 
 
@@ -258,26 +268,23 @@ class BatchFactory:
 
     def _template(self, pool: PayloadPool, keys: np.ndarray) -> _Template:
         prefix = self.ids.prefix.encode()
-        tail = b'","time":"' + _TIME_MARK + b'","data":'
         datas = self.rng.choices(pool.datas, k=self.batch_events)
         events = b",".join(
-            pool.head + prefix + _BLOCK_MARK + b"%04x" % i + tail + d + b"}"
+            pool.head + prefix + b"%04x" % i + _MARK + b'","data":' + d + b"}"
             for i, d in enumerate(datas)
         )
-        body = b'{"sent_at":"' + _TIME_MARK + b'","events":[' + events + b"]}"
-        if (
-            body.count(_BLOCK_MARK) != self.batch_events
-            or body.count(_TIME_MARK) != self.batch_events + 1
-        ):
-            raise ValueError("a payload holds a template placeholder; cannot template it")
-        return _Template(body, keys)
+        parts = (events + b"]}").split(_MARK)
+        if len(parts) != self.batch_events + 1:
+            raise ValueError("a payload holds the template placeholder; cannot template it")
+        return _Template(parts, keys)
 
     def next(self) -> Batch:
         name = self.rng.choices(self.names, self.weights)[0]
         template = self.rng.choice(self.templates[name])
         block = self.ids.block()
         keys = template.keys.copy()
-        keys[:, 10:14] = np.frombuffer(block.to_bytes(4, "big"), dtype=np.uint8)
+        keys[:, 12:16] = np.frombuffer(block.to_bytes(4, "big"), dtype=np.uint8)
         when = _now_text().encode()
-        body = template.body.replace(_BLOCK_MARK, b"%08x" % block).replace(_TIME_MARK, when)
+        events = (b"%08x" % block + _TIME_TEXT + when).join(template.parts)
+        body = b'{"sent_at":"' + when + b'","events":[' + events
         return Batch(name, body, self.batch_events, keys.tobytes())
