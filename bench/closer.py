@@ -42,7 +42,7 @@ from bench._report import emit
 from bench._tables import measure_table_commits
 from bench.loadgen.events import IdSource
 from courier.closer import BucketCloser, Catalog
-from courier.closer.horizon import KEY_SQL, DedupHorizon, write_index_file
+from courier.closer.horizon import DedupHorizon, keys_query, write_index_file
 from courier.model import BucketKey, bucket_start, iso_utc, uuid7
 from courier.settings import CloserSettings
 from courier.storage import (
@@ -84,7 +84,7 @@ def build_horizon(
         con.register("old_ids", ids)
         write_index_file(
             horizon.index_path(old),
-            con.sql(f"SELECT {KEY_SQL} FROM old_ids ORDER BY p, h").to_arrow_table(),
+            con.sql(f"SELECT p, h FROM ({keys_query('old_ids')}) ORDER BY p, h").to_arrow_table(),
         )
         index_bytes += horizon.index_path(old).stat().st_size
         files: list[ManifestFile] = []
@@ -158,8 +158,11 @@ def build_bucket(
                 new_ids[w] = prev_ids[p]
         if retries and retry_share:
             # Copies of ids closed buckets already hold: never distinct, always dropped.
+            # Their rows are other than the redelivered ones (each row counted once).
             k = int(n * retry_share)
-            where = rng.choice(n, size=k, replace=False)
+            taken = set(where.tolist()) if dups else set()
+            free = np.array([i for i in range(n) if i not in taken])
+            where = rng.choice(free, size=k, replace=False)
             pick = rng.choice(len(retries), size=k, replace=False)
             for w, r in zip(where, pick, strict=True):
                 new_ids[w] = retries[r]

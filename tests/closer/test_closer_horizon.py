@@ -186,10 +186,12 @@ async def test_an_index_entry_without_the_id_in_the_bucket_never_drops_an_event(
     victim = v7(START + 2 * WIDTH, 5)
     import duckdb
 
-    from courier.closer.horizon import KEY_SQL
+    from courier.closer.horizon import keys_query
 
     con = duckdb.connect()
-    wrong = con.sql(f"SELECT {KEY_SQL} FROM (SELECT '{victim}' AS id)").to_arrow_table()
+    wrong = con.sql(
+        f"SELECT p, h FROM ({keys_query(f'(SELECT {victim!r} AS id)')})"
+    ).to_arrow_table()
     write_index_file(horizon.index_path(BucketKey(T, START)), wrong)
     s.stage(START + 2 * WIDTH, [victim])
     m = await s.close(START + 2 * WIDTH)

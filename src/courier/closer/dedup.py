@@ -11,7 +11,7 @@ order on unique keys, so the output is the same on every run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,22 +83,24 @@ class BucketDedup:
         ).fetchall()
         return [SeqSpan(int(a), int(b)) for a, b in rows]
 
-    def make_keys(self, key_sql: str) -> str:
-        """A temp table of the bucket's distinct ids with their index keys; its name."""
+    def make_keys(self, keys_query: Callable[[str], str]) -> str:
+        """A temp table of the bucket's ids (one row per staged row) with their index
+        keys (``keys_query`` over a relation); its name."""
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE bucket_keys AS "
-            f"SELECT id, {key_sql} FROM (SELECT DISTINCT id FROM {self.staged})"
+            f"CREATE OR REPLACE TEMP TABLE bucket_keys AS {keys_query(self.staged)}"
         ).fetchall()
         return "bucket_keys"
 
-    def rows(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """The bucket's unique rows in stream order, without the staging columns."""
+    def rows(self, batch_rows: int, *, any_closed: bool = True) -> Iterator[pa.RecordBatch]:
+        """The bucket's unique rows in stream order, without the staging columns
+        (``any_closed=False``: no id is in ``closed_ids``, the join is skipped)."""
+        anti = "ANTI JOIN closed_ids c ON s.id = c.id" if any_closed else ""
         rel = self.con.sql(
             f"""
             SELECT s.* EXCLUDE (_seq, _idx) FROM (
                 SELECT * FROM {self.staged}
                 QUALIFY row_number() OVER (PARTITION BY id ORDER BY _seq, _idx) = 1
-            ) s ANTI JOIN closed_ids c ON s.id = c.id
+            ) s {anti}
             ORDER BY s._seq, s._idx
             """
         )

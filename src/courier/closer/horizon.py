@@ -12,7 +12,8 @@ The id index. Every closed bucket has one file,
 - ``p`` (int64), the id's partition: for a UUIDv7 id, the UTC hour its embedded
   time names (``unix_ms // 3600000``); for any other id, ``-1 - (16 bits of its
   MD5)``;
-- ``h`` (int64), 32 bits of the id's MD5 (DuckDB ``md5_number_lower(id) >> 32``).
+- ``h`` (int64), 32 bits: of a UUIDv7, two slices of its random bits XORed; of
+  any other id, 32 bits of its MD5 (:func:`keys_query`).
 
 Rows are sorted by ``(p, h)`` and delta-encoded in small row groups, so an index
 costs about 2-3 bytes per id. Both columns are functions of the id alone, so every
@@ -61,18 +62,38 @@ from courier.storage import Layout, read_manifest, write_bytes_atomic
 log = logging.getLogger("courier.closer")
 
 INDEX_DIR = "_index"
-INDEX_FORMAT = b"courier-id-index/1 p=uuid7-hour|md5-16 h=md5_number_lower>>32"
+INDEX_FORMAT = b"courier-id-index/1 p=uuid7-hour|md5-16 h=uuid7-random-xor|md5-32"
 _INDEX_ROW_GROUP_ROWS = 16 * 1024
 #: Beyond this many distinct partitions the ``p IN (...)`` prune list costs more than it saves.
 _MAX_PRUNE_VALUES = 20_000
 
-#: The id's partition and hash, as SQL over a column ``id`` (see the module docstring).
-KEY_SQL = (
-    "COALESCE(CASE WHEN length(id) = 36 AND substr(id, 15, 1) = '7' AND substr(id, 9, 1) = '-' "
-    "THEN TRY_CAST('0x' || substr(id, 1, 8) || substr(id, 10, 4) AS BIGINT) // 3600000 END, "
-    "-1 - CAST(md5_number_upper(id) & 65535 AS BIGINT)) AS p, "
-    "CAST(md5_number_lower(id) >> 32 AS BIGINT) AS h"
-)
+_IS_UUID7 = "length(id) = 36 AND substr(id, 15, 1) = '7' AND substr(id, 9, 1) = '-'"
+
+
+def keys_query(source: str) -> str:
+    """``SELECT id, p, h`` over the ``id`` column of ``source`` (see the module docstring).
+
+    A UUIDv7 already carries 74 random bits, so its ``h`` is 32 of them (two 32-bit
+    slices XORed, which also spreads ids made from one random prefix and a counter);
+    only other ids pay for an MD5.
+    """
+    v7_p = (
+        f"CASE WHEN {_IS_UUID7} THEN "
+        "TRY_CAST('0x' || substr(id, 1, 8) || substr(id, 10, 4) AS BIGINT) // 3600000 END"
+    )
+    v7_h = (
+        f"CASE WHEN {_IS_UUID7} THEN xor("
+        "TRY_CAST('0x' || substr(id, 16, 3) || substr(id, 21, 3) || substr(id, 25, 2) AS BIGINT), "
+        "TRY_CAST('0x' || substr(id, 29, 8) AS BIGINT)) END"
+    )
+    v7 = "p7 IS NOT NULL AND h7 IS NOT NULL"
+    return f"""
+        SELECT id,
+          CASE WHEN {v7} THEN p7
+               ELSE -1 - CAST((md5_number(id) >> 64) & 65535 AS BIGINT) END AS p,
+          CASE WHEN {v7} THEN h7 ELSE CAST(md5_number(id) & 4294967295 AS BIGINT) END AS h
+        FROM (SELECT id, {v7_p} AS p7, {v7_h} AS h7 FROM {source})
+    """
 
 
 @dataclass(frozen=True)
@@ -235,15 +256,15 @@ class DedupHorizon:
         """UUIDv7 ids of ``ids_table`` whose own time is older than the horizon."""
         hour = self.lower_bound(key) // 3600
         rows = con.execute(
-            f"SELECT count(*) FROM {ids_table} WHERE p >= 0 AND p < {hour}"
+            f"SELECT count(DISTINCT id) FROM {ids_table} WHERE p >= 0 AND p < {hour}"
         ).fetchall()
         return int(rows[0][0]) if rows else 0
 
     # -- step 4b ------------------------------------------------------------------
 
     def write_index(self, con: duckdb.DuckDBPyConnection, query: str, key: BucketKey) -> int:
-        """Write the index of ``key`` from ``query`` (columns ``p``, ``h``; one row per id)."""
-        table = con.sql(f"SELECT p, h FROM ({query}) ORDER BY p, h").to_arrow_table()
+        """Write the index of ``key`` from ``query`` (columns ``p``, ``h``; a row per id)."""
+        table = con.sql(f"SELECT DISTINCT p, h FROM ({query}) ORDER BY p, h").to_arrow_table()
         write_index_file(self.index_path(key), table)
         return table.num_rows
 
@@ -265,8 +286,8 @@ class DedupHorizon:
             con = duckdb.connect()
             try:
                 if parts:
-                    src = f"SELECT DISTINCT id FROM read_parquet({_sql_list(map(str, parts))})"
-                    self.write_index(con, f"SELECT {KEY_SQL} FROM ({src})", closed)
+                    src = f"(SELECT id FROM read_parquet({_sql_list(map(str, parts))}))"
+                    self.write_index(con, keys_query(src), closed)
                 else:
                     write_index_file(self.index_path(closed), _empty_index())
             finally:

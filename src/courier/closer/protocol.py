@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +35,7 @@ import pyarrow.compute as pc
 
 from courier.closer.catalog import Catalog, CatalogEntry
 from courier.closer.dedup import BucketDedup, conform, exact_chunks
-from courier.closer.horizon import KEY_SQL, ClosedIds, DedupHorizon
+from courier.closer.horizon import ClosedIds, DedupHorizon, keys_query
 from courier.errors import ManifestError, StorageError
 from courier.model import BucketKey, iso_utc
 from courier.schema import CompiledType
@@ -368,13 +369,18 @@ def write_deduplicated(
         threads=cfg.threads,
     )
     try:
+        t0 = time.perf_counter()
         input_events = dedup.input_rows()
         spans = [SeqRange(first=sp.first, last=sp.last) for sp in dedup.seq_spans()]
-        keys = dedup.make_keys(KEY_SQL)
+        t1 = time.perf_counter()
+        keys = dedup.make_keys(keys_query)
+        t2 = time.perf_counter()
         closed = horizon.find_closed(dedup.con, keys, dedup.staged, key)
         fresh = f"SELECT * FROM {keys} ANTI JOIN closed_ids USING (id)"
         too_old = horizon.older_than_horizon(dedup.con, f"({fresh})", key)
-        chunks = (stats.observe(conform(t, schema)) for t in exact_chunks(dedup.rows(chunk), chunk))
+        t3 = time.perf_counter()
+        rows = dedup.rows(chunk, any_closed=closed.ids > 0)
+        chunks = (stats.observe(conform(t, schema)) for t in exact_chunks(rows, chunk))
         before_writing()
         per_file = rows_per_file(cfg, sum(p.stat().st_size for p in inputs), input_events)
         files: list[ManifestFile] = []
@@ -383,8 +389,18 @@ def write_deduplicated(
             files.append(
                 ManifestFile(name=info.name, bytes=info.bytes, rows=info.rows, sha256=info.sha256)
             )
+        t4 = time.perf_counter()
         # Step 4b: the index of exactly the ids the parts hold, before the manifest.
         horizon.write_index(dedup.con, fresh, key)
+        log.debug(
+            "%s: read %.2fs, keys %.2fs, horizon %.2fs, parts %.2fs, index %.2fs",
+            key.label(),
+            t1 - t0,
+            t2 - t1,
+            t3 - t2,
+            t4 - t3,
+            time.perf_counter() - t4,
+        )
     finally:
         dedup.close()
     return WrittenParts(files, stats, input_events, spans, closed, too_old)
