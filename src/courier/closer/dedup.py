@@ -91,17 +91,37 @@ class BucketDedup:
         ).fetchall()
         return "bucket_keys"
 
-    def rows(self, batch_rows: int, *, any_closed: bool = True) -> Iterator[pa.RecordBatch]:
-        """The bucket's unique rows in stream order, without the staging columns
-        (``any_closed=False``: no id is in ``closed_ids``, the join is skipped)."""
-        anti = "ANTI JOIN closed_ids c ON s.id = c.id" if any_closed else ""
+    def rows(
+        self, batch_rows: int, keys: str, *, any_closed: bool = True
+    ) -> Iterator[pa.RecordBatch]:
+        """The bucket's unique rows in stream order, without the staging columns.
+
+        ``keys`` is the table of :meth:`make_keys`. Most ids occur once, so only the rows
+        of ids that occur more than once (found by their index keys first, then by id)
+        go through the per-id window that keeps the earliest copy; the rest stream
+        straight through. ``any_closed=False``: no id is in ``closed_ids``, that join is
+        skipped.
+        """
+        self.con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE repeated_ids AS
+            SELECT id FROM {keys}
+            SEMI JOIN (SELECT p, h FROM {keys} GROUP BY p, h HAVING count(*) > 1) USING (p, h)
+            GROUP BY id HAVING count(*) > 1
+            """
+        ).fetchall()
+        anti = "ANTI JOIN closed_ids c ON u.id = c.id" if any_closed else ""
         rel = self.con.sql(
             f"""
-            SELECT s.* EXCLUDE (_seq, _idx) FROM (
-                SELECT * FROM {self.staged}
-                QUALIFY row_number() OVER (PARTITION BY id ORDER BY _seq, _idx) = 1
-            ) s {anti}
-            ORDER BY s._seq, s._idx
+            SELECT u.* EXCLUDE (_seq, _idx) FROM (
+                SELECT s.* FROM {self.staged} s ANTI JOIN repeated_ids r ON s.id = r.id
+                UNION ALL
+                SELECT * FROM (
+                    SELECT s.* FROM {self.staged} s SEMI JOIN repeated_ids r ON s.id = r.id
+                    QUALIFY row_number() OVER (PARTITION BY id ORDER BY _seq, _idx) = 1
+                )
+            ) u {anti}
+            ORDER BY u._seq, u._idx
             """
         )
         reader = (

@@ -379,7 +379,7 @@ def write_deduplicated(
         fresh = f"SELECT * FROM {keys} ANTI JOIN closed_ids USING (id)"
         too_old = horizon.older_than_horizon(dedup.con, f"({fresh})", key)
         t3 = time.perf_counter()
-        rows = dedup.rows(chunk, any_closed=closed.ids > 0)
+        rows = dedup.rows(chunk, keys, any_closed=closed.ids > 0)
         chunks = (stats.observe(conform(t, schema)) for t in exact_chunks(rows, chunk))
         before_writing()
         per_file = rows_per_file(cfg, sum(p.stat().st_size for p in inputs), input_events)
