@@ -44,7 +44,7 @@ from bench.loadgen.events import IdSource
 from courier.closer import BucketCloser, Catalog
 from courier.closer.horizon import DedupHorizon, keys_query, write_index_file
 from courier.model import BucketKey, bucket_start, iso_utc, uuid7
-from courier.settings import CloserSettings
+from courier.settings import CloserSettings, load_settings
 from courier.storage import (
     BucketReader,
     Layout,
@@ -190,7 +190,7 @@ async def close_bucket(root: Path, key: BucketKey) -> float:
     compiled = compiled_example()
     layout = Layout(root, WIDTH)
     catalog = Catalog(MemoryKeyValue(), "bench-closer", 600.0)
-    closer = BucketCloser(layout, catalog, CloserSettings(), lambda k, b: None)
+    closer = BucketCloser(layout, catalog, load_settings().closer, lambda k, b: None)
     started = time.perf_counter()
     result = await closer.close(key, compiled, time.time())
     elapsed = time.perf_counter() - started
