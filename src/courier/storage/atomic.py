@@ -25,12 +25,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, BinaryIO
 
 from courier.errors import StorageError
+
+if TYPE_CHECKING:  # pyarrow loads inside the Parquet writers: the SDK's spool never needs it
+    import pyarrow as pa
 
 TEMP_PREFIX = ".tmp-"
 _HASH_CHUNK_BYTES = 1024 * 1024
@@ -78,8 +78,16 @@ def describe_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _write_atomic(path: Path, fill: Callable[[BinaryIO], None]) -> None:
-    """Run the numbered protocol of the module docstring; ``fill`` writes the content."""
+def _write_atomic(
+    path: Path,
+    fill: Callable[[BinaryIO], None],
+    storage_errors: tuple[type[BaseException], ...] = (OSError,),
+) -> None:
+    """Run the numbered protocol of the module docstring; ``fill`` writes the content.
+
+    ``storage_errors`` are the exceptions ``fill`` raises for a failed write (they
+    become StorageError); anything else is a bug or an interrupt and passes through.
+    """
     tmp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}-{path.name}"
     try:
         # 1. parent directories
@@ -98,7 +106,7 @@ def _write_atomic(path: Path, fill: Callable[[BinaryIO], None]) -> None:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        if not isinstance(exc, OSError | pa.ArrowException):
+        if not isinstance(exc, storage_errors):
             raise  # a bug or an interrupt, not a storage failure: surface it unchanged
         raise StorageError(
             f"could not write {path}: {describe_error(exc)}; the destination was not changed "
@@ -128,6 +136,8 @@ def write_parquet_atomic(
     same bytes (and checksum) with the same pyarrow version, so re-running a
     close after a crash rewrites identical files.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     def fill(f: BinaryIO) -> None:
         pq.write_table(
@@ -138,7 +148,7 @@ def write_parquet_atomic(
             write_statistics=True,
         )
 
-    _write_atomic(path, fill)
+    _write_atomic(path, fill, (OSError, pa.ArrowException))
     return _file_info(path, table.num_rows)
 
 
@@ -154,6 +164,9 @@ def write_parquet_chunks_atomic(
     Memory holds one chunk at a time. The bytes are deterministic for the same
     chunks, so callers that need reproducible files pass fixed-size chunks.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     rows = 0
 
     def fill(f: BinaryIO) -> None:
@@ -163,7 +176,7 @@ def write_parquet_chunks_atomic(
                 w.write_table(chunk, row_group_size=max(1, chunk.num_rows))
                 rows += chunk.num_rows
 
-    _write_atomic(path, fill)
+    _write_atomic(path, fill, (OSError, pa.ArrowException))
     return _file_info(path, rows)
 
 
