@@ -37,8 +37,8 @@ Appending (``append``), under the spool lock
    ``never`` — the OS decides. Loss window on power failure / OS crash:
    none / up to ``fsync_interval_ms`` / unbounded (typically ~30 s).
 
-Acknowledging (``commit``)
---------------------------
+Acknowledging (``commit``), one commit at a time, the spool lock only for step 2
+--------------------------------------------------------------------------------
 1. write the ledger with the new ``acked_through`` (atomic protocol above);
 2. delete the segments it fully covers (S3). A crash between 1 and 2 leaves
    covered segments behind; the next open deletes them.
@@ -170,6 +170,7 @@ class Spool:
         self._segment_bytes = segment_bytes
         self.max_spool_bytes = max_spool_bytes
         self._cond = threading.Condition()
+        self._commit_lock = threading.Lock()  # taken before _cond, never inside it
         self._segments: list[_Segment] = []
         self._fd: int | None = None
         self._acked_through = 0
@@ -431,21 +432,33 @@ class Spool:
             self._seek_unacked()
 
     def commit(self, through_id: int, released_bytes: int) -> None:
-        """Acknowledge every record id <= ``through_id`` (ledger first, then deletions)."""
-        with self._cond:
-            if self._closed or through_id <= self._acked_through:
-                return
-            # 1. the ledger, atomically
+        """Acknowledge every record id <= ``through_id`` (ledger first, then deletions).
+
+        The ledger's fsyncs run outside the spool lock, so ``append`` (``send``)
+        does not stall behind them; ``_commit_lock`` keeps ledger writes in order.
+        """
+        with self._commit_lock:
+            with self._cond:
+                if self._closed or through_id <= self._acked_through:
+                    return
+            # 1. the ledger, atomically (appends go on meanwhile: they never read it)
             write_bytes_atomic(
                 self.directory / _LEDGER,
                 json.dumps({"format": FORMAT_VERSION, "acked_through": through_id}).encode(),
             )
-            self._acked_through = through_id
-            self._unacked_bytes = max(0, self._unacked_bytes - released_bytes)
-            self._head_ms = 0
-            # 2. segments fully covered
-            self._delete_covered()
-            self._cond.notify_all()
+            with self._cond:
+                self._acknowledged(through_id, released_bytes)
+
+    def _acknowledged(self, through_id: int, released_bytes: int) -> None:
+        """Step 2 of ``commit``, under the spool lock: the ledger is durable now."""
+        if self._closed:
+            return  # the next open deletes what the durable ledger covers
+        self._acked_through = through_id
+        self._unacked_bytes = max(0, self._unacked_bytes - released_bytes)
+        self._head_ms = 0
+        # 2. segments fully covered
+        self._delete_covered()
+        self._cond.notify_all()
 
     # -- state ------------------------------------------------------------------
 
@@ -510,7 +523,7 @@ class Spool:
 
     def close(self) -> None:
         """Fsync and release the spool; records not acknowledged stay on disk for the next open."""
-        with self._cond:
+        with self._commit_lock, self._cond:  # a ledger write in flight finishes first
             if self._closed:
                 return
             while self._syncing:
