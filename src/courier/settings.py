@@ -437,8 +437,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if isinstance(value, dict):
             for sub, v in value.items():
                 if v is not None:
-                    text = json.dumps(v) if isinstance(v, dict | list) else str(v)
-                    env[f"COURIER_{key.upper()}__{sub.upper()}"] = text
+                    env[f"COURIER_{key.upper()}__{sub.upper()}"] = _env_value(v)
         elif value is not None:
-            env[f"COURIER_{key.upper()}"] = str(value)
+            env[f"COURIER_{key.upper()}"] = _env_value(value)
     return env
+
+
+def _env_value(value: Any) -> str:
+    # pydantic-settings reads lists and tables (``[auth] keys``) from the environment
+    # as JSON; str() would write a Python repr that does not parse back.
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
