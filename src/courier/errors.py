@@ -98,6 +98,14 @@ class StoredBodyError(CourierError):
     """A stored message body does not decode with the schema version it names."""
 
 
+class UndecodableError(CourierError):
+    """Stored messages cannot be decoded with their type's schema.
+
+    The writer then decodes them one by one and quarantines a bad one after a
+    few deliveries; a re-close skips it with a warning.
+    """
+
+
 class RepairRefusedError(CourierError):
     """A repair cannot be done as asked (the data it needs is gone, or it would skip
     unacknowledged messages); nothing was changed."""

@@ -67,6 +67,7 @@ from courier.closer.protocol import write_deduplicated
 from courier.errors import CourierError, ManifestError, RepairRefusedError
 from courier.model import BucketKey, iso_utc
 from courier.schema import CompiledType
+from courier.schema.stored import UndecodableError, decode_batch
 from courier.settings import Settings
 from courier.storage import (
     Layout,
@@ -80,7 +81,6 @@ from courier.storage.atomic import write_bytes_atomic
 from courier.storage.manifest import encode_manifest
 from courier.tables import BucketTables
 from courier.transport import StoredMessage, Transport
-from courier.writer.decode import UndecodableError, decode_batch
 
 log = logging.getLogger("courier.closer")
 

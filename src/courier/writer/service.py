@@ -44,15 +44,15 @@ from courier.errors import CourierError, StorageError, TransportError
 from courier.model import BucketKey, bucket_start
 from courier.pertype import PerTypeTasks
 from courier.schema import CompiledType, Registry
-from courier.settings import Settings
-from courier.storage import Layout, write_bytes_atomic, write_parquet_atomic
-from courier.transport import Delivery, PullConsumer, Transport
-from courier.writer.decode import (
+from courier.schema.stored import (
     EVENTS_HEADER,
     UndecodableError,
     decode_batch,
     schema_version_of,
 )
+from courier.settings import Settings
+from courier.storage import Layout, write_bytes_atomic, write_parquet_atomic
+from courier.transport import Delivery, PullConsumer, Transport
 from courier.writer.metrics import WriterMetrics
 
 log = logging.getLogger("courier.writer")

@@ -1,33 +1,34 @@
-"""Bulk decoding of fetched messages into Arrow, in C (pyarrow.json), never row by row."""
+"""Decoding stored messages into Arrow in bulk, in C (pyarrow.json), never row by row.
+
+The writer decodes what it fetched from a consumer; a re-close decodes what it
+reads back from the stream. Both go through :func:`decode_batch`, and both
+isolate a message that raises :class:`UndecodableError` by decoding one at a time.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import zstandard
 
-from courier.errors import StoredBodyError
-from courier.schema import CompiledType
-from courier.transport import Delivery, MessageLike
+from courier.errors import StoredBodyError, UndecodableError
+from courier.schema.codec import CompiledType
+from courier.transport import MessageLike
+
+__all__ = [
+    "EVENTS_HEADER",
+    "SCHEMA_VERSION_HEADER",
+    "UndecodableError",  # what decode_batch raises (declared in errors.py)
+    "decode_batch",
+    "message_body",
+    "schema_version_of",
+]
 
 _TS = pa.timestamp("us", tz="UTC")
 SCHEMA_VERSION_HEADER = "Courier-Schema-Version"
 EVENTS_HEADER = "Courier-Events"
-
-
-class UndecodableError(Exception):
-    """One message's body cannot be decoded with its type's schema."""
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """Rows of consecutive messages, with the staging-only columns ``_seq`` and ``_idx``."""
-
-    table: pa.Table
-    deliveries: list[Delivery]
 
 
 def message_body(d: MessageLike) -> bytes:
