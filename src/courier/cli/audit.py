@@ -19,6 +19,7 @@ from courier.audit import (
     gather_types,
     recount,
 )
+from courier.cli.params import parse_when
 from courier.runtime import Connected, connect_service, run_component
 from courier.settings import Settings
 from courier.storage import Layout
@@ -32,17 +33,6 @@ class SettingsSource(Protocol):
     """The CLI group's context object (``courier.cli.main``): builds this process's settings."""
 
     def settings(self, **more: Any) -> Settings: ...
-
-
-def parse_when(text: str | None, default: float) -> float:
-    if text is None:
-        return default
-    from courier.model import parse_time
-
-    try:
-        return parse_time(text)
-    except ValueError as exc:
-        raise click.BadParameter(f"{text!r} is not a time (RFC 3339 or epoch seconds)") from exc
 
 
 def run_auditor(settings: Settings) -> None:

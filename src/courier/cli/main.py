@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from courier.cli.params import parse_when
 from courier.errors import CourierError
 from courier.runtime import configure_logging
 from courier.settings import Settings, load_settings
@@ -303,17 +304,6 @@ def send(
 # -- reading ------------------------------------------------------------------------
 
 
-def _parse_when(text: str | None, default: float) -> float:
-    if text is None:
-        return default
-    from courier.model import parse_time
-
-    try:
-        return parse_time(text)
-    except ValueError as exc:
-        raise click.BadParameter(f"{text!r} is not a time (RFC 3339 or epoch seconds)") from exc
-
-
 @cli.command()
 @click.option("--type", "event_type", help="Only this type.")
 @click.option("--since", help="Only buckets ending after this time.")
@@ -325,7 +315,7 @@ def buckets(c: _Ctx, event_type: str | None, since: str | None) -> None:
 
     s = c.settings()
     reader = BucketReader(s.data_dir, s.bucket_width_secs)
-    states = reader.states(event_type, since=_parse_when(since, 0) if since else None)
+    states = reader.states(event_type, since=parse_when(since, 0) if since else None)
     click.echo(
         f"{'type':20} {'bucket_start':25} {'state':7} {'events':>9} {'files':>5} {'delay_s':>8}"
     )
@@ -366,7 +356,7 @@ def read(
     s = c.settings()
     now = time.time()
     table = BucketReader(s.data_dir, s.bucket_width_secs).read(
-        event_type, _parse_when(from_, now - 86400), _parse_when(to, now), include_open=include_open
+        event_type, parse_when(from_, now - 86400), parse_when(to, now), include_open=include_open
     )
     if fmt == "parquet":
         import pyarrow.parquet as pq

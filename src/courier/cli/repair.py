@@ -211,7 +211,7 @@ def repair_replay_invalid(
     /v1/events). Reports what was accepted and what is still rejected, and why;
     those are stored in _invalid again. Exits 1 when some are still rejected.
     """
-    from courier.cli.audit import parse_when
+    from courier.cli.params import parse_when
     from courier.model import INVALID_TYPE, iso_utc
     from courier.storage import BucketReader
 
