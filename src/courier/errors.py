@@ -111,6 +111,17 @@ class RepairRefusedError(CourierError):
     unacknowledged messages); nothing was changed."""
 
 
+class GatewayCallError(CourierError):
+    """A client's call to the gateway failed (unreachable) or was refused (non-2xx).
+
+    ``status`` is the HTTP status of the answer, None when none arrived.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class RequestError(CourierError):
     """A gateway request is unacceptable as a whole; nothing in it was accepted.
 

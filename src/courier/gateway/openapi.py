@@ -267,6 +267,12 @@ def openapi_document(limits: GatewaySettings, *, auth_required: bool = False) ->
             "version": "1",
             "description": "Reliable event delivery into hourly buckets. A 2xx answer means "
             "every accepted event is stored durably.",
+            # This gateway's limits, for clients that size their own requests (courier repair).
+            "x-courier-limits": {
+                "max_body_bytes": limits.max_body_bytes,
+                "max_events_per_batch": limits.max_events_per_batch,
+                "max_event_bytes": limits.max_event_bytes,
+            },
         },
         "paths": {
             "/v1/events": {
