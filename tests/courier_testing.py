@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import inspect
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -29,6 +30,38 @@ from courier.transport import (
     provision_type,
 )
 from courier.writer import Writer
+
+T = TypeVar("T")
+
+
+async def eventually(
+    check: Callable[[], T | Awaitable[T]],
+    *,
+    what: str,
+    timeout_secs: float = 30.0,
+    interval_secs: float = 0.1,
+) -> T:
+    """Poll ``check`` (plain or async) until it returns a truthy value, and return that value.
+
+    Tests wait for the condition they mean, never for a fixed time. When the
+    time is up this fails naming ``what`` was awaited and the last value seen.
+    """
+    deadline = time.monotonic() + timeout_secs
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout_secs:g}s (last: {value!r})")
+        await asyncio.sleep(interval_secs)
+
+
+def metric_value(registry: Any, name: str, **labels: str) -> float:
+    """One sample of a Prometheus registry (0 when it was never set): the public way to read it."""
+    return float(registry.get_sample_value(name, labels or None) or 0.0)
+
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "courier" / "examples" / "schemas"
 
@@ -90,12 +123,10 @@ class Pipeline:
         self.tasks.clear()
         self.stop_event = asyncio.Event()
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout_secs: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_secs
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError("condition not reached in time")
-            await asyncio.sleep(0.1)
+    async def wait_until(
+        self, predicate: Callable[[], bool], timeout_secs: float = 30.0, what: str = "condition"
+    ) -> None:
+        await eventually(predicate, what=what, timeout_secs=timeout_secs)
 
 
 async def open_pipeline(settings: Settings, definitions: list[TypeDefinition]) -> Pipeline:

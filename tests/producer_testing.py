@@ -15,7 +15,7 @@ from courier.errors import TransportUnavailableError
 from courier.gateway import NatsSink, create_app
 from courier.model import bucket_start
 from courier.transport import free_port
-from courier_testing import Pipeline
+from courier_testing import Pipeline, eventually
 
 
 class SwitchableSink(NatsSink):
@@ -71,8 +71,4 @@ async def closed_ids(pipeline: Pipeline, event_type: str, column: str = "id") ->
 
 
 async def wait_for(predicate: Any, timeout_secs: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_secs
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_secs}s")
-        await asyncio.sleep(0.1)
+    await eventually(predicate, what=what, timeout_secs=timeout_secs)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +11,7 @@ from courier.audit.report import gather_types
 from courier.settings import Settings
 from courier.storage import Layout
 from courier.transport import AUDIT_KV
-from courier_testing import FAST, Pipeline, example_definitions, open_pipeline
+from courier_testing import FAST, Pipeline, eventually, example_definitions, open_pipeline
 
 AUDIT_FAST = {
     "fetch_wait_secs": 0.2,
@@ -56,14 +55,18 @@ async def wait_for_verdict(
     done: Callable[[BucketAudit], bool],
     timeout_secs: float = 20,
 ) -> BucketAudit:
-    deadline = time.monotonic() + timeout_secs
-    while True:
-        b = await audit_bucket(p, event_type, start)
-        if b is not None and done(b):
-            return b
-        if time.monotonic() > deadline:
-            raise AssertionError(f"audit of {event_type} {start} never got there: {b}")
-        await asyncio.sleep(0.2)
+    last: list[BucketAudit | None] = [None]
+
+    async def verdict() -> BucketAudit | None:
+        last[0] = b = await audit_bucket(p, event_type, start)
+        return b if b is not None and done(b) else None
+
+    try:
+        return await eventually(
+            verdict, what=f"audit of {event_type} {start}", timeout_secs=timeout_secs
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the last audit said {last[0]}") from None
 
 
 def settled(b: BucketAudit) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -19,7 +20,7 @@ import pytest
 from courier.model import bucket_start, uuid7
 from courier.storage import BucketReader
 from courier.transport import free_port
-from courier_testing import wait_answering
+from courier_testing import eventually, wait_answering
 
 WIDTH = 2
 EVENTS = 100_000
@@ -43,11 +44,14 @@ def _start_stack(data: Path, http_port: int, nats_port: int) -> subprocess.Popen
     return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
 
 
-def _child(stack: subprocess.Popen[bytes], component: str) -> psutil.Process:
+def _children(stack: subprocess.Popen[bytes], component: str) -> list[psutil.Process]:
+    """The live processes of ``component`` under ``courier up`` (a killed one may linger)."""
+    found = []
     for c in psutil.Process(stack.pid).children(recursive=True):
-        if component in c.cmdline():
-            return c
-    raise AssertionError(f"no {component} child")
+        with contextlib.suppress(psutil.Error):  # exited, or a zombie not yet reaped
+            if component in c.cmdline() and c.status() != psutil.STATUS_ZOMBIE:
+                found.append(c)
+    return found
 
 
 async def _wait_ready(base: str, stack: subprocess.Popen[bytes]) -> None:
@@ -113,10 +117,23 @@ async def test_100k_events_with_retries_and_a_writer_crash_arrive_exactly_once(t
 
         async with httpx.AsyncClient(timeout=60) as client:
             senders = [asyncio.create_task(sender(client)) for _ in range(8)]
-            await asyncio.sleep(2)
-            # The writer dies mid-stream; the supervisor restarts it.
-            _child(stack, "writer").send_signal(signal.SIGKILL)
+            # The writer dies mid-stream (a fifth of the events acknowledged, the rest
+            # still to send); the supervisor restarts it.
+            await eventually(
+                lambda: len(acked) >= EVENTS // 5 or all(t.done() for t in senders),
+                what="a fifth of the events acknowledged",
+                timeout_secs=120,
+            )
+            acked_before_kill = len(acked)
+            assert not queue.empty(), "sending was over before the writer was killed"
+            (writer,) = _children(stack, "writer")
+            writer.send_signal(signal.SIGKILL)
             await asyncio.gather(*senders)
+            assert len(acked) > acked_before_kill, "nothing was acknowledged after the kill"
+            await eventually(
+                lambda: [c for c in _children(stack, "writer") if c.pid != writer.pid],
+                what="the supervisor restarting the writer",
+            )
         last_ack = time.time()
         reader = BucketReader(data, WIDTH)
         reader.wait_closed("PlaySong", bucket_start(last_ack, WIDTH), timeout_secs=120)

@@ -31,13 +31,37 @@ async def test_concurrent_requests_of_one_type_share_messages():
         assert m.msg_id == message_id("PlaySong", ids)
 
 
+class GatedSink(MemorySink):
+    """A sink whose publishes wait until the test opens the gate (no race against a clock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.publishing = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def publish(
+        self, event_type: str, body: bytes, *, msg_id: str, headers: dict[str, str]
+    ) -> None:
+        self.publishing.set()
+        await self.gate.wait()
+        await super().publish(event_type, body, msg_id=msg_id, headers=headers)
+
+
+async def _publishing(sink: GatedSink) -> None:
+    """Wait until a publish is held at the gate, then let every other task run to its next wait."""
+    await asyncio.wait_for(sink.publishing.wait(), 5)
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
 async def test_submit_returns_only_after_the_publish_is_acknowledged():
-    sink = MemorySink(delay_secs=0.05)
+    sink = GatedSink()
     coalescer = Coalescer(sink, max_message_bytes=1 << 20, flushers_per_type=1)
     task = asyncio.create_task(coalescer.submit("PlaySong", 1, *lines("a", 3)))
-    await asyncio.sleep(0.02)
-    assert not task.done() and sink.messages == []
-    await task
+    await _publishing(sink)
+    assert not task.done(), "submit returned while its publish was not acknowledged"
+    sink.gate.set()
+    await asyncio.wait_for(task, 5)
     assert len(sink.messages) == 1
 
 
@@ -87,11 +111,16 @@ async def test_the_same_ids_make_the_same_message_id():
 
 
 async def test_close_waits_for_messages_in_flight_and_refuses_new_ones():
-    sink = MemorySink(delay_secs=0.05)
+    sink = GatedSink()
     coalescer = Coalescer(sink, max_message_bytes=1 << 20, flushers_per_type=1)
     task = asyncio.create_task(coalescer.submit("PlaySong", 1, *lines("a", 1)))
-    await asyncio.sleep(0.01)
-    await coalescer.close()
+    await _publishing(sink)
+    closing = asyncio.create_task(coalescer.close())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not closing.done(), "close returned while a publish was in flight"
+    sink.gate.set()
+    await asyncio.wait_for(closing, 5)
     await task
     assert len(sink.messages) == 1
     with pytest.raises(Exception, match="shutting down"):

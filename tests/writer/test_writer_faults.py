@@ -8,6 +8,7 @@ import time
 
 from courier.model import bucket_start
 from courier.writer import Writer
+from courier_testing import eventually, metric_value
 
 
 async def test_a_storage_error_acks_nothing_backs_off_and_recovers(pipeline):
@@ -19,9 +20,19 @@ async def test_a_storage_error_acks_nothing_backs_off_and_recovers(pipeline):
     blocker.parent.mkdir(parents=True)
     blocker.write_text("not a directory")
     writer = pipeline.start_writer()
-    await asyncio.sleep(3.0)
-    failures = writer.metrics.storage_errors.labels("PlaySong")._value.get()
-    assert 1 <= failures <= 6, f"{failures} attempts in 3 s: backoff must prevent a busy loop"
+
+    def failures() -> float:
+        name = "courier_writer_storage_errors_total"
+        return metric_value(writer.metrics.registry, name, type="PlaySong")
+
+    initial = pipeline.settings.writer.backoff_initial_secs
+    await eventually(lambda: failures() >= 1, what="a first failed staging write")
+    first = time.monotonic()
+    await eventually(lambda: failures() >= 4, what="four failed staging writes")
+    # Backoff doubling from backoff_initial_secs: three retries wait 1+2+4 times it, at
+    # least. Retrying every flush would be far quicker; a slow machine only adds time.
+    took = time.monotonic() - first
+    assert took >= 0.9 * 7 * initial, f"4 attempts in {took:.2f}s: backoff must prevent a busy loop"
     assert (await pipeline.transport.progress("PlaySong")).ack_floor_seq == 0
     blocker.unlink()
     await pipeline.start_closer()
