@@ -12,7 +12,7 @@ import uvicorn
 
 from courier.errors import ConfigError
 from courier.gateway import create_app
-from courier.gateway.app import uvicorn_config
+from courier.gateway.prefork import uvicorn_config
 
 BODY = json.dumps(
     {"events": [{"type": "PlaySong", "id": "p1", "data": {"track_id": "t", "ms_played": 1}}]}

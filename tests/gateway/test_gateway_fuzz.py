@@ -47,8 +47,8 @@ from schemathesis.checks import (
 
 from courier.examples import SCHEMAS_DIR
 from courier.gateway import MemorySink, create_app
-from courier.gateway.app import uvicorn_config
 from courier.gateway.openapi import openapi_document
+from courier.gateway.prefork import uvicorn_config
 from courier.repair import MemoryRepairTarget
 from courier.schema import Registry, load_definitions
 from courier.settings import Settings, load_settings

@@ -5,7 +5,8 @@ seam with its JetStream (:class:`NatsSink`) and in-memory (:class:`MemorySink`)
 implementations; :class:`Coalescer`, the group commit of stored messages.
 """
 
-from courier.gateway.app import create_app, serve
+from courier.gateway.app import create_app
+from courier.gateway.prefork import serve
 from courier.gateway.publisher import (
     EVENTS_HEADER,
     SCHEMA_VERSION_HEADER,
