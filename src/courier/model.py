@@ -27,7 +27,9 @@ RESERVED_FIELDS: frozenset[str] = frozenset(
 #: The built-in dataset that keeps events the gateway rejected, with the reason.
 INVALID_TYPE = "_invalid"
 
-_TYPE_NAME = re.compile(r"[A-Z][A-Za-z0-9_]{0,63}")
+#: What an event type may be called (a regular expression, matched in full).
+TYPE_NAME_PATTERN = "[A-Z][A-Za-z0-9_]{0,63}"
+_TYPE_NAME = re.compile(TYPE_NAME_PATTERN)
 MAX_ID_BYTES = 128
 
 

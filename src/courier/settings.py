@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from courier.errors import ConfigError
-from courier.model import validate_bucket_width
+from courier.model import TYPE_NAME_PATTERN, validate_bucket_width
 
 MIB = 1024 * 1024
 
@@ -212,7 +212,7 @@ class TablesSettings(_Section):
 
 
 _SHA256_HEX = r"^[0-9a-f]{64}$"
-_TYPE_OR_ALL = r"^(\*|[A-Z][A-Za-z0-9_]{0,63})$"
+_TYPE_OR_ALL = rf"^(\*|{TYPE_NAME_PATTERN})$"
 
 
 class ApiKeySettings(_Section):

@@ -356,7 +356,21 @@ def test_a_batch_valid_except_for_hostile_events_keeps_its_valid_ones(client):
 
 # -- schemathesis, from the OpenAPI document -------------------------------------------
 
-SCHEMA = schemathesis.openapi.from_dict(openapi_document(load_settings().gateway))
+
+def _served_document() -> dict[str, Any]:
+    """The document the live gateway serves: its limits, the example types' schemas."""
+
+    async def compiled() -> dict[str, Any]:
+        registry = Registry(MemoryKeyValue())
+        await registry.apply(load_definitions(SCHEMAS_DIR))
+        return dict(await registry.compiled())
+
+    limits = load_settings(gateway=LIMITS).gateway
+    return openapi_document(limits, types=asyncio.run(compiled()))
+
+
+DOCUMENT = _served_document()
+SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -375,6 +389,13 @@ WITH_INPUT = {
     "POST /v1/admin/resubmit/{type}",
     "GET /v1/admin/repairs",
 }
+
+
+def test_schemathesis_checks_the_document_the_gateway_serves(client):
+    served = client.get("/openapi.json").json()
+    assert served == json.loads(json.dumps(DOCUMENT))
+    events = served["components"]["schemas"]["Event"]["discriminator"]["mapping"]
+    assert sorted(events) == ["AdImpression", "PlaySong", "Search"]
 
 
 @pytest.mark.parametrize(

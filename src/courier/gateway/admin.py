@@ -39,7 +39,10 @@ Provision = Callable[[str], Awaitable[None]]
 _MAX_SCHEMA_DEPTH = 64
 
 
-class _SchemaPut(msgspec.Struct, forbid_unknown_fields=True):
+class SchemaChange(msgspec.Struct, forbid_unknown_fields=True):
+    """A type's definition: its Avro record (named like the type), its settings
+    (owner, tier, finance, grace_secs), and ``force`` to apply an incompatible change."""
+
     schema: dict[str, Any]
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
     force: bool = False
@@ -51,7 +54,7 @@ async def apply_schema(
     """Apply one type definition sent over HTTP; errors are RequestErrors (400/409)."""
     check_depth(body, _MAX_SCHEMA_DEPTH)
     try:  # step 1
-        doc = msgspec.json.decode(body, type=_SchemaPut)
+        doc = msgspec.json.decode(body, type=SchemaChange)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise MalformedRequestError(
             f'body must be {{"schema": <Avro record>, "settings"?: {{...}}, "force"?: bool}}: {exc}'

@@ -52,6 +52,15 @@ def mark_lone_surrogates(body: bytes) -> bytes:
     return _LONE_SURROGATE.sub(rb"\1" + _NOT_UTF8, body)
 
 
+def batch_struct(event: Any) -> type[msgspec.Struct]:
+    """The body of ``POST /v1/events``, with ``event`` as the type of each event."""
+    return msgspec.defstruct(
+        "Batch",
+        [("events", list[event]), ("sent_at", SENT_AT, None)],
+        forbid_unknown_fields=True,
+    )
+
+
 class _RawBatch(msgspec.Struct, forbid_unknown_fields=True):
     events: list[msgspec.Raw]
     sent_at: SENT_AT = None
@@ -101,12 +110,7 @@ class Validator:
         if self._types:
             structs = tuple(t.event_struct for t in self._types.values())
             union: Any = Union[structs]  # noqa: UP007 - built at runtime
-            batch = msgspec.defstruct(
-                "Batch",
-                [("events", list[union]), ("sent_at", SENT_AT, None)],
-                forbid_unknown_fields=True,
-            )
-            self._batch = msgspec.json.Decoder(batch)
+            self._batch = msgspec.json.Decoder(batch_struct(union))
             self._lines = msgspec.json.Decoder(list[union])
         self._raw_batch = msgspec.json.Decoder(_RawBatch)
         self._raw_list = msgspec.json.Decoder(list[msgspec.Raw])

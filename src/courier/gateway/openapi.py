@@ -1,16 +1,101 @@
-"""The hand-written OpenAPI 3.1 document served at ``/openapi.json``."""
+"""The OpenAPI 3.1 document served at ``/openapi.json``, generated from the code.
+
+Every request and answer body is a msgspec Struct that the gateway decodes or
+encodes with; their component schemas come from
+:func:`msgspec.json.schema_components`, so the document states what the code
+checks (types, required fields, ``Meta`` bounds, enums, docstrings). Each
+registered event type's envelope and ``data`` come from its compiled schema in
+the registry: clients see the real shape of every type, under
+``<Type>.<name>``. Written here by hand is only what no Struct holds: the
+paths, their answers, and this gateway's limits (from its settings).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
+from courier.gateway.admin import SchemaChange
+from courier.gateway.ingest import batch_struct
+from courier.gateway.repair import RepairsLimit
+from courier.gateway.responses import Accepted, ErrorAnswer, RejectedEvent
+from courier.model import INVALID_TYPE, TYPE_NAME_PATTERN
+from courier.repair import RedeliverRequest, RepairRecord, RepublishRequest
+from courier.repair.resubmit import ResubmitRequest
+from courier.schema import ApplyResult, CompiledType
 from courier.settings import GatewaySettings
+
+_REF = "#/components/schemas/{name}"
+#: The bodies the routes decode and the answers they encode, by component name.
+_BODIES: dict[str, Any] = {
+    "Accepted": Accepted,
+    "Applied": ApplyResult,
+    "Error": ErrorAnswer,
+    "Redeliver": RedeliverRequest,
+    "RejectedEvent": RejectedEvent,
+    "Repair": RepairRecord,
+    "Republish": RepublishRequest,
+    "Resubmit": ResubmitRequest,
+    "SchemaChange": SchemaChange,
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(name=name)}
+
+
+def _components(limits: GatewaySettings, types: Mapping[str, CompiledType]) -> dict[str, Any]:
+    """Component schemas: the bodies of ``_BODIES``, each type's envelope, the batch."""
+    refs, schemas = msgspec.json.schema_components(list(_BODIES.values()), ref_template=_REF)
+    for name, ref in zip(_BODIES, refs, strict=True):
+        struct_name = ref["$ref"].rsplit("/", 1)[1]
+        if struct_name != name:
+            schemas[name] = schemas.pop(struct_name)
+    # Each type on its own, under its own prefix: two types may both nest a record
+    # called, say, "Location", with different fields.
+    mapping: dict[str, str] = {}
+    for name, compiled in sorted(types.items()):
+        if name == INVALID_TYPE:
+            continue
+        template = _REF.format(name=f"{name}.{{name}}")
+        (envelope,), own = msgspec.json.schema_components(
+            [compiled.event_struct], ref_template=template
+        )
+        schemas.update({f"{name}.{k}": v for k, v in own.items()})
+        mapping[name] = envelope["$ref"]
+    if mapping:
+        schemas["Event"] = {
+            "oneOf": [{"$ref": ref} for ref in mapping.values()],
+            "discriminator": {"propertyName": "type", "mapping": mapping},
+        }
+    else:
+        schemas["Event"] = {
+            "type": "object",
+            "description": "No event type is registered yet (see /v1/schemas).",
+        }
+    schemas["Batch"] = _batch_schema(limits)
+    return schemas
+
+
+def _batch_schema(limits: GatewaySettings) -> dict[str, Any]:
+    """``{"events": [...], "sent_at"?}``, with this gateway's limit on the events."""
+    (ref,), schemas = msgspec.json.schema_components([batch_struct(msgspec.Raw)], ref_template=_REF)
+    schema: dict[str, Any] = schemas[ref["$ref"].rsplit("/", 1)[1]]
+    events = schema["properties"]["events"]
+    events["items"] = _ref("Event")
+    events["maxItems"] = limits.max_events_per_batch  # counted by hand: a 413, not a 400
+    return schema
+
+
+# -- answers -------------------------------------------------------------------------
 
 
 def _error(description: str, retry: bool = False) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        "content": {"application/json": {"schema": _ref("Error")}},
     }
     if retry:
         response["headers"] = {
@@ -20,6 +105,10 @@ def _error(description: str, retry: bool = False) -> dict[str, Any]:
             }
         }
     return response
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _refusals(*, admin: bool = False) -> dict[str, Any]:
@@ -34,29 +123,32 @@ def _refusals(*, admin: bool = False) -> dict[str, Any]:
     }
 
 
-def _record_answer(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Repair"}}},
-    }
+_TYPE_PARAM = {
+    "name": "type",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": f"^{TYPE_NAME_PATTERN}$"},
+}
+
+
+# -- paths ---------------------------------------------------------------------------
 
 
 def _repair_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
     """The ``/v1/admin/`` repair routes (DESIGN §10): admin key, every call recorded."""
-    type_param = [{"name": "type", "in": "path", "required": True, "schema": {"type": "string"}}]
 
-    def post(summary: str, body_ref: str, extra: dict[str, Any]) -> dict[str, Any]:
+    def post(summary: str, body: str, extra: dict[str, Any], answer: Any) -> dict[str, Any]:
         return {
             "post": {
                 "summary": summary,
                 "security": security,
-                "parameters": type_param,
+                "parameters": [_TYPE_PARAM],
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {"$ref": body_ref}}},
+                    "content": {"application/json": {"schema": _ref(body)}},
                 },
                 "responses": {
-                    "200": _record_answer("Done; the repair record."),
+                    "200": _json("Done; the repair record.", answer),
                     "400": _error("Malformed body (recorded as refused)."),
                     **_refusals(admin=True),
                     "404": _error("Unknown event type (recorded as refused)."),
@@ -70,30 +162,31 @@ def _repair_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
             }
         }
 
+    resubmitted = {
+        "allOf": [
+            _ref("Repair"),
+            {
+                "type": "object",
+                "properties": {
+                    "rejected": {
+                        "type": "array",
+                        "description": "Every event rejected again, with the reason.",
+                        "items": _ref("RejectedEvent"),
+                    }
+                },
+            },
+        ]
+    }
     return {
         "/v1/admin/repairs": {
             "get": {
                 "summary": "The repair log, newest first (admin key)",
                 "security": security,
                 "parameters": [
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
-                    }
+                    {"name": "limit", "in": "query", "schema": msgspec.json.schema(RepairsLimit)}
                 ],
                 "responses": {
-                    "200": {
-                        "description": "Repair records",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "array",
-                                    "items": {"$ref": "#/components/schemas/Repair"},
-                                }
-                            }
-                        },
-                    },
+                    "200": _json("Repair records", {"type": "array", "items": _ref("Repair")}),
                     "400": _error("Bad limit."),
                     **_refusals(admin=True),
                     "503": _error("Repair log unavailable.", retry=True),
@@ -102,163 +195,160 @@ def _repair_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
         },
         "/v1/admin/redeliver/{type}": post(
             "Redeliver a type from a stream sequence or time (admin key)",
-            "#/components/schemas/Redeliver",
+            "Redeliver",
             {
                 "409": _error(
                     "Refused: the start is no longer retained, would skip unacked messages, "
                     "or the consumer is not as provisioned; nothing changed."
                 )
             },
+            _ref("Repair"),
         ),
         "/v1/admin/resubmit/{type}": post(
             "Validate rejected (_invalid) events again and store the valid ones (admin key)",
-            "#/components/schemas/Resubmit",
+            "Resubmit",
             {},
+            resubmitted,
         ),
         "/v1/admin/republish/{type}": post(
             "Publish a stored (quarantined) message again, after the fix (admin key)",
-            "#/components/schemas/Republish",
+            "Republish",
             {"409": _error("Refused in the current state; nothing changed.")},
+            _ref("Repair"),
         ),
     }
 
 
-def _repair_schemas() -> dict[str, Any]:
+def _events_path(limits: GatewaySettings, security: list[dict[str, list[str]]]) -> dict[str, Any]:
     return {
-        "Redeliver": {
-            "type": "object",
-            "additionalProperties": False,
-            "description": "Exactly one of from_seq and from_time.",
-            "properties": {
-                "from_seq": {"type": "integer", "minimum": 1},
-                "from_time": {"type": "string", "format": "date-time"},
-            },
-        },
-        "Resubmit": {
-            "type": "object",
-            "required": ["events"],
-            "additionalProperties": False,
-            "description": "The raw events of _invalid rows of this type; answered like "
-            "POST /v1/events, with the repair record.",
-            "properties": {
-                "events": {"type": "array", "items": {"type": "object"}},
-                "from_time": {"type": "string", "format": "date-time"},
-                "to_time": {"type": "string", "format": "date-time"},
-            },
-        },
-        "Republish": {
-            "type": "object",
-            "required": ["stream_seq", "body_base64"],
-            "additionalProperties": False,
-            "description": "A quarantine record's fields; published with the message id "
-            "replay.<type>.<stream_seq>.",
-            "properties": {
-                "stream_seq": {"type": "integer", "minimum": 1},
-                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-                "body_base64": {"type": "string", "contentEncoding": "base64"},
-            },
-        },
-        "Repair": {
-            "type": "object",
-            "required": [
-                "id",
-                "operation",
-                "event_type",
-                "arguments",
-                "principal",
-                "started_at",
-                "outcome",
+        "post": {
+            "summary": "Send a batch of events",
+            "security": security,
+            "parameters": [
+                {
+                    "name": "Content-Encoding",
+                    "in": "header",
+                    "schema": {"type": "string", "enum": ["identity", "gzip", "zstd"]},
+                }
             ],
-            "properties": {
-                "format_version": {"type": "integer"},
-                "id": {"type": "string"},
-                "operation": {"type": "string"},
-                "event_type": {"type": "string"},
-                "arguments": {"type": "object"},
-                "principal": {"type": "string", "description": "The key's name, never the key."},
-                "started_at": {"type": "string", "format": "date-time"},
-                "finished_at": {"type": ["string", "null"], "format": "date-time"},
-                "outcome": {"type": "string", "enum": ["started", "done", "refused", "failed"]},
-                "error": {"type": ["string", "null"]},
-                "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-                "result": {"type": "object"},
-                "rejected": {
-                    "type": "array",
-                    "description": "resubmit only: every event rejected again, with the reason.",
-                    "items": {"type": "object"},
+            "requestBody": {
+                "required": True,
+                "description": f"At most {limits.max_body_bytes} bytes compressed and "
+                f"decompressed, {limits.max_event_bytes} bytes per event, JSON depth "
+                f"{limits.max_json_depth}.",
+                "content": {
+                    "application/json": {"schema": _ref("Batch")},
+                    "application/x-ndjson": {
+                        "schema": {"type": "string", "description": "One Event object per line."}
+                    },
+                },
+            },
+            "responses": {
+                "200": _json(
+                    "Every accepted event is stored; rejected ones are listed with the reason.",
+                    _ref("Accepted"),
+                ),
+                "400": _error("Malformed body or nested too deeply; fix it."),
+                **_refusals(),
+                "408": _error(
+                    f"The body did not arrive within {limits.body_read_timeout_secs:g}s."
+                ),
+                "413": _error("Body or batch too large; split it."),
+                "415": _error("Unsupported Content-Type or Content-Encoding."),
+                "429": _error(
+                    "The key is over its rate limit; nothing accepted, retry the whole "
+                    "batch after Retry-After.",
+                    retry=True,
+                ),
+                "503": _error(
+                    "Transport unavailable or full; nothing accepted, retry the "
+                    "whole batch (same ids) after Retry-After.",
+                    retry=True,
+                ),
+            },
+        }
+    }
+
+
+def _schema_paths(
+    security: list[dict[str, list[str]]], admin_security: list[dict[str, list[str]]]
+) -> dict[str, Any]:
+    return {
+        "/v1/schemas": {
+            "get": {
+                "summary": "Registered event types with every schema version",
+                "security": security,
+                "responses": {
+                    "200": _json("Type records", {"type": "array", "items": _ref("TypeRecord")}),
+                    **_refusals(),
+                    "503": _error("Registry unavailable.", retry=True),
+                },
+            }
+        },
+        "/v1/schemas/{type}": {
+            "put": {
+                "summary": "Register a type or a new schema version (admin key)",
+                "security": admin_security,
+                "parameters": [_TYPE_PARAM],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("SchemaChange")}},
+                },
+                "responses": {
+                    "200": _json("Applied (or unchanged); streams provisioned.", _ref("Applied")),
+                    "400": _error("Malformed body or invalid schema/settings."),
+                    **_refusals(admin=True),
+                    "408": _error("The body did not arrive in time."),
+                    "409": _error("Incompatible with the current version; send force."),
+                    "413": _error("Body too large."),
+                    "503": _error(
+                        "Registry unavailable, or the type's stream could not be created "
+                        "(the error says why); PUT again after Retry-After (idempotent).",
+                        retry=True,
+                    ),
+                },
+            },
+            "get": {
+                "summary": "One event type",
+                "security": security,
+                "parameters": [_TYPE_PARAM],
+                "responses": {
+                    "200": _json("Type record", _ref("TypeRecord")),
+                    "404": _error("No such event type."),
+                    **_refusals(),
+                    "503": _error("Registry unavailable.", retry=True),
                 },
             },
         },
     }
 
 
-def openapi_document(limits: GatewaySettings, *, auth_required: bool = False) -> dict[str, Any]:
-    """The API description, with the configured limits written into it.
+#: The registry's record of a type (``courier.schema.record_to_json``, not a Struct).
+_TYPE_RECORD = {
+    "type": "object",
+    "required": ["name", "settings", "latest_version", "versions"],
+    "properties": {
+        "name": {"type": "string"},
+        "settings": {"type": "object"},
+        "enabled_at": {"type": "string", "format": "date-time"},
+        "latest_version": {"type": "integer"},
+        "versions": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def openapi_document(
+    limits: GatewaySettings,
+    *,
+    auth_required: bool = False,
+    types: Mapping[str, CompiledType] | None = None,
+) -> dict[str, Any]:
+    """The API description: ``types`` (the registry's) and the configured limits written in.
 
     ``auth_required``: the gateway has API keys configured, so the key is not optional.
     """
     keyed: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
     security = keyed if auth_required else [*keyed, {}]
-    admin_security = security
-    event = {
-        "type": "object",
-        "required": ["type", "data"],
-        "additionalProperties": False,
-        "properties": {
-            "type": {
-                "type": "string",
-                "pattern": "^[A-Z][A-Za-z0-9_]{0,63}$",
-                "description": "A registered event type (see /v1/schemas).",
-            },
-            "id": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 128,
-                "description": "Idempotency key (UUIDv7 recommended). Missing: the gateway "
-                "assigns one and retries of the event cannot be deduplicated.",
-            },
-            "time": {"type": "string", "format": "date-time", "description": "Client time."},
-            "data": {"type": "object", "description": "Payload, validated by the type's schema."},
-        },
-    }
-    batch = {
-        "type": "object",
-        "required": ["events"],
-        "additionalProperties": False,
-        "properties": {
-            "sent_at": {"type": "string", "format": "date-time"},
-            "events": {
-                "type": "array",
-                "maxItems": limits.max_events_per_batch,
-                "items": {"$ref": "#/components/schemas/Event"},
-            },
-        },
-    }
-    accepted = {
-        "type": "object",
-        "required": ["accepted", "rejected"],
-        "properties": {
-            "accepted": {"type": "integer", "description": "Events stored durably."},
-            "rejected": {
-                "type": "array",
-                "description": "Events rejected for good (stored in _invalid); do not retry.",
-                "items": {
-                    "type": "object",
-                    "required": ["index", "error"],
-                    "properties": {
-                        "index": {"type": "integer"},
-                        "id": {"type": "string"},
-                        "error": {"type": "string"},
-                    },
-                },
-            },
-        },
-    }
-    error = {
-        "type": "object",
-        "required": ["error"],
-        "properties": {"error": {"type": "string", "description": "What happened, what to do."}},
-    }
     plain_ok = {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
     return {
         "openapi": "3.1.0",
@@ -275,151 +365,9 @@ def openapi_document(limits: GatewaySettings, *, auth_required: bool = False) ->
             },
         },
         "paths": {
-            "/v1/events": {
-                "post": {
-                    "summary": "Send a batch of events",
-                    "security": security,
-                    "parameters": [
-                        {
-                            "name": "Content-Encoding",
-                            "in": "header",
-                            "schema": {"type": "string", "enum": ["identity", "gzip", "zstd"]},
-                        }
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "description": f"At most {limits.max_body_bytes} bytes compressed and "
-                        f"decompressed, {limits.max_event_bytes} bytes per event, JSON depth "
-                        f"{limits.max_json_depth}.",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/Batch"}},
-                            "application/x-ndjson": {
-                                "schema": {
-                                    "type": "string",
-                                    "description": "One Event object per line.",
-                                }
-                            },
-                        },
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "Every accepted event is stored; rejected ones "
-                            "are listed with the reason.",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/Accepted"}
-                                }
-                            },
-                        },
-                        "400": _error("Malformed body or nested too deeply; fix it."),
-                        **_refusals(),
-                        "408": _error(
-                            f"The body did not arrive within {limits.body_read_timeout_secs:g}s."
-                        ),
-                        "413": _error("Body or batch too large; split it."),
-                        "415": _error("Unsupported Content-Type or Content-Encoding."),
-                        "429": _error(
-                            "The key is over its rate limit; nothing accepted, retry the whole "
-                            "batch after Retry-After.",
-                            retry=True,
-                        ),
-                        "503": _error(
-                            "Transport unavailable or full; nothing accepted, retry the "
-                            "whole batch (same ids) after Retry-After.",
-                            retry=True,
-                        ),
-                    },
-                }
-            },
-            "/v1/schemas": {
-                "get": {
-                    "summary": "Registered event types with every schema version",
-                    "security": security,
-                    "responses": {
-                        "200": {
-                            "description": "Type records",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "array",
-                                        "items": {"$ref": "#/components/schemas/TypeRecord"},
-                                    }
-                                }
-                            },
-                        },
-                        **_refusals(),
-                        "503": _error("Registry unavailable.", retry=True),
-                    },
-                }
-            },
-            "/v1/schemas/{type}": {
-                "put": {
-                    "summary": "Register a type or a new schema version (admin key)",
-                    "security": admin_security,
-                    "parameters": [
-                        {
-                            "name": "type",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/SchemaChange"}
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "Applied (or unchanged); streams provisioned.",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/Applied"}
-                                }
-                            },
-                        },
-                        "400": _error("Malformed body or invalid schema/settings."),
-                        **_refusals(admin=True),
-                        "408": _error("The body did not arrive in time."),
-                        "409": _error("Incompatible with the current version; send force."),
-                        "413": _error("Body too large."),
-                        "503": _error(
-                            "Registry unavailable, or the type's stream could not be created "
-                            "(the error says why); PUT again after Retry-After (idempotent).",
-                            retry=True,
-                        ),
-                    },
-                },
-                "get": {
-                    "summary": "One event type",
-                    "security": security,
-                    "parameters": [
-                        {
-                            "name": "type",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "Type record",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/TypeRecord"}
-                                }
-                            },
-                        },
-                        "404": _error("No such event type."),
-                        **_refusals(),
-                        "503": _error("Registry unavailable.", retry=True),
-                    },
-                },
-            },
-            **_repair_paths(admin_security),
+            "/v1/events": _events_path(limits, security),
+            **_schema_paths(security, security),
+            **_repair_paths(security),
             "/healthz": {"get": {"summary": "Process alive", "responses": {"200": plain_ok}}},
             "/readyz": {
                 "get": {
@@ -446,47 +394,8 @@ def openapi_document(limits: GatewaySettings, *, auth_required: bool = False) ->
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
             "schemas": {
-                "SchemaChange": {
-                    "type": "object",
-                    "required": ["schema"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "schema": {"type": "object", "description": "Avro record; name = type."},
-                        "settings": {
-                            "type": "object",
-                            "description": "owner, tier, finance, grace_secs.",
-                        },
-                        "force": {"type": "boolean", "default": False},
-                    },
-                },
-                "Applied": {
-                    "type": "object",
-                    "required": ["name", "action", "version"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "action": {
-                            "type": "string",
-                            "enum": ["created", "new-version", "settings-updated", "unchanged"],
-                        },
-                        "version": {"type": "integer"},
-                    },
-                },
-                **_repair_schemas(),
-                "Event": event,
-                "Batch": batch,
-                "Accepted": accepted,
-                "Error": error,
-                "TypeRecord": {
-                    "type": "object",
-                    "required": ["name", "settings", "latest_version", "versions"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "settings": {"type": "object"},
-                        "enabled_at": {"type": "string", "format": "date-time"},
-                        "latest_version": {"type": "integer"},
-                        "versions": {"type": "array", "items": {"type": "object"}},
-                    },
-                },
+                **_components(limits, types or {}),
+                "TypeRecord": _TYPE_RECORD,
             },
         },
     }

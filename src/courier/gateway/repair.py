@@ -25,8 +25,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -67,7 +68,10 @@ from courier.settings import Settings
 
 log = logging.getLogger("courier.gateway")
 
-_MAX_LIST = 10_000
+#: Most repair records one ``GET /v1/admin/repairs`` lists.
+MAX_REPAIRS_LISTED = 10_000
+#: The ``limit`` query parameter of that route.
+RepairsLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_REPAIRS_LISTED)]
 
 
 class RepairRoutes:
@@ -263,9 +267,8 @@ def _limit(text: str | None) -> int:
     if text is None:
         return 100
     try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 1 <= value <= _MAX_LIST:
-        raise MalformedRequestError(f"limit must be a whole number from 1 to {_MAX_LIST}")
-    return value
+        return msgspec.convert(int(text), RepairsLimit)
+    except (ValueError, msgspec.ValidationError):
+        raise MalformedRequestError(
+            f"limit must be a whole number from 1 to {MAX_REPAIRS_LISTED}"
+        ) from None

@@ -15,15 +15,39 @@ from courier.settings import GatewaySettings
 encode_json = msgspec.json.Encoder().encode
 
 
+class RejectedEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An event rejected for good, with the reason (it is stored in ``_invalid``): do not
+    retry it. ``index`` is its position in the batch; ``id`` is absent when it had none."""
+
+    index: int
+    id: str | None = None
+    error: str
+
+
+class Accepted(msgspec.Struct):
+    """The answer to a batch: every accepted event is stored durably."""
+
+    accepted: int
+    rejected: list[RejectedEvent]
+
+
+class ErrorAnswer(msgspec.Struct, omit_defaults=True):
+    """A request refused or not done: what happened, to what, and what to do next."""
+
+    error: str
+    #: The repair record of a refused repair call.
+    repair_id: str | None = None
+
+
 def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(encode_json(doc), status, headers=headers, media_type="application/json")
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return json_response({"error": message}, status, headers)
+    return json_response(ErrorAnswer(message), status, headers)
 
 
-def refused(exc: RequestError, **extra: Any) -> Response:
+def refused(exc: RequestError, repair_id: str | None = None) -> Response:
     """The answer to a request refused as a whole (4xx), with the headers its status needs."""
     headers = {}
     if exc.status == 401:
@@ -31,7 +55,7 @@ def refused(exc: RequestError, **extra: Any) -> Response:
     retry_after = getattr(exc, "retry_after_secs", None)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    return json_response({"error": str(exc), **extra}, exc.status, headers)
+    return json_response(ErrorAnswer(str(exc), repair_id), exc.status, headers)
 
 
 #: What the client of a route should do after a 503 (``{secs}``: its Retry-After).

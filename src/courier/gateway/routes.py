@@ -31,6 +31,8 @@ from courier.gateway.responses import (
     RETRY_BATCH,
     RETRY_READ,
     RETRY_SCHEMA_PUT,
+    Accepted,
+    RejectedEvent,
     encode_json,
     error_response,
     json_response,
@@ -61,9 +63,7 @@ class GatewayRoutes:
         self.settings = settings
         self.metrics = GatewayMetrics(metrics_dir)
         self.service: EventService | None = None
-        self.openapi = encode_json(
-            openapi_document(settings.gateway, auth_required=settings.auth.enabled)
-        )
+        self._openapi: tuple[object, bytes] | None = None  # (registry snapshot, document)
         self.keyring = KeyRing(settings.auth)
         self.repairs = RepairRoutes(settings, self.keyring)
         self.limiter = RateLimiter()
@@ -143,13 +143,8 @@ class GatewayRoutes:
         result = await service.ingest(
             body, fmt, received_at, admit=lambda batch: self._admit(principal, batch)
         )
-        rejected = [
-            {"index": r.index, "id": r.id, "error": r.error}
-            if r.id is not None
-            else {"index": r.index, "error": r.error}
-            for r in result.rejections
-        ]
-        return json_response({"accepted": result.accepted, "rejected": rejected})
+        rejected = [RejectedEvent(index=r.index, id=r.id, error=r.error) for r in result.rejections]
+        return json_response(Accepted(result.accepted, rejected))
 
     def _admit(self, principal: Principal, batch: DecodedBatch) -> None:
         """Refuse a whole batch holding a type the key may not send (403), or over its rate."""
@@ -208,9 +203,7 @@ class GatewayRoutes:
             body = await read_admin_body(request, self.settings.gateway)
             result = await apply_schema(service.registry, name, body, self.provision)
             await service.refresh()
-            return json_response(
-                {"name": result.name, "action": result.action, "version": result.version}
-            )
+            return json_response(result)
 
         return await self._answer(
             handle, failing=f"PUT of {name!r} did not complete", then=RETRY_SCHEMA_PUT
@@ -235,4 +228,14 @@ class GatewayRoutes:
         return Response(self.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
     async def openapi_route(self, request: Request) -> Response:
-        return Response(self.openapi, media_type="application/json")
+        return Response(self.openapi(), media_type="application/json")
+
+    def openapi(self) -> bytes:
+        """The OpenAPI document of the types registered now (rebuilt when they change)."""
+        types = self.service.types if self.service is not None else None
+        if self._openapi is None or self._openapi[0] is not types:
+            doc = openapi_document(
+                self.settings.gateway, auth_required=self.settings.auth.enabled, types=types
+            )
+            self._openapi = (types, encode_json(doc))
+        return self._openapi[1]

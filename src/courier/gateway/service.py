@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -37,6 +37,9 @@ from courier.schema import INVALID_RAW_MAX_BYTES, CompiledType, Registry, invali
 from courier.settings import Settings
 
 log = logging.getLogger("courier.gateway.service")
+
+
+_NO_TYPES: Mapping[str, CompiledType] = {}
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,11 @@ class EventService:
         self.metrics = metrics
         self.coalescer = Coalescer.from_settings(sink, settings, metrics)
         self._snapshot: _Snapshot | None = None
+
+    @property
+    def types(self) -> Mapping[str, CompiledType]:
+        """The registered types of the current snapshot (the same object until one changes)."""
+        return self._snapshot.types if self._snapshot is not None else _NO_TYPES
 
     @property
     def registry_loaded(self) -> bool:

@@ -27,7 +27,7 @@ once (G2):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -38,9 +38,10 @@ from courier.transport import Repointed
 
 
 class RedeliverRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """``{"from_seq": N}`` or ``{"from_time": "<RFC 3339>"}``."""
+    """Where to redeliver from: exactly one of ``from_seq`` (a stream sequence) and
+    ``from_time`` (RFC 3339; the first message published at or after it)."""
 
-    from_seq: int | None = None
+    from_seq: Annotated[int, msgspec.Meta(ge=1)] | None = None
     from_time: str | None = None
 
     def start(self) -> tuple[int | None, float | None]:
@@ -50,8 +51,6 @@ class RedeliverRequest(msgspec.Struct, forbid_unknown_fields=True):
                 'give exactly one of "from_seq" (a stream sequence) or "from_time" (RFC 3339)'
             )
         if self.from_seq is not None:
-            if self.from_seq < 1:
-                raise MalformedRequestError(f"from_seq must be >= 1, not {self.from_seq}")
             return self.from_seq, None
         assert self.from_time is not None
         try:

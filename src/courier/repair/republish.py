@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -25,9 +25,10 @@ _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")
 
 
 class RepublishRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """One stored message: its original stream sequence, headers and body (base64)."""
+    """One stored message (a quarantine record's fields): its original stream sequence,
+    headers and body (base64). Published with the message id ``replay.<type>.<stream_seq>``."""
 
-    stream_seq: int
+    stream_seq: Annotated[int, msgspec.Meta(ge=1)]
     body_base64: str
     headers: dict[str, str] = msgspec.field(default_factory=dict)
 
@@ -41,8 +42,6 @@ def parse_republish(body: bytes) -> tuple[RepublishRequest, bytes, dict[str, str
             'body must be {"stream_seq": N, "headers": {...}, "body_base64": "..."} '
             f"(a quarantine record's fields): {exc}"
         ) from exc
-    if request.stream_seq < 1:
-        raise MalformedRequestError(f"stream_seq must be >= 1, not {request.stream_seq}")
     try:
         data = base64.b64decode(request.body_base64, validate=True)
     except (binascii.Error, ValueError) as exc:

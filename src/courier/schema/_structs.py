@@ -52,9 +52,14 @@ Transform = Callable[[Any], Any]
 
 
 def event_struct(name: str, payload: type[msgspec.Struct]) -> type[msgspec.Struct]:
-    """The input envelope of one event type: a tagged Struct ``{"type": name, ...}``."""
+    """The input envelope of one event type: a tagged Struct ``{"type": name, ...}``.
+
+    Its class name ends in ``-event``, which no Avro name can, so that it differs
+    from the payload's record (named like the type) and every nested record: JSON
+    Schema generation (the OpenAPI document) needs distinct names.
+    """
     return msgspec.defstruct(
-        name,
+        f"{name}-event",
         [
             ("id", Optional[EVENT_ID], None),  # noqa: UP045 - a runtime type expression
             ("time", Optional[_TIMESTAMP], None),  # noqa: UP045

@@ -33,7 +33,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict
 
 from courier.errors import CourierError
-from courier.model import is_valid_type_name, iso_utc, uuid7
+from courier.model import TYPE_NAME_PATTERN, is_valid_type_name, iso_utc, uuid7
 from courier.sdk.delivery import (
     Compression,
     DeliveryPolicy,
@@ -212,7 +212,7 @@ class Producer:
         if self._closed:
             raise CourierError("the producer is closed; create a new one to send events")
         if not is_valid_type_name(type):
-            raise ValueError(f"{type!r} is not an event type name ([A-Z][A-Za-z0-9_]{{0,63}})")
+            raise ValueError(f"{type!r} is not an event type name ({TYPE_NAME_PATTERN})")
         event_id = id or uuid7()
         payload = _encode({"type": type, "id": event_id, "time": _time_text(time), "data": data})
         self._spool.append(payload, timeout_secs=timeout_secs)
