@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from courier.settings import Settings, load_settings
+from courier.settings import Settings
 from courier.transport.server import EmbeddedNats
-from courier_testing import FAST, example_definitions, open_pipeline
+from courier_testing import FAST, example_definitions, open_pipeline, settings_for
 
 
 @pytest.fixture
@@ -29,17 +29,7 @@ def make_settings(tmp_path: Path, nats_server: EmbeddedNats) -> Callable[..., Se
     """Settings pointing at the test's server and data dir; keyword overrides as in load_settings."""
 
     def _make(**overrides: Any) -> Settings:
-        base: dict[str, Any] = {
-            "data_dir": tmp_path / "data",
-            "nats_url": nats_server.url,
-            "bucket_width_secs": 2,
-            "max_clock_skew_secs": 0.5,
-            # Table commits are tested in tests/tables (which turn them on); elsewhere they
-            # would only add pyiceberg's start-up and a commit per 2-second bucket.
-            "tables": {"enabled": False},
-        }
-        base.update(overrides)
-        return load_settings(**base)
+        return settings_for(tmp_path / "data", nats_server.url, **overrides)
 
     return _make
 

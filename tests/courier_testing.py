@@ -20,7 +20,7 @@ import msgspec
 
 from courier.closer import Catalog, Closer
 from courier.schema import CompiledType, Registry, TypeDefinition, load_definitions
-from courier.settings import Settings, settings_env
+from courier.settings import Settings, load_settings, settings_env
 from courier.storage import BucketReader
 from courier.transport import (
     CATALOG_KV,
@@ -138,6 +138,21 @@ async def open_pipeline(settings: Settings, definitions: list[TypeDefinition]) -
     for name in compiled:
         await provision_type(transport, settings, name)
     return Pipeline(settings, transport, registry, compiled)
+
+
+def settings_for(data_dir: Path, nats_url: str, **overrides: Any) -> Settings:
+    """A test's settings: its data dir and nats-server, two-second buckets; overrides as
+    in ``load_settings``."""
+    base: dict[str, Any] = {
+        "data_dir": data_dir,
+        "nats_url": nats_url,
+        "bucket_width_secs": 2,
+        "max_clock_skew_secs": 0.5,
+        # Table commits are tested in tests/tables (which turn them on); elsewhere they
+        # would only add pyiceberg's start-up and a commit per 2-second bucket.
+        "tables": {"enabled": False},
+    }
+    return load_settings(**{**base, **overrides})
 
 
 FAST = {

@@ -9,10 +9,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import pytest_asyncio
 
 from courier.closer import Catalog
 from courier.closer.reclose import BucketRecloser
@@ -23,9 +25,12 @@ from courier.settings import settings_env
 from courier.storage import ManifestFile, read_manifest, write_manifest, write_parquet_atomic
 from courier.transport import CATALOG_KV, REPAIRS_KV
 from courier.transport.names import CLOSED_STREAM, stream_name
-from courier_testing import FAST, Pipeline, example_definitions, open_pipeline
+from courier.transport.server import EmbeddedNats
+from courier_testing import FAST, Pipeline, example_definitions, open_pipeline, settings_for
 
 T = "PlaySong"
+#: Every test shares the module's event loop: the prepared pipelines' connections live there.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 def _payloads(n: int) -> list[dict[str, object]]:
@@ -39,26 +44,64 @@ async def _at_start_of_a_bucket(width: int) -> int:
     return start
 
 
-@pytest.fixture
-async def closed(make_settings):
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def _prepared(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[list[tuple[Pipeline, int]]]:
     """Bucket H: 10 + 5 events in two messages and 3 retried ids; H+1: one id retried from H
-    and 3 new ones. Both closed by a real writer and closer."""
-    p = await open_pipeline(make_settings(**FAST), example_definitions(T))
-    width = p.settings.bucket_width_secs
-    h = await _at_start_of_a_bucket(width)
+    and 3 new ones. Both closed by a real writer and closer.
+
+    Each test changes the buckets it gets, so each gets its own pipeline (nats-server
+    and data dir); they are all built at once, because building one is 6-8 s of
+    waiting for buckets to end and next to no work.
+    """
+    wanted = sum(
+        1
+        for item in request.session.items
+        if item.module is request.module and "closed" in getattr(item, "fixturenames", ())
+    )
+    servers: list[EmbeddedNats] = []
+    pipelines: list[Pipeline] = []
+    try:
+        for i in range(wanted):
+            root = tmp_path_factory.mktemp(f"reclose-{i}")
+            server = EmbeddedNats(root / "nats", port=0)
+            server.start()
+            servers.append(server)
+            settings = settings_for(root / "data", server.url, **FAST)
+            pipelines.append(await open_pipeline(settings, example_definitions(T)))
+        width = pipelines[0].settings.bucket_width_secs if pipelines else 1
+        h = await _at_start_of_a_bucket(width)
+        await asyncio.gather(*(_publish_h(p) for p in pipelines))
+        assert await _at_start_of_a_bucket(width) == h + width
+        await asyncio.gather(
+            *(p.publish(T, _payloads(4), ["a5", "c0", "c1", "c2"]) for p in pipelines)
+        )
+        for p in pipelines:
+            p.start_writer()
+            await p.start_closer()
+        for p in pipelines:
+            await p.wait_until(lambda p=p: p.reader.manifest(T, h + width) is not None, 30)
+            await p.stop()  # from here on, the tests act on the closed buckets
+        yield [(p, h) for p in pipelines]
+    finally:
+        for p in pipelines:
+            await p.stop()
+            await p.transport.close()
+        for server in servers:
+            server.stop()
+
+
+async def _publish_h(p: Pipeline) -> None:
     await p.publish(T, _payloads(10), [f"a{i}" for i in range(10)])
     await p.publish(T, _payloads(5), [f"b{i}" for i in range(5)])
     await p.publish(T, _payloads(3), ["a0", "a1", "a2"])
-    assert await _at_start_of_a_bucket(width) == h + width
-    await p.publish(T, _payloads(4), ["a5", "c0", "c1", "c2"])
-    p.start_writer()
-    await p.start_closer()
-    await p.wait_until(lambda: p.reader.manifest(T, h + width) is not None, 30)
-    try:
-        yield p, h
-    finally:
-        await p.stop()
-        await p.transport.close()
+
+
+@pytest.fixture
+def closed(_prepared: list[tuple[Pipeline, int]]) -> tuple[Pipeline, int]:
+    """A pipeline of its own with buckets H and H+1 closed (see ``_prepared``), and H."""
+    return _prepared.pop()
 
 
 async def _recloser(p: Pipeline, **kw) -> BucketRecloser:
