@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Whole stacks and benches in subprocesses: left out of ``scripts/test -m "not slow"``.
+pytestmark = pytest.mark.slow
 
 
 def _last_json(*argv: str) -> dict[str, object]:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: A stack per scenario, about 30 s each: left out of ``scripts/test -m "not slow"``.
+pytestmark = pytest.mark.slow
 
 
 def _run_quick(scenario: str) -> dict[str, object]:
