@@ -5,7 +5,9 @@
 "spool only" points the producer at a closed port, so ``send`` measures the
 spool alone (the sender thread backs off). "end to end" runs ``courier up
 --demo`` on free ports and times ``send`` of every event plus ``flush`` (all
-acknowledged by the gateway, i.e. fsynced in JetStream). ``always`` uses four
+acknowledged by the gateway, i.e. fsynced in JetStream); it also reports
+``send`` alone meanwhile (its rate, p99 and worst latency), which shows stalls
+behind the acknowledgements. ``always`` uses four
 sending threads so group commit shows. Prints a table, then one JSON line.
 """
 
@@ -20,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -65,25 +68,47 @@ def courier_up(root: Path, timeout_secs: float = 60.0) -> Iterator[str]:
         log.close()
 
 
-def _send_rate(spool: Path, url: str, policy: str, events: int, threads: int, flush: bool) -> float:
+@dataclass
+class _Run:
+    """Events/s including ``flush`` (when asked), of ``send`` alone, and ``send`` latencies."""
+
+    rate: float
+    send_rate: float
+    send_p99_ms: float
+    send_max_ms: float
+
+
+def _send_rate(spool: Path, url: str, policy: str, events: int, threads: int, flush: bool) -> _Run:
     p = Producer(spool_dir=spool, gateway_url=url, fsync=policy, backoff_initial_secs=1.0)
     per_thread = events // threads
+    latencies: list[list[float]] = [[] for _ in range(threads)]
 
-    def work() -> None:
+    def work(mine: list[float]) -> None:
+        clock = time.perf_counter
         for _ in range(per_thread):
+            t0 = clock()
             p.send("PlaySong", _DATA)
+            mine.append(clock() - t0)
 
     started = time.perf_counter()
-    workers = [threading.Thread(target=work) for _ in range(threads)]
+    workers = [threading.Thread(target=work, args=(latencies[i],)) for i in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
+    sent = time.perf_counter() - started
     if flush and not p.flush(120):
         raise RuntimeError("the spool did not drain in 120 s")
     elapsed = time.perf_counter() - started
     p.close(timeout=0)
-    return per_thread * threads / elapsed
+    each = sorted(x for mine in latencies for x in mine)
+    n = per_thread * threads
+    return _Run(
+        rate=n / elapsed,
+        send_rate=n / sent,
+        send_p99_ms=each[int(len(each) * 0.99)] * 1000,
+        send_max_ms=each[-1] * 1000,
+    )
 
 
 def main() -> None:
@@ -98,12 +123,16 @@ def main() -> None:
         closed = f"http://127.0.0.1:{free_port()}"
         for policy in ("never", "interval", "always"):
             n, threads = (args.always_events, 4) if policy == "always" else (args.events, 1)
-            rate = _send_rate(root / f"spool-{policy}", closed, policy, n, threads, flush=False)
-            summary[f"spool_only_{policy}_events_per_sec"] = round(rate)
+            run = _send_rate(root / f"spool-{policy}", closed, policy, n, threads, flush=False)
+            summary[f"spool_only_{policy}_events_per_sec"] = round(run.rate)
         if not args.skip_e2e:
             with courier_up(root) as url:
-                rate = _send_rate(root / "spool-e2e", url, "interval", args.events, 1, flush=True)
-                summary["e2e_interval_events_per_sec"] = round(rate)
+                run = _send_rate(root / "spool-e2e", url, "interval", args.events, 1, flush=True)
+                summary["e2e_interval_events_per_sec"] = round(run.rate)
+                # send alone, while the sender thread posts and acknowledges batches
+                summary["e2e_interval_send_only_events_per_sec"] = round(run.send_rate)
+                summary["e2e_interval_send_p99_ms"] = round(run.send_p99_ms, 3)
+                summary["e2e_interval_send_max_ms"] = round(run.send_max_ms, 1)
     emit("SDK send rate (events/s)", summary)
 
 
