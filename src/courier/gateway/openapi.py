@@ -12,6 +12,7 @@ paths, their answers, and this gateway's limits (from its settings).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,8 @@ from courier.repair import RedeliverRequest, RepairRecord, RepublishRequest
 from courier.repair.resubmit import ResubmitRequest
 from courier.schema import ApplyResult, CompiledType
 from courier.settings import GatewaySettings
+
+log = logging.getLogger("courier.gateway")
 
 _REF = "#/components/schemas/{name}"
 #: The bodies the routes decode and the answers they encode, by component name.
@@ -60,9 +63,17 @@ def _components(limits: GatewaySettings, types: Mapping[str, CompiledType]) -> d
         if name == INVALID_TYPE:
             continue
         template = _REF.format(name=f"{name}.{{name}}")
-        (envelope,), own = msgspec.json.schema_components(
-            [compiled.event_struct], ref_template=template
-        )
+        try:
+            (envelope,), own = msgspec.json.schema_components(
+                [compiled.event_struct], ref_template=template
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            # The document must not fail for a type it cannot describe: say so instead.
+            log.warning(
+                "the OpenAPI document cannot describe %s v%d: %r", name, compiled.version, exc
+            )
+            own = {"event": {"type": "object", "description": f"See GET /v1/schemas/{name}."}}
+            envelope = {"$ref": template.format(name="event")}
         schemas.update({f"{name}.{k}": v for k, v in own.items()})
         mapping[name] = envelope["$ref"]
     if mapping:

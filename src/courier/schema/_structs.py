@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import hashlib
 import keyword
 import re
 import uuid
@@ -49,6 +50,27 @@ _IMMUTABLE = (
 )  # fmt: skip
 
 Transform = Callable[[Any], Any]
+
+
+#: The Structs made for unnamed Avro shapes (union values, wrapped nullables), by kind
+#: and shape: one class per shape, named after it (see :func:`_anonymous`).
+_ANONYMOUS: dict[tuple[str, str], Any] = {}
+
+
+def _anonymous(kind: str, shape: AvroType, make: Callable[[str], Any]) -> Any:
+    """The one Struct (or pair) of ``kind`` for ``shape``, made by ``make(name)`` once.
+
+    JSON Schema generation (the OpenAPI document) keys Structs by class name, so two
+    different shapes must not share a name, and one shape must be one class. The name
+    is a digest of the shape (the same in every process); ``-`` keeps it apart from
+    every Avro name.
+    """
+    key = (kind, repr(shape))
+    made = _ANONYMOUS.get(key)
+    if made is None:
+        digest = hashlib.sha256(key[1].encode()).hexdigest()[:12]
+        made = _ANONYMOUS[key] = make(f"{kind}-{digest}")
+    return made
 
 
 def event_struct(name: str, payload: type[msgspec.Struct]) -> type[msgspec.Struct]:
@@ -110,6 +132,11 @@ def record_struct(record: Record) -> type[msgspec.Struct]:
 def union_struct(union: Union) -> type[msgspec.Struct]:
     """Avro's JSON encoding of a union value, ``{"<branch>": value}``: a Struct with
     one optional field per branch, of which exactly one must be set."""
+    made: type[msgspec.Struct] = _anonymous("Union", union, partial(_union_struct, union))
+    return made
+
+
+def _union_struct(union: Union, name: str) -> type[msgspec.Struct]:
     fields: list[tuple[str, Any, Any]] = []
     rename: dict[str, str] = {}
     for i, b in enumerate(union.branches):
@@ -131,7 +158,7 @@ def union_struct(union: Union) -> type[msgspec.Struct]:
             setattr(self, attr, step(getattr(self, attr)))
 
     return msgspec.defstruct(
-        "Union",
+        name,
         fields,
         rename=rename,
         forbid_unknown_fields=True,
@@ -198,9 +225,14 @@ _WRAPPED = "__courier_wrapped__"
 def _nullable_py(t: Nullable) -> tuple[Any, type]:
     """The msgspec type of a ``["null", T]`` that also takes ``{"<T>": value}``, and the
     Struct of the wrapped form."""
+    made: tuple[Any, type] = _anonymous("Wrapped", t, partial(_make_nullable_py, t))
+    return made
+
+
+def _make_nullable_py(t: Nullable, name: str) -> tuple[Any, type]:
     inner = py_type(t.inner)
     wrapper = msgspec.defstruct(
-        "Wrapped",
+        name,
         [("value", inner)],
         rename={"value": branch_key(t.inner)},
         forbid_unknown_fields=True,
