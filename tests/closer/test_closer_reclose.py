@@ -80,9 +80,18 @@ async def _prepared(
         for p in pipelines:
             p.start_writer()
             await p.start_closer()
-        for p in pipelines:
-            await p.wait_until(lambda p=p: p.reader.manifest(T, h + width) is not None, 30)
-            await p.stop()  # from here on, the tests act on the closed buckets
+        for i, p in enumerate(pipelines):
+            await p.wait_until(
+                lambda p=p: p.reader.manifest(T, h + width) is not None,
+                30,
+                what=f"bucket H+1 of prepared pipeline {i} closed",
+            )
+        # From here on the tests act on the closed buckets; a service that does not
+        # stop fails here, by name, rather than hanging the module.
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.stop() for p in pipelines)), 60)
+        except TimeoutError:
+            raise AssertionError("the prepared pipelines did not stop within 60 s") from None
         yield [(p, h) for p in pipelines]
     finally:
         for p in pipelines:
