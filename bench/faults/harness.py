@@ -158,6 +158,10 @@ class Harness:
             "COURIER_WRITER__ACK_WAIT_SECS": "10",
             "COURIER_CLOSER__METRICS_PORT": str(self.closer_metrics_port),
             "COURIER_CLOSER__POLL_INTERVAL_SECS": "0.3",
+            # The Iceberg catalog (SQLite) sits beside the data root, not in it: its open
+            # database file would make a read-only remount of the data root (the storage
+            # scenario) fail with "mount point is busy".
+            "COURIER_TABLES__CATALOG_URI": f"sqlite:///{root / 'iceberg-catalog.db'}",
             "COURIER_CLOSER__DEFAULT_GRACE_SECS": str(grace_secs),
             # A restarted closer resumes its own claims at once; a closer with a new id
             # would wait for the claim lease (60 s) before taking over.
