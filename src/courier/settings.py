@@ -305,6 +305,40 @@ class SegmentSettings(_Section):
         return v
 
 
+class DcSettings(_Section):
+    """Several data centres (DESIGN §13), as seen from the delivery region.
+
+    With ``domains`` empty (the default) Courier runs in one place: each type's stream
+    takes publishes on its subject. With domains listed, each type's stream in the
+    delivery region has no subject of its own and *sources* the stream of the same
+    name in every listed JetStream domain over the leaf node links; adding a DC is
+    adding its domain here and running ``courier provision``.
+    """
+
+    #: JetStream domains of the DCs whose streams the delivery region sources.
+    domains: tuple[str, ...] = ()
+    #: Direct client URLs of DC servers (domain -> URL), read when a DC's leaf link is
+    #: down, so its progress shows how far behind it is; optional.
+    nats_urls: dict[str, str] = Field(default_factory=dict)
+    #: A source that has been silent this long while its DC answers is re-added, so it
+    #: resumes now instead of after nats-server's own retry (30 s wait + backoff).
+    nudge_after_secs: float = Field(default=5.0, gt=0)
+    #: At most one nudge per source in this interval.
+    nudge_interval_secs: float = Field(default=15.0, gt=0)
+    #: How far back progress looks for a DC's newest sourced message.
+    progress_scan_max_messages: int = Field(default=1_000_000, gt=0)
+
+    @field_validator("domains")
+    @classmethod
+    def _domains_are_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [d for d in v if not re.match(r"^[A-Za-z0-9_-]{1,64}$", d)]
+        if bad:
+            raise ValueError(f"not JetStream domain names: {', '.join(map(repr, bad))}")
+        if len(set(v)) != len(v):
+            raise ValueError("a DC domain is listed twice")
+        return v
+
+
 class Settings(BaseSettings):
     """All of a process's settings. Build it with :func:`load_settings`."""
 
@@ -332,6 +366,7 @@ class Settings(BaseSettings):
     tables: TablesSettings = Field(default_factory=TablesSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     segment: SegmentSettings = Field(default_factory=SegmentSettings)
+    dc: DcSettings = Field(default_factory=DcSettings)
 
     @field_validator("bucket_width_secs")
     @classmethod

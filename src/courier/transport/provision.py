@@ -39,6 +39,7 @@ from courier.transport.names import (
     events_subject,
     stream_name,
 )
+from courier.transport.sources import provision_sources, verify_sources, with_dc_sources
 
 log = logging.getLogger("courier.transport.provision")
 
@@ -100,6 +101,7 @@ def _spec(settings: Settings, event_type: str) -> _Spec:
         headers_only=True,
     )
     stream = _stream_config(settings, stream_name(event_type), [events_subject(event_type)])
+    stream = with_dc_sources(settings, event_type, stream)  # several DCs: sources, no subject
     return _Spec(stream, (writer, audit))
 
 
@@ -217,6 +219,7 @@ async def provision_type(transport: Transport, settings: Settings, event_type: s
     spec = _spec(settings, event_type)
     try:
         await _ensure_stream(transport, spec.stream, update=True)
+        await provision_sources(transport, settings, event_type)
         for c in spec.consumers:
             await _ensure_consumer(transport, spec.stream.name or "", c, update=True)
     except nats.js.errors.APIError as exc:
@@ -274,6 +277,7 @@ async def verify_type(transport: Transport, settings: Settings, event_type: str)
         ) from exc
     except nats.errors.Error as exc:
         raise TransportError(f"verifying {event_type}: {exc}") from exc
+    await verify_sources(transport, settings, event_type)
     if problems:
         raise ProvisioningError(
             f"live JetStream config of {event_type} differs from the settings; refusing to run "
