@@ -322,9 +322,9 @@ class DcSettings(_Section):
     nats_urls: dict[str, str] = Field(default_factory=dict)
     #: A source that has been silent this long while its DC answers is re-added, so it
     #: resumes now instead of after nats-server's own retry (30 s wait + backoff).
-    nudge_after_secs: float = Field(default=5.0, gt=0)
+    nudge_after_secs: float = Field(default=3.0, gt=0)
     #: At most one nudge per source in this interval.
-    nudge_interval_secs: float = Field(default=15.0, gt=0)
+    nudge_interval_secs: float = Field(default=10.0, gt=0)
     #: How far back progress looks for a DC's newest sourced message.
     progress_scan_max_messages: int = Field(default=1_000_000, gt=0)
 

@@ -19,6 +19,7 @@ from courier.transport.sources import (
     SourceNudger,
     dc_progress,
     parse_source_header,
+    readd_sources,
     source_key,
 )
 
@@ -185,3 +186,32 @@ async def test_adding_a_dc_is_a_settings_change_and_a_provision(
     finally:
         for c in (*conns.values(), central):
             await c.close()
+
+
+async def test_a_nudge_of_the_only_source_keeps_the_stream_subjectless_and_exact(
+    tmp_path: Path, topology: Topology
+) -> None:
+    dc = await Transport.connect(topology.dcs["dcA"].url)
+    central = await Transport.connect(topology.central.url)
+    try:
+        await provision_type(dc, load_settings(data_dir=tmp_path / "dcA"), TYPE)
+        one = central_settings(tmp_path, topology, ("dcA",))
+        await provision_type(central, one, TYPE)
+        await publish(dc, 20, "a1")
+
+        def arrived(n: int) -> Callable[[], Awaitable[bool]]:
+            async def cond() -> bool:
+                return (await central.stream_bounds(TYPE))[1] >= n
+
+            return cond
+
+        await until(arrived(20), "the first 20")
+        await readd_sources(central, one, TYPE, ["dcA"])
+        await verify_type(central, one, TYPE)  # no placeholder subject left behind
+        await publish(dc, 20, "a2")
+        await until(arrived(40), "the next 20")
+        seen = await stored_sources(central)
+        assert sorted(s for _, s in seen) == list(range(1, 41)) and max(seen.values()) == 1
+    finally:
+        await dc.close()
+        await central.close()

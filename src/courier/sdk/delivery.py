@@ -19,6 +19,29 @@ batch, and returns the events it rejected. The rules (DESIGN §8, §9):
 
 ``stop`` (a threading.Event) interrupts the waits; ``deliver`` then raises
 :class:`DeliveryStopped` and the caller keeps the batch for later.
+
+Several gateways (several DCs, DESIGN §13): ``gateway_url`` may list URLs
+separated by commas, the preferred one (the producer's own DC) first.
+
+- Order: a batch goes to the current gateway, which starts as the first. A
+  failure that says "this gateway cannot take it now" (connection error,
+  timeout, 5xx including 503, 401/403/404) moves to the next URL in the list
+  order, wrapping around, and the batch is resent there **at once**.
+- Back-off: only after a whole round (every URL failed once in a row) does the
+  sender wait: ``Retry-After`` of the last answer if it gave one, else the
+  exponential backoff above, whose exponent counts rounds, not requests. With
+  one URL this is exactly the single-gateway policy.
+- A 429 (rate limit) is not an outage: the sender waits ``Retry-After`` and
+  stays on that gateway. Whole-batch refusals (400/413/415/422) are final on
+  any gateway and never fail over.
+- Stickiness and failback: after a failover the sender stays on the gateway
+  that answered; the first batch started ``failback_secs`` after it left the
+  first URL goes to the first URL again (and fails over again at once if it
+  is still down).
+- Exactly once: a batch whose answer was lost (timeout) may be stored by the
+  first DC and again by the next. Both copies carry the same event ids and
+  reach the delivery region, where the closer drops the later copy within its
+  dedup horizon (G2), however late the first DC's copy arrives.
 """
 
 from __future__ import annotations
@@ -55,6 +78,7 @@ class DeliveryStopped(CourierError):
 class DeliveryPolicy:
     """Where and how to post: the settings shared by the SDK and the tailer."""
 
+    #: One URL, or several separated by commas in order of preference (failover).
     gateway_url: str = "http://127.0.0.1:8080"
     compression: Compression = "zstd"
     request_timeout_secs: float = 30.0
@@ -62,6 +86,21 @@ class DeliveryPolicy:
     backoff_max_secs: float = 30.0
     #: Sent as ``Authorization: Bearer <key>`` when set.
     api_key: str | None = None
+    #: After a failover, batches go back to the first gateway this long after leaving it.
+    failback_secs: float = 300.0
+
+    @property
+    def gateway_urls(self) -> list[str]:
+        """The gateways in order of preference."""
+        return gateway_urls(self.gateway_url)
+
+
+def gateway_urls(value: str) -> list[str]:
+    """``"http://a:8080, http://b:8080/"`` -> ``["http://a:8080", "http://b:8080"]``."""
+    urls = [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+    if not urls:
+        raise ValueError(f"no gateway URL in {value!r}")
+    return urls
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +167,42 @@ class GatewayClient:
         headers = {"Content-Type": "application/json", "User-Agent": "courier-sdk"}
         if policy.api_key:
             headers["Authorization"] = f"Bearer {policy.api_key}"
+        self._urls = policy.gateway_urls
+        self._current = 0
+        #: monotonic time the sender left the first gateway (None: on it).
+        self._left_first_at: float | None = None
         self._client = httpx.Client(
-            base_url=policy.gateway_url.rstrip("/"),
             headers=headers,
             timeout=policy.request_timeout_secs,
             transport=transport,
         )
         self._failing = False
+
+    @property
+    def gateway_url(self) -> str:
+        """The gateway batches go to now."""
+        return self._urls[self._current]
+
+    def _fail_over(self, problem: str) -> None:
+        """Move to the next gateway in the list (no-op with one)."""
+        if len(self._urls) == 1:
+            return
+        before = self.gateway_url
+        self._current = (self._current + 1) % len(self._urls)
+        if self._current == 0:
+            self._left_first_at = None
+        elif self._left_first_at is None:
+            self._left_first_at = time.monotonic()
+        level = logging.DEBUG if self._failing else logging.WARNING
+        log.log(level, "%s; failing over from %s to %s", problem, before, self.gateway_url)
+
+    def _maybe_fail_back(self) -> None:
+        if self._current == 0 or self._left_first_at is None:
+            return
+        if time.monotonic() - self._left_first_at >= self.policy.failback_secs:
+            log.info("trying the first gateway %s again", self._urls[0])
+            self._current = 0
+            self._left_first_at = None
 
     def close(self) -> None:
         self._client.close()
@@ -177,22 +245,26 @@ class GatewayClient:
         return body, {}
 
     def _post_until_answered(self, events: Sequence[bytes]) -> _Answer | _Refused:
-        attempt = 0
+        attempt = 0  # whole rounds failed (every gateway once)
+        tried = 0  # gateways failed in a row in this round
+        self._maybe_fail_back()
         while True:
             if self._stop.is_set():
                 raise DeliveryStopped("the producer is stopping; the batch stays spooled")
             body, headers = self._body(events)
             delay: float | None
+            url = self.gateway_url
+            outage = True
             try:
-                resp = self._client.post("/v1/events", content=body, headers=headers)
+                resp = self._client.post(f"{url}/v1/events", content=body, headers=headers)
             except httpx.HTTPError as exc:
-                problem = f"cannot reach the gateway at {self.policy.gateway_url}: {exc!r}"
+                problem = f"cannot reach the gateway at {url}: {exc!r}"
                 delay = None
             else:
                 status = resp.status_code
                 if 200 <= status < 300:
                     if self._failing:
-                        log.info("gateway %s accepts events again", self.policy.gateway_url)
+                        log.info("gateway %s accepts events again", url)
                         self._failing = False
                     try:
                         return _decode_answer(resp.content)
@@ -210,12 +282,21 @@ class GatewayClient:
                         self._compression = "none"
                         continue
                     return _Refused(status, message)
-                problem = f"gateway answered HTTP {status}: {message}"
+                problem = f"gateway {url} answered HTTP {status}: {message}"
                 delay = (
                     retry_after_secs(resp.headers.get("retry-after"))
                     if status in (429, 503)
                     else None
                 )
+                outage = status != 429
+            if outage:
+                tried += 1
+                self._fail_over(problem)
+                if tried < len(self._urls):
+                    if self._on_retry is not None:
+                        self._on_retry(problem)
+                    continue  # resend at once to the next gateway
+                tried = 0
             if delay is None:
                 delay = backoff_secs(
                     attempt, self.policy.backoff_initial_secs, self.policy.backoff_max_secs

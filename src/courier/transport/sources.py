@@ -186,7 +186,7 @@ class DcProgress:
         return self.behind_messages == 0
 
 
-async def _newest_per_source(
+async def newest_stored(
     transport: Transport, event_type: str, keys: dict[str, str], max_messages: int
 ) -> dict[str, tuple[int, float]]:
     """``domain -> (DC seq, stored at)`` of the newest stored message from each DC.
@@ -274,7 +274,7 @@ async def dc_progress(
     """
     domains = settings.dc.domains
     keys = {d: source_key(event_type, d) for d in domains}
-    stored = await _newest_per_source(
+    stored = await newest_stored(
         transport, event_type, keys, settings.dc.progress_scan_max_messages
     )
     idle = await _source_idle_secs(transport, event_type)
@@ -303,53 +303,77 @@ async def dc_progress(
 async def readd_sources(
     transport: Transport, settings: Settings, event_type: str, domains: Sequence[str]
 ) -> None:
-    """Remove the sources of ``domains`` and add them back (two stream updates).
+    """Remove the source of each of ``domains`` and add it back, one DC at a time.
 
     The server then starts each re-added source at once, from the sequence after the
     last one it stored (kept in the stream's source state), instead of waiting out
-    its retry timer.
+    its retry timer. A stream needs a subject or a source, so while its only source
+    is out it gets a placeholder subject nobody publishes to
+    (``courier.nudge.<Type>``), never the events subject.
     """
     name = stream_name(event_type)
-    drop = {dc_api_prefix(d) for d in domains}
-    try:
-        live = (await transport.js.stream_info(name)).config
-        kept = [s for s in live.sources or () if s.external is None or s.external.api not in drop]
-        await transport.js.update_stream(live.evolve(sources=kept or None))
-        await transport.js.update_stream(live)
-    except nats.errors.Error as exc:
-        raise TransportError(f"re-adding the sources {sorted(drop)} of {name}: {exc}") from exc
+    for domain in domains:
+        api = dc_api_prefix(domain)
+        try:
+            live = (await transport.js.stream_info(name)).config
+            kept = [s for s in live.sources or () if s.external is None or s.external.api != api]
+            if len(kept) == len(live.sources or ()):
+                continue  # not a source of this stream
+            without = (
+                live.evolve(sources=kept)
+                if kept
+                else live.evolve(sources=None, subjects=[f"courier.nudge.{event_type}"])
+            )
+            await transport.js.update_stream(without)
+            await transport.js.update_stream(live)
+        except nats.errors.Error as exc:
+            raise TransportError(f"re-adding the source {api} of {name}: {exc}") from exc
 
 
 class SourceNudger:
     """Re-adds stalled sources whose DC answers again (call :meth:`check` every second or so).
 
-    A source is stalled when the server reports it silent for ``dc.nudge_after_secs``
-    (a live source heartbeats every second, even when idle). It is nudged only when
-    its DC answers over the leaf link, and at most once per ``dc.nudge_interval_secs``.
+    A live source heartbeats every second, even when idle. A source is stalled when
+    the server reports it silent for ``dc.nudge_after_secs``, or reports it never
+    heard from (``active: -1``: just created, or central just restarted) for that
+    long as seen by this nudger. It is nudged only when its DC answers over the leaf
+    link, and at most once per ``dc.nudge_interval_secs``. A needless nudge costs
+    two stream updates and nothing else: the re-added source resumes from the
+    stream's own record of what it stored.
     """
 
     def __init__(self, transport: Transport, settings: Settings) -> None:
         self._transport = transport
         self._settings = settings
         self._last: dict[tuple[str, str], float] = {}
+        self._never_since: dict[tuple[str, str], float] = {}
         self.nudges = 0
+
+    def _silent_secs(self, key: tuple[str, str], idle: float | None, now: float) -> float:
+        if idle is None:
+            return 0.0
+        if idle != float("inf"):
+            self._never_since.pop(key, None)
+            return idle
+        return now - self._never_since.setdefault(key, now)
 
     async def check(self, event_types: Sequence[str]) -> list[tuple[str, str]]:
         """Nudge what needs it; returns the (type, domain) pairs nudged."""
         dc = self._settings.dc
         timeout = min(2.0, self._transport.request_timeout_secs)
         done = []
-        now = time.monotonic()
         for t in event_types:
             try:
                 idle = await _source_idle_secs(self._transport, t)
             except TransportError:
                 continue
+            now = time.monotonic()
             stalled = []
             for d in dc.domains:
-                if idle.get(dc_api_prefix(d), 0.0) < dc.nudge_after_secs:
+                key = (t, d)
+                if self._silent_secs(key, idle.get(dc_api_prefix(d)), now) < dc.nudge_after_secs:
                     continue
-                if now - self._last.get((t, d), -1e18) < dc.nudge_interval_secs:
+                if now - self._last.get(key, -1e18) < dc.nudge_interval_secs:
                     continue
                 js = self._transport.nc.jetstream(domain=d, timeout=timeout)
                 if await _dc_last(js, t) is None:
@@ -359,6 +383,7 @@ class SourceNudger:
                 await readd_sources(self._transport, self._settings, t, stalled)
                 for d in stalled:
                     self._last[(t, d)] = now
+                    self._never_since.pop((t, d), None)
                     done.append((t, d))
                     log.info("nudged the source of %s from %s (silent, DC answers)", t, d)
         self.nudges += len(done)
