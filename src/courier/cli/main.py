@@ -437,12 +437,14 @@ cli.add_command(__import__("courier.cli.tail", fromlist=["tail"]).tail)
 
 from courier.cli.audit import audit, auditor  # noqa: E402
 from courier.cli.dashboard import dashboard  # noqa: E402
+from courier.cli.dc import dc  # noqa: E402
 from courier.cli.keys import keys  # noqa: E402
 from courier.cli.repair import repair  # noqa: E402
 
 cli.add_command(auditor)
 cli.add_command(audit)
 cli.add_command(dashboard)
+cli.add_command(dc)
 cli.add_command(keys)
 cli.add_command(repair)
 
