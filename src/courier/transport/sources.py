@@ -360,31 +360,46 @@ class SourceNudger:
     async def check(self, event_types: Sequence[str]) -> list[tuple[str, str]]:
         """Nudge what needs it; returns the (type, domain) pairs nudged."""
         dc = self._settings.dc
-        timeout = min(2.0, self._transport.request_timeout_secs)
-        done = []
+        candidates: dict[str, list[str]] = {}  # type -> stalled domains
         for t in event_types:
             try:
                 idle = await _source_idle_secs(self._transport, t)
             except TransportError:
                 continue
             now = time.monotonic()
-            stalled = []
             for d in dc.domains:
                 key = (t, d)
                 if self._silent_secs(key, idle.get(dc_api_prefix(d)), now) < dc.nudge_after_secs:
                     continue
                 if now - self._last.get(key, -1e18) < dc.nudge_interval_secs:
                     continue
-                js = self._transport.nc.jetstream(domain=d, timeout=timeout)
-                if await _dc_last(js, t) is None:
-                    continue  # still cut off: nothing to gain
-                stalled.append(d)
-            if stalled:
-                await readd_sources(self._transport, self._settings, t, stalled)
-                for d in stalled:
-                    self._last[(t, d)] = now
-                    self._never_since.pop((t, d), None)
-                    done.append((t, d))
-                    log.info("nudged the source of %s from %s (silent, DC answers)", t, d)
+                candidates.setdefault(t, []).append(d)
+        # One probe per DC, not per type: a cut-off DC costs one timeout per check.
+        answering = {
+            d: await self._answers(d) for d in {d for ds in candidates.values() for d in ds}
+        }
+        done = []
+        for t, domains in candidates.items():
+            stalled = [d for d in domains if answering[d]]
+            if not stalled:
+                continue  # still cut off: nothing to gain
+            await readd_sources(self._transport, self._settings, t, stalled)
+            now = time.monotonic()
+            for d in stalled:
+                self._last[(t, d)] = now
+                self._never_since.pop((t, d), None)
+                done.append((t, d))
+                log.info("nudged the source of %s from %s (silent, DC answers)", t, d)
         self.nudges += len(done)
         return done
+
+    async def _answers(self, domain: str) -> bool:
+        """Does the DC's JetStream answer over the leaf link?"""
+        js = self._transport.nc.jetstream(
+            domain=domain, timeout=min(2.0, self._transport.request_timeout_secs)
+        )
+        try:
+            await js.account_info()
+        except (nats.errors.Error, TimeoutError):
+            return False
+        return True
