@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.tcpproxy import TcpProxy
-from courier.transport.server import EmbeddedNats, free_port, nats_server_binary
+from courier.transport.server import EmbeddedNats, free_port, nats_server_binary, port_is_free
 
 log = logging.getLogger("bench.topology")
 
@@ -74,12 +74,16 @@ class DomainServer(EmbeddedNats):
             )
         if self.leaf_remote_url is not None:
             lines.append(
-                "leafnodes {\n  reconnect: 1\n"
+                'leafnodes {\n  reconnect_interval: "1s"\n'
                 f'  remotes: [{{ url: "{self.leaf_remote_url}" }}]\n}}'
             )
         return "\n".join(lines) + "\n"
 
     def start(self, timeout_secs: float = 10.0) -> DomainServer:
+        if not port_is_free("127.0.0.1", self.http_port):
+            # Only tests read the monitoring port: another process (on a shared machine,
+            # any outgoing connection) may hold it by a restart; take another.
+            self.http_port = free_port()
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.render())
         with open(self.log_path, "ab") as logf:
