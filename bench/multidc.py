@@ -277,8 +277,15 @@ async def scenario(
                 out["resume_secs"], out["catch_up_secs"] = await run.resume(
                     "dcA", before, linked, 300
                 )
+            # Stop the producers for good before checking: a publish in flight when the
+            # check began would land in the DC after it and look missing at central.
             for task in tasks:
                 task.cancel()
+            for r in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(r, Exception):
+                    print(f"note: a producer task had stopped early: {r!r}", flush=True)
+            tasks = []
+            await asyncio.sleep(1)  # a publish sent just before the cancel lands in its DC
             try:
                 out["messages_checked"] = float(await run.check_exactly_once(300))
                 out["check_failed"] = 0.0
