@@ -11,7 +11,7 @@ order on unique keys, so the output is the same on every run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import pyarrow as pa
 STAGING_COLUMNS = ("_seq", "_idx")
 
 
-def sql_list(paths: list[Path]) -> str:
+def sql_list(paths: Iterable[Path | str]) -> str:
     """A DuckDB list literal of file paths (quotes escaped)."""
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 

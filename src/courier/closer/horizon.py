@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +54,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from courier.closer.dedup import sql_list
 from courier.errors import ManifestError, StorageError
 from courier.model import INVALID_TYPE, BucketKey
 from courier.storage import Layout, read_manifest, write_bytes_atomic
@@ -106,10 +106,6 @@ class ClosedIds:
     ids: int = 0
 
 
-def _sql_list(items: Iterable[str]) -> str:
-    return "[" + ", ".join("'" + s.replace("'", "''") + "'" for s in items) + "]"
-
-
 class DedupHorizon:
     """The closed buckets of one type within the horizon of one bucket, and their ids."""
 
@@ -154,11 +150,11 @@ class DedupHorizon:
     # -- step 3 -------------------------------------------------------------------
 
     def find_closed(
-        self, con: duckdb.DuckDBPyConnection, keys_table: str, staged: str, key: BucketKey
+        self, con: duckdb.DuckDBPyConnection, keys_table: str, key: BucketKey
     ) -> ClosedIds:
         """Fill the temp table ``closed_ids(id, bucket_start)`` with the ids of
-        ``keys_table`` (columns ``id``, ``p``, ``h``) that a closed bucket of the type
-        within the horizon holds, and count the rows of ``staged`` they account for."""
+        ``keys_table`` (columns ``id``, ``p``, ``h``; a row per staged row) that a closed
+        bucket of the type within the horizon holds, and count the rows they account for."""
         con.execute(
             "CREATE OR REPLACE TEMP TABLE closed_ids (id VARCHAR, bucket_start BIGINT)"
         ).fetchall()
@@ -181,7 +177,7 @@ class DedupHorizon:
                 f"""
                 CREATE OR REPLACE TEMP TABLE _candidates AS
                 SELECT DISTINCT k.id, f.bucket_start FROM {keys_table} k
-                JOIN (SELECT p, h, filename FROM read_parquet({_sql_list(files)}, filename = true)
+                JOIN (SELECT p, h, filename FROM read_parquet({sql_list(files)}, filename = true)
                       {prune}) i ON k.p = i.p AND k.h = i.h
                 JOIN _index_files f ON f.filename = i.filename
                 """
@@ -206,7 +202,7 @@ class DedupHorizon:
               count(*) FILTER (WHERE c.previous),
               count(*) FILTER (WHERE NOT c.previous),
               (SELECT count(DISTINCT id) FROM closed_ids)
-            FROM {staged} s JOIN (
+            FROM {keys_table} s JOIN (
                 SELECT id, bool_or(bucket_start = {previous}) AS previous
                 FROM closed_ids GROUP BY id
             ) c ON s.id = c.id
@@ -224,7 +220,7 @@ class DedupHorizon:
             f"""
             INSERT INTO closed_ids
             SELECT DISTINCT c.id, c.bucket_start FROM _candidates c
-            SEMI JOIN (SELECT id FROM read_parquet({_sql_list(map(str, parts))})) b
+            SEMI JOIN (SELECT id FROM read_parquet({sql_list(parts)})) b
             ON c.id = b.id
             WHERE c.bucket_start = {closed.start}
             """
@@ -286,7 +282,7 @@ class DedupHorizon:
             con = duckdb.connect()
             try:
                 if parts:
-                    src = f"(SELECT id FROM read_parquet({_sql_list(map(str, parts))}))"
+                    src = f"(SELECT id FROM read_parquet({sql_list(parts)}))"
                     self.write_index(con, keys_query(src), closed)
                 else:
                     write_index_file(self.index_path(closed), _empty_index())

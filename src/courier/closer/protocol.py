@@ -375,7 +375,7 @@ def write_deduplicated(
         t1 = time.perf_counter()
         keys = dedup.make_keys(keys_query)
         t2 = time.perf_counter()
-        closed = horizon.find_closed(dedup.con, keys, dedup.staged, key)
+        closed = horizon.find_closed(dedup.con, keys, key)
         fresh = f"SELECT * FROM {keys} ANTI JOIN closed_ids USING (id)"
         too_old = horizon.older_than_horizon(dedup.con, f"({fresh})", key)
         t3 = time.perf_counter()
