@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 
 from courier.model import bucket_start
@@ -50,8 +51,9 @@ async def test_events_land_exactly_once_in_their_bucket(pipeline):
 
 async def test_an_unacked_message_holds_its_bucket_open_while_other_types_keep_closing(pipeline):
     width = pipeline.settings.bucket_width_secs
-    await pipeline.publish("PlaySong", _payloads(1), ["held"])
-    held_bucket = bucket_start(time.time(), width)
+    received = dt.datetime.now(dt.UTC)
+    await pipeline.publish("PlaySong", _payloads(1), ["held"], received)
+    held_bucket = bucket_start(received.timestamp(), width)
     # A consumer that takes the message and never acks it (a stalled writer).
     consumer = await pipeline.transport.pull_consumer("PlaySong", WRITER_CONSUMER)
     got = await consumer.fetch(1, 2.0)

@@ -337,11 +337,19 @@ class Transport:
     async def ack(
         self, deliveries: Sequence[Delivery], *, timeout_secs: float | None = None
     ) -> None:
-        """Ack every delivery and wait until the server has applied them all."""
+        """Ack every delivery and wait until the server has applied them all.
+
+        A consumer applies acks from its queue in arrival order, so one confirmed ack
+        (AckAck with a reply) sent after the others means every earlier one is applied
+        too: one round trip per call, not per message. A bare flush would only show
+        that the server read the acks, not that the consumer applied them.
+        """
+        if not deliveries:
+            return
         try:
-            for d in deliveries:
+            for d in deliveries[:-1]:
                 await d._msg.ack()
-            await self.nc.flush(timeout=int(timeout_secs or self.request_timeout_secs) or 1)
+            await deliveries[-1]._msg.ack_sync(timeout=timeout_secs or self.request_timeout_secs)
         except nats.errors.MsgAlreadyAckdError:
             return
         except (TimeoutError, nats.errors.Error) as exc:
