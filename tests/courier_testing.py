@@ -87,25 +87,15 @@ class Pipeline:
     def reader(self) -> BucketReader:
         return BucketReader(self.settings.data_dir, self.settings.bucket_width_secs)
 
-    async def publish(
-        self,
-        event_type: str,
-        payloads: list[dict[str, Any]],
-        ids: list[str],
-        received_at: dt.datetime | None = None,
-    ) -> int:
-        """Publish one message holding these events, as the gateway would; returns its seq.
-
-        `received_at` is the gateway's receive time, which places the events in a bucket;
-        a test that needs to know the bucket passes it rather than reading the clock after
-        the publish (a 2 s bucket can end during a slow fsync)."""
+    async def publish(self, event_type: str, payloads: list[dict[str, Any]], ids: list[str]) -> int:
+        """Publish one message holding these events, as the gateway would; returns its seq."""
         ct = self.compiled[event_type]
         dec = msgspec.json.Decoder(ct.event_struct)
         events = [
             dec.decode(msgspec.json.encode({"type": event_type, "id": i, "data": p}))
             for i, p in zip(ids, payloads, strict=True)
         ]
-        body = ct.encode_stored(events, ids, None, received_at or dt.datetime.now(dt.UTC))
+        body = ct.encode_stored(events, ids, None, dt.datetime.now(dt.UTC))
         self._msg += 1
         res = await self.transport.publish_events(
             event_type,

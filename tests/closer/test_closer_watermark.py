@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 
 from courier.model import bucket_start
@@ -51,13 +50,13 @@ async def test_events_land_exactly_once_in_their_bucket(pipeline):
 
 async def test_an_unacked_message_holds_its_bucket_open_while_other_types_keep_closing(pipeline):
     width = pipeline.settings.bucket_width_secs
-    received = dt.datetime.now(dt.UTC)
-    await pipeline.publish("PlaySong", _payloads(1), ["held"], received)
-    held_bucket = bucket_start(received.timestamp(), width)
+    await pipeline.publish("PlaySong", _payloads(1), ["held"])
     # A consumer that takes the message and never acks it (a stalled writer).
     consumer = await pipeline.transport.pull_consumer("PlaySong", WRITER_CONSUMER)
     got = await consumer.fetch(1, 2.0)
     assert len(got) == 1
+    # The store time picks the bucket; a clock read after the publish can be a bucket later.
+    held_bucket = bucket_start(got[0].published_at, width)
     await pipeline.start_closer()
     # Meanwhile Search, with nothing unacked, keeps closing buckets after the held one.
     await pipeline.wait_until(

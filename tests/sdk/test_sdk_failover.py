@@ -118,12 +118,12 @@ def test_when_every_gateway_fails_it_backs_off_per_round_and_delivers_once_one_r
 def test_after_failback_secs_the_next_batch_tries_the_first_gateway_again(gateways):
     a, b = gateways
     a.status = 503
-    client = _client(a, b, failback_secs=0.3)
+    client = _client(a, b, failback_secs=1.5)  # room for two requests on a busy machine
     client.deliver(_events("e1"))
     assert client.gateway_url == b.url
     a.status = 200
     client.deliver(_events("e2"))  # too early: stays on b
-    time.sleep(0.4)
+    time.sleep(1.6)
     client.deliver(_events("e3"))
     assert (a.ids, b.ids) == (["e3"], ["e1", "e2"])
     assert client.gateway_url == a.url

@@ -334,6 +334,13 @@ class Transport:
             ) from exc
         return PullConsumer(self, event_type, sub)
 
+    async def flush(self) -> None:
+        """Send everything buffered (in-progress signals, acks) to the server now."""
+        try:
+            await self.nc.flush(timeout=int(self.request_timeout_secs) or 1)
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise TransportError(f"flushing to NATS failed ({exc})") from exc
+
     async def ack(
         self, deliveries: Sequence[Delivery], *, timeout_secs: float | None = None
     ) -> None:

@@ -454,4 +454,4 @@ class Writer:
                 buf.last_progress = now
                 touched = True
         if touched:
-            await self.transport.ack([])
+            await self.transport.flush()
