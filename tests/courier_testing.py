@@ -19,6 +19,7 @@ import httpx
 import msgspec
 
 from courier.closer import Catalog, Closer
+from courier.model import bucket_start
 from courier.schema import CompiledType, Registry, TypeDefinition, load_definitions
 from courier.settings import Settings, load_settings, settings_env
 from courier.storage import BucketReader
@@ -28,6 +29,7 @@ from courier.transport import (
     Transport,
     provision_base,
     provision_type,
+    stream_name,
 )
 from courier.writer import Writer
 
@@ -105,6 +107,14 @@ class Pipeline:
             timeout_secs=5,
         )
         return res.seq
+
+    async def bucket_of(self, event_type: str, seq: int) -> int:
+        """The bucket a stored message belongs to: its store time picks it (DESIGN §3).
+
+        A clock read after the publish can be one bucket later on a busy machine."""
+        raw = await self.transport.js.get_msg(stream_name(event_type), seq=seq)
+        assert raw.time is not None
+        return bucket_start(raw.time.timestamp(), self.settings.bucket_width_secs)
 
     def start_writer(self) -> Writer:
         w = Writer(self.settings, self.transport, self.registry)

@@ -62,8 +62,8 @@ async def audited(make_settings):
 
 async def _post_in_one_bucket(p, client, batches) -> tuple[int, int]:
     width = p.settings.bucket_width_secs
-    while time.time() % width > width - 0.6:
-        await asyncio.sleep(0.1)
+    while time.time() % width > width / 4:  # from a bucket's first quarter: room on a busy machine
+        await asyncio.sleep(0.05)
     start = bucket_start(time.time(), width)
     for b in batches:
         r = await client.post("/v1/events", json=b)

@@ -18,7 +18,7 @@ from audit_testing import (
 
 from courier.audit import AuditStore, recount
 from courier.audit.store import StreamCounts
-from courier.model import BucketKey, bucket_start
+from courier.model import BucketKey
 from courier.transport import AUDIT_KV, stream_name
 from courier_testing import eventually
 
@@ -44,10 +44,10 @@ async def _publish_in_one_bucket(p, batches: list[list[str]]) -> tuple[int, list
     # fsync'd publishes, which holds on a busy machine.
     while time.time() % width > width / 4:
         await _sleep(0.05)
-    start = bucket_start(time.time(), width)
     seqs = [await p.publish("PlaySong", _payloads(len(ids)), ids) for ids in batches]
-    assert bucket_start(time.time(), width) == start
-    return start, seqs
+    buckets = {await p.bucket_of("PlaySong", seq) for seq in seqs}
+    assert len(buckets) == 1, f"the messages were stored across a bucket boundary: {buckets}"
+    return buckets.pop(), seqs
 
 
 async def _sleep(secs: float) -> None:
