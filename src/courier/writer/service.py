@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from courier.errors import CourierError, StorageError, TransportError
 from courier.model import BucketKey, bucket_start
-from courier.pertype import PerTypeTasks
+from courier.pertype import PerTypeTasks, cancel_and_wait
 from courier.schema import CompiledType, Registry
 from courier.schema.stored import (
     EVENTS_HEADER,
@@ -171,8 +171,7 @@ class Writer:
                     await asyncio.wait_for(stop.wait(), self.cfg.registry_refresh_secs)
         finally:
             await self._tasks.stop()
-            maintenance.cancel()
-            await asyncio.gather(maintenance, return_exceptions=True)
+            await cancel_and_wait([maintenance])
             await self.flush_all()
             log.info("writer %s stopped", self.writer_id)
 

@@ -1,0 +1,37 @@
+"""Stopping per-type tasks ends them even when a cancellation is lost on the way."""
+
+from __future__ import annotations
+
+import asyncio
+
+from courier.pertype import cancel_and_wait
+
+
+async def test_a_task_that_swallows_its_first_cancellation_is_cancelled_again():
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1  # as asyncio.wait_for on 3.11 can: the loop runs on
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait([task], every_secs=0.05), 10)
+    assert task.cancelled() and swallowed == 1
+
+
+async def test_tasks_that_ended_or_failed_are_waited_for_without_raising():
+    async def fails() -> None:
+        raise RuntimeError("boom")
+
+    done = asyncio.create_task(asyncio.sleep(0))
+    failed = asyncio.create_task(fails())
+    await asyncio.sleep(0.01)
+    await cancel_and_wait([done, failed])
+    assert done.done() and isinstance(failed.exception(), RuntimeError)
