@@ -1,6 +1,7 @@
 """``python -m bench.faults SCENARIO... [--duration S] [--quick] [--repeat N] [--burners K]``.
 
-Runs fault scenarios. ``--repeat N`` runs each scenario N times in a row;
+Runs fault scenarios (``dc-*``: several DCs, see :mod:`bench.faults.dcscenarios`;
+``dc-all`` runs those four). ``--repeat N`` runs each scenario N times in a row;
 ``--burners K`` runs K CPU burners (busy-looping processes, one per core is the
 useful load: ``--burners 2`` here) beside them for the whole run, so a timing
 assumption that only holds on an idle machine shows up. The loop the dedup-horizon
@@ -23,11 +24,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.faults.dcscenarios import DC_SCENARIOS, run_dc_scenario
 from bench.faults.runner import run_scenario
 from bench.faults.scenarios import SCENARIOS, Options
 
 COLUMNS = (
-    ("scenario", 15),
+    ("scenario", 16),
     ("ok", 5),
     ("acked", 8),
     ("delivered", 9),
@@ -94,7 +96,13 @@ def repeat_summary(rows: list[dict[str, object]]) -> list[dict[str, object]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__)
-    p.add_argument("scenarios", nargs="+", choices=[*SCENARIOS, "all"], metavar="SCENARIO")
+    p.add_argument(
+        "scenarios",
+        nargs="+",
+        choices=[*SCENARIOS, *DC_SCENARIOS, "all", "dc-all"],
+        metavar="SCENARIO",
+        help="a scenario, 'all' (one DC) or 'dc-all' (the several-DC ones)",
+    )
     p.add_argument("--duration", type=float, help="seconds of load per scenario (default 45)")
     p.add_argument("--quick", action="store_true", help="a few seconds each, fewer faults")
     p.add_argument("--rate", type=float, default=5000.0, help="events/s offered (open loop)")
@@ -111,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     # A SIGTERM unwinds like Ctrl-C: the harness stops its processes and unmounts its tmpfs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    names = list(SCENARIOS) if "all" in args.scenarios else list(dict.fromkeys(args.scenarios))
+    names = list(dict.fromkeys(args.scenarios))
+    names = [n for x in names for n in (SCENARIOS if x == "all" else [x])]
+    names = [n for x in names for n in (DC_SCENARIOS if x == "dc-all" else [x])]
     duration = args.duration or (6.0 if args.quick else 45.0)
     opts = Options(duration_secs=duration, quick=args.quick, rate_events_per_s=args.rate)
     rows = []
@@ -120,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             for run in range(1, args.repeat + 1):
                 label = f" run {run}/{args.repeat}" if args.repeat > 1 else ""
                 print(f"== {name}{label} ({duration:.0f}s of load)", file=sys.stderr, flush=True)
-                row = run_scenario(name, opts, workdir=args.workdir, keep=args.keep)
+                run_one = run_dc_scenario if name in DC_SCENARIOS else run_scenario
+                row = run_one(name, opts, workdir=args.workdir, keep=args.keep)
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 rows.append(row)
     print(table(rows))

@@ -71,11 +71,15 @@ class Child:
     exited_at: float | None = None
     #: Runs the component under this command (e.g. without permission override).
     argv_prefix: list[str] = field(default_factory=list)
+    #: The ``courier`` command line when it is not just ``name`` (``dc watch``, or two
+    #: gateways of different DCs).
+    args: tuple[str, ...] = ()
 
     def start(self, extra_env: dict[str, str] | None = None) -> None:
         env = {**self.env, **self.next_env, **(extra_env or {})}
         self.next_env = {}
-        argv = [*self.argv_prefix, sys.executable, "-m", "courier.cli.main", self.name]
+        command = self.args or (self.name,)
+        argv = [*self.argv_prefix, sys.executable, "-m", "courier.cli.main", *command]
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(
                 argv, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT
@@ -304,8 +308,10 @@ class Harness:
 
     # -- observing ----------------------------------------------------------------------
 
-    def probe(self, timeout_secs: float) -> float | None:
-        """Post one event of each type until all are acked (ledgered); seconds taken or None."""
+    def probe(self, timeout_secs: float, url: str | None = None) -> float | None:
+        """Post one event of each type until all are acked (ledgered); seconds taken or None.
+
+        To ``url`` when given (a gateway of another DC), else to this harness's gateway."""
         started = time.monotonic()
         deadline = started + timeout_secs
         factory = BatchFactory(types=self.types, batch_events=1)
@@ -316,7 +322,7 @@ class Harness:
                 while True:
                     with contextlib.suppress(httpx.HTTPError):
                         r = httpx.post(
-                            f"{self.url}/v1/events",
+                            f"{url or self.url}/v1/events",
                             content=batch.body,
                             headers={"content-type": "application/json"},
                             timeout=10,

@@ -49,6 +49,9 @@ class LoadConfig:
     #: Probability that an acked batch is posted again (same ids): a retried request.
     duplicate_rate: float = 0.0
     ledger_dir: Path | None = None
+    #: Prefix of this run's ledger writer names: two loads in one process (one per DC)
+    #: must not share a ledger file.
+    ledger_prefix: str = ""
     fsync_every_batch: bool = False
     #: Stop early after this many events were acked (smoke tests).
     max_events: int | None = None
@@ -137,7 +140,9 @@ class _Client:
         )
         self.ledger = (
             Ledger(
-                cfg.ledger_dir, f"{os.getpid()}-{index}", fsync_every_batch=cfg.fsync_every_batch
+                cfg.ledger_dir,
+                f"{cfg.ledger_prefix}{os.getpid()}-{index}",
+                fsync_every_batch=cfg.fsync_every_batch,
             )
             if cfg.ledger_dir is not None
             else None

@@ -327,6 +327,9 @@ class DcSettings(_Section):
     nudge_interval_secs: float = Field(default=10.0, gt=0)
     #: How far back progress looks for a DC's newest sourced message.
     progress_scan_max_messages: int = Field(default=1_000_000, gt=0)
+    #: The auditor alerts when a DC's events reach the delivery region later than this
+    #: (the oldest one not transferred yet, or the transfer time of the newest one).
+    max_transfer_delay_secs: float = Field(default=600.0, gt=0)
 
     @field_validator("domains")
     @classmethod

@@ -416,14 +416,21 @@ class Transport:
         return StoredMessage(raw.seq, published, dict(raw.headers or {}), raw.data or b"")
 
     async def scan(
-        self, event_type: str, first_seq: int, last_seq: int, *, batch_messages: int = 1000
+        self,
+        event_type: str,
+        first_seq: int,
+        last_seq: int,
+        *,
+        batch_messages: int = 1000,
+        headers_only: bool = False,
     ) -> AsyncGenerator[StoredMessage, None]:
         """The retained messages of a type with ``first_seq <= seq <= last_seq``, in order.
 
         Reads through a short-lived consumer of its own (ephemeral, in memory, no
         acks), so no other consumer is moved, and it streams: one request per
         ``batch_messages`` messages, not per message. Deleted and expired messages
-        are skipped. The consumer is deleted when the iteration ends (close the
+        are skipped. ``headers_only`` leaves the bodies on the server (``data`` is
+        empty). The consumer is deleted when the iteration ends (close the
         iterator, e.g. ``contextlib.aclosing``, when stopping early); if this
         process dies, the server drops it after 30 s of inactivity. Meant for
         recounts and repairs, not for the data path.
@@ -440,6 +447,7 @@ class Transport:
             inactive_threshold=30.0,
             mem_storage=True,
             num_replicas=1,
+            headers_only=headers_only or None,
         )
         try:
             sub = await self.js.pull_subscribe(subject, stream=stream, config=config)

@@ -1,0 +1,391 @@
+"""Exact completeness per DC: every DC sequence reaches the delivery region exactly once.
+
+With several DCs (DESIGN §13) the delivery region's stream of a type sources the
+stream of the same name in each DC, and every sourced message carries
+``Nats-Stream-Source: <stream>:<hash of the DC> <DC seq> …``. Counts alone cannot
+tell a lost message from a doubled one that makes up for it, so the check is by
+sequence, per (type, DC):
+
+1. read the delivery region's stream (headers only) from the sequence after the
+   last one read, and file each message under its DC by the source header
+   (:class:`SourceTally`): a DC sequence above the highest seen opens a gap for
+   the ones skipped, one inside a gap closes that part of it, any other one at or
+   below the highest seen is a **repeat**;
+2. the gaps still open are **missing** sequences. The tally expects the DC's
+   sequence 1 first when the delivery region's stream has never dropped a
+   message (its first sequence is 1); otherwise it starts at the first it sees;
+3. against the DC stream's last sequence (asked over the leaf link, or directly
+   through ``dc.nats_urls``): messages behind, the age of the DC's oldest message
+   not yet stored here, and the transfer delay of the newest one stored (its
+   store time here minus its store time in the DC). The source's own ``lag``
+   is not used (stale while a link is down).
+
+:class:`DcAuditor` keeps the tallies between checks (the auditor service reads only
+new messages each time; after a restart it reads the retained stream once) and
+raises the alerts: a metric and one log line when a DC starts breaching
+``dc.max_transfer_delay_secs``, when it becomes unreachable, and for every new
+missing or repeated sequence. :func:`audit_dc_sources` does one full pass for
+``courier audit``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import nats.errors
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from courier.errors import CourierError
+from courier.settings import Settings
+from courier.transport import Transport
+from courier.transport.names import stream_name
+from courier.transport.sources import (
+    SOURCE_HEADER,
+    DcProgress,
+    dc_progress,
+    parse_source_header,
+    source_key,
+)
+
+log = logging.getLogger("courier.audit.dc")
+
+#: Missing ranges and repeated sequences kept as examples per (type, DC).
+_SAMPLES = 10
+
+
+@dataclass
+class SourceTally:
+    """The DC sequences the delivery region holds from one DC, added in stream order."""
+
+    #: The first DC sequence that must be present (None: whichever comes first).
+    expect_from: int | None = None
+    #: Highest DC sequence seen + 1 (0: none yet).
+    next_seq: int = 0
+    #: Sequences below ``next_seq`` not seen: inclusive ``[first, last]`` ranges.
+    gaps: list[list[int]] = field(default_factory=list)
+    stored: int = 0
+    repeated: int = 0
+    repeated_sample: list[int] = field(default_factory=list)
+    #: Delivery-region store time of the highest sequence (epoch secs).
+    newest_at: float | None = None
+
+    @property
+    def highest_seq(self) -> int:
+        return max(0, self.next_seq - 1)
+
+    @property
+    def missing(self) -> int:
+        return sum(hi - lo + 1 for lo, hi in self.gaps)
+
+    def add(self, seq: int, stored_at: float) -> None:
+        self.stored += 1
+        if self.next_seq == 0:
+            start = seq if self.expect_from is None else min(self.expect_from, seq)
+            if seq > start:
+                self.gaps.append([start, seq - 1])
+            self.next_seq = seq + 1
+            self.newest_at = stored_at
+            return
+        if seq >= self.next_seq:
+            if seq > self.next_seq:
+                self.gaps.append([self.next_seq, seq - 1])
+            self.next_seq = seq + 1
+            self.newest_at = stored_at
+            return
+        for i, (lo, hi) in enumerate(self.gaps):
+            if lo <= seq <= hi:  # late, out of order: fills its place in a gap
+                parts = [[lo, seq - 1]] if seq > lo else []
+                parts += [[seq + 1, hi]] if seq < hi else []
+                self.gaps[i : i + 1] = parts
+                return
+        self.repeated += 1
+        if len(self.repeated_sample) < _SAMPLES:
+            self.repeated_sample.append(seq)
+
+
+@dataclass
+class _TypeState:
+    """What has been read of one type's delivery-region stream."""
+
+    read_to: int = 0
+    tallies: dict[str, SourceTally] = field(default_factory=dict)
+    #: Messages that carry no source header of a configured DC (e.g. from before [dc]).
+    unsourced: int = 0
+
+
+@dataclass(frozen=True)
+class DcAudit:
+    """Exact completeness and delay of one DC's stream of one type, as stored centrally."""
+
+    event_type: str
+    domain: str
+    #: Messages from this DC in the delivery region's stream (repeats included).
+    stored: int
+    highest_seq: int
+    missing: int
+    missing_ranges: list[list[int]]
+    repeated: int
+    repeated_sample: list[int]
+    #: The DC stream's last sequence; None when the DC did not answer.
+    dc_last_seq: int | None
+    behind_messages: int | None
+    #: Age of the DC's oldest message not stored here yet (0 when none is behind).
+    behind_secs: float | None
+    #: Delivery-region time minus DC time of the newest message stored here.
+    last_transfer_secs: float | None
+    max_transfer_delay_secs: float
+
+    @property
+    def reachable(self) -> bool:
+        return self.dc_last_seq is not None
+
+    @property
+    def delay_secs(self) -> float | None:
+        """How late this DC's events are: the older of what waits and what last came."""
+        known = [v for v in (self.behind_secs, self.last_transfer_secs) if v is not None]
+        return max(known) if known else None
+
+    @property
+    def delay_breached(self) -> bool:
+        return self.delay_secs is not None and self.delay_secs > self.max_transfer_delay_secs
+
+    @property
+    def exact(self) -> bool:
+        return self.missing == 0 and self.repeated == 0
+
+    @property
+    def ok(self) -> bool:
+        return self.exact and self.reachable and not self.delay_breached
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc.update(delay_secs=self.delay_secs, delay_breached=self.delay_breached, ok=self.ok)
+        return doc
+
+
+async def _read_new(transport: Transport, settings: Settings, t: str, state: _TypeState) -> None:
+    """Step 1: file the messages after ``state.read_to`` under their DC."""
+    first, last = await transport.stream_bounds(t)
+    if last == 0:
+        return
+    if state.read_to + 1 < first:  # expired before it was read: start again from here
+        state.tallies.clear()
+        state.read_to = first - 1
+    if not state.tallies:
+        expect = 1 if first <= 1 else None
+        state.tallies = {d: SourceTally(expect_from=expect) for d in settings.dc.domains}
+    by_key = {source_key(t, d): d for d in settings.dc.domains}
+    if last <= state.read_to:
+        return
+    async for m in transport.scan(t, state.read_to + 1, last, headers_only=True):
+        parsed = parse_source_header(m.headers.get(SOURCE_HEADER, ""))
+        domain = by_key.get(parsed[0]) if parsed is not None else None
+        if parsed is None or domain is None:
+            state.unsourced += 1
+        else:
+            state.tallies[domain].add(parsed[1], m.published_at)
+        state.read_to = m.seq
+    state.read_to = max(state.read_to, last)
+
+
+async def _dc_stored_at(
+    transport: Transport, settings: Settings, t: str, domain: str, seq: int, direct: Any
+) -> float | None:
+    """When the DC stored its message ``seq`` (over the link, else directly)."""
+    timeout = min(2.0, transport.request_timeout_secs)
+    tries = [transport.nc.jetstream(domain=domain, timeout=timeout)]
+    if direct and domain in direct:
+        tries.append(direct[domain].nc.jetstream(timeout=timeout))
+    for js in tries:
+        try:
+            raw = await js.get_msg(stream_name(t), seq=seq)
+        except (nats.errors.Error, TimeoutError):
+            continue
+        return raw.time.timestamp() if raw.time is not None else None
+    return None
+
+
+async def _audit_type(
+    transport: Transport,
+    settings: Settings,
+    t: str,
+    state: _TypeState,
+    direct: dict[str, Transport] | None,
+) -> list[DcAudit]:
+    await _read_new(transport, settings, t, state)  # steps 1-2
+    progress: dict[str, DcProgress] = {
+        p.domain: p for p in await dc_progress(transport, settings, t, direct=direct)
+    }  # step 3
+    out = []
+    for d in settings.dc.domains:
+        tally = state.tallies.get(d) or SourceTally()
+        p = progress[d]
+        behind = None if p.dc_last_seq is None else max(0, p.dc_last_seq - tally.highest_seq)
+        transfer = None
+        if tally.highest_seq and tally.newest_at is not None:
+            dc_at = await _dc_stored_at(transport, settings, t, d, tally.highest_seq, direct)
+            transfer = None if dc_at is None else max(0.0, tally.newest_at - dc_at)
+        out.append(
+            DcAudit(
+                event_type=t,
+                domain=d,
+                stored=tally.stored,
+                highest_seq=tally.highest_seq,
+                missing=tally.missing,
+                missing_ranges=[list(g) for g in tally.gaps[:_SAMPLES]],
+                repeated=tally.repeated,
+                repeated_sample=list(tally.repeated_sample),
+                dc_last_seq=p.dc_last_seq,
+                behind_messages=behind,
+                behind_secs=p.behind_secs if behind else (0.0 if behind == 0 else None),
+                last_transfer_secs=transfer,
+                max_transfer_delay_secs=settings.dc.max_transfer_delay_secs,
+            )
+        )
+    return out
+
+
+async def audit_dc_sources(
+    transport: Transport,
+    settings: Settings,
+    event_type: str,
+    *,
+    direct: dict[str, Transport] | None = None,
+) -> list[DcAudit]:
+    """One full pass over the type's retained stream: per DC, exact completeness and delay.
+
+    ``direct`` maps a domain to a connection to that DC's own server, asked when the
+    DC does not answer over the leaf link.
+    """
+    return await _audit_type(transport, settings, event_type, _TypeState(), direct)
+
+
+#: The bench's name for it: exactly-once per DC sequence.
+source_completeness = audit_dc_sources
+
+
+class DcAuditMetrics:
+    """The auditor's per-DC telemetry, in the auditor's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["type", "dc"]
+        self.behind_messages = Gauge(
+            "courier_audit_dc_behind_messages",
+            "Messages of the DC's stream the delivery region has not stored yet",
+            labels,
+            registry=registry,
+        )
+        self.transfer_delay = Gauge(
+            "courier_audit_dc_transfer_delay_seconds",
+            "How late the DC's events reach the delivery region: the age of the oldest one "
+            "not stored yet, or the transfer time of the newest one stored",
+            labels,
+            registry=registry,
+        )
+        self.missing = Gauge(
+            "courier_audit_dc_missing_sequences",
+            "DC sequences the delivery region skipped (gaps below the highest it holds)",
+            labels,
+            registry=registry,
+        )
+        self.repeated = Gauge(
+            "courier_audit_dc_repeated_sequences",
+            "DC sequences the delivery region stored more than once",
+            labels,
+            registry=registry,
+        )
+        self.reachable = Gauge(
+            "courier_audit_dc_reachable",
+            "1 when the DC's stream answered the last check, else 0",
+            labels,
+            registry=registry,
+        )
+        self.delay_breaches = Counter(
+            "courier_audit_dc_delay_breaches_total",
+            "Times a DC started breaching dc.max_transfer_delay_secs (or became unreachable)",
+            labels,
+            registry=registry,
+        )
+
+
+class DcAuditor:
+    """The auditor's per-DC checks; call :meth:`check` from each audit check."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport,
+        registry: CollectorRegistry,
+        *,
+        direct: dict[str, Transport] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.direct = direct
+        self.metrics = DcAuditMetrics(registry)
+        self._states: dict[str, _TypeState] = {}
+        #: (type, DC) currently in breach, so each breach is alerted once.
+        self._breaching: set[tuple[str, str]] = set()
+        self._reported: dict[tuple[str, str], tuple[int, int]] = {}
+
+    async def check(self, event_types: Sequence[str]) -> list[DcAudit]:
+        """Read what is new, update the metrics, alert on new breaches; the rows."""
+        rows: list[DcAudit] = []
+        for t in event_types:
+            state = self._states.setdefault(t, _TypeState())
+            try:
+                rows += await _audit_type(self.transport, self.settings, t, state, self.direct)
+            except CourierError as exc:
+                log.warning("per-DC audit of %s failed (%s); retrying next check", t, exc)
+        for r in rows:
+            self._publish(r)
+        return rows
+
+    def _publish(self, r: DcAudit) -> None:
+        m, key = self.metrics, (r.event_type, r.domain)
+        labels = m.behind_messages.labels(*key), m.transfer_delay.labels(*key)
+        if r.behind_messages is not None:
+            labels[0].set(r.behind_messages)
+        if r.delay_secs is not None:
+            labels[1].set(r.delay_secs)
+        m.missing.labels(*key).set(r.missing)
+        m.repeated.labels(*key).set(r.repeated)
+        m.reachable.labels(*key).set(1 if r.reachable else 0)
+        breach = r.delay_breached or not r.reachable
+        if breach and key not in self._breaching:
+            self._breaching.add(key)
+            m.delay_breaches.labels(*key).inc()
+            if r.reachable:
+                log.warning(
+                    "DC transfer delay breach: %s from %s is %.1fs late (limit %.0fs), "
+                    "%s messages behind",
+                    r.event_type,
+                    r.domain,
+                    r.delay_secs,
+                    r.max_transfer_delay_secs,
+                    r.behind_messages,
+                )
+            else:
+                log.warning(
+                    "DC unreachable: %s's stream of %s does not answer; its delay is unknown",
+                    r.domain,
+                    r.event_type,
+                )
+        elif not breach and key in self._breaching:
+            self._breaching.discard(key)
+            log.info("%s from %s is within its transfer delay again", r.event_type, r.domain)
+        seen = (r.missing, r.repeated)
+        if seen != self._reported.get(key, (0, 0)) and (r.missing or r.repeated):
+            log.error(
+                "DC sequence mismatch: %s from %s: %d missing (%s), %d repeated (%s)",
+                r.event_type,
+                r.domain,
+                r.missing,
+                r.missing_ranges,
+                r.repeated,
+                r.repeated_sample,
+            )
+        self._reported[key] = seen
