@@ -38,6 +38,7 @@ from collections.abc import Sequence
 
 import zstandard
 
+from courier.audit.dc import DcAuditor
 from courier.audit.metrics import AuditorMetrics
 from courier.audit.report import BucketAudit, DeliveredScanner, build_report, gather_types
 from courier.audit.store import AuditStore, StreamCounts
@@ -142,6 +143,10 @@ class Auditor:
         self._tasks = PerTypeTasks(settings, transport, self._count, label="auditing", log=log)
         #: (type, bucket, kind) already reported, so each breach is logged once.
         self._reported: set[tuple[str, int, str]] = set()
+        #: Several DCs: exact completeness and transfer delay per DC (``audit/dc.py``).
+        self.dcs = (
+            DcAuditor(settings, transport, self.metrics.registry) if settings.dc.domains else None
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("auditor starting")
@@ -156,6 +161,8 @@ class Auditor:
                     await asyncio.wait_for(stop.wait(), self.cfg.check_interval_secs)
         finally:
             await self._tasks.stop()
+            if self.dcs is not None:
+                await self.dcs.close()
             log.info("auditor stopped")
 
     async def _refresh_types(self) -> None:
@@ -266,6 +273,8 @@ class Auditor:
     async def check(self) -> list[BucketAudit]:
         """Reconcile each type's recent buckets; raise metrics and log new breaches."""
         views = await gather_types(self.settings, self.transport, self.registry, self.store)
+        if self.dcs is not None:
+            await self.dcs.check([v.name for v in views])
         now = time.time()
         window = self.cfg.check_buckets * self.width
         report = await asyncio.to_thread(

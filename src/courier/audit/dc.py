@@ -31,7 +31,7 @@ missing or repeated sequence. :func:`audit_dc_sources` does one full pass for
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from courier.errors import CourierError
 from courier.settings import Settings
-from courier.transport import Transport
+from courier.transport import MessageLike, Transport
 from courier.transport.names import stream_name
 from courier.transport.sources import (
     SOURCE_HEADER,
@@ -181,14 +181,25 @@ async def _read_new(transport: Transport, settings: Settings, t: str, state: _Ty
     if last <= state.read_to:
         return
     async for m in transport.scan(t, state.read_to + 1, last, headers_only=True):
+        state.unsourced += file_messages(state.tallies, by_key, [m])
+        state.read_to = m.seq
+    state.read_to = max(state.read_to, last)
+
+
+def file_messages(
+    tallies: dict[str, SourceTally], by_key: dict[str, str], messages: Iterable[MessageLike]
+) -> int:
+    """Add each message's DC sequence to its DC's tally (``by_key``: source key -> DC);
+    returns how many carry no source header of a configured DC."""
+    unsourced = 0
+    for m in messages:
         parsed = parse_source_header(m.headers.get(SOURCE_HEADER, ""))
         domain = by_key.get(parsed[0]) if parsed is not None else None
         if parsed is None or domain is None:
-            state.unsourced += 1
+            unsourced += 1
         else:
-            state.tallies[domain].add(parsed[1], m.published_at)
-        state.read_to = m.seq
-    state.read_to = max(state.read_to, last)
+            tallies[domain].add(parsed[1], m.published_at)
+    return unsourced
 
 
 async def _dc_stored_at(
@@ -311,20 +322,43 @@ class DcAuditMetrics:
         )
 
 
+async def connect_direct(settings: Settings) -> dict[str, Transport]:
+    """Connections to the DCs' own servers (``dc.nats_urls``) that answer now."""
+    out = {}
+    for domain, url in settings.dc.nats_urls.items():
+        try:
+            out[domain] = await Transport.connect(url, name="courier-audit-dc")
+        except CourierError as exc:
+            log.warning("cannot reach %s directly at %s (%s)", domain, url, exc)
+    return out
+
+
+async def audit_dcs(
+    settings: Settings, transport: Transport, event_types: Sequence[str]
+) -> list[DcAudit]:
+    """:func:`audit_dc_sources` of every type, asking a DC directly when its link is down."""
+    direct = await connect_direct(settings)
+    try:
+        return [
+            row
+            for t in event_types
+            for row in await audit_dc_sources(transport, settings, t, direct=direct)
+        ]
+    finally:
+        for conn in direct.values():
+            await conn.close()
+
+
 class DcAuditor:
-    """The auditor's per-DC checks; call :meth:`check` from each audit check."""
+    """The auditor's per-DC checks; call :meth:`check` from each audit check and
+    :meth:`close` at the end."""
 
     def __init__(
-        self,
-        settings: Settings,
-        transport: Transport,
-        registry: CollectorRegistry,
-        *,
-        direct: dict[str, Transport] | None = None,
+        self, settings: Settings, transport: Transport, registry: CollectorRegistry
     ) -> None:
         self.settings = settings
         self.transport = transport
-        self.direct = direct
+        self.direct: dict[str, Transport] | None = None
         self.metrics = DcAuditMetrics(registry)
         self._states: dict[str, _TypeState] = {}
         #: (type, DC) currently in breach, so each breach is alerted once.
@@ -333,6 +367,8 @@ class DcAuditor:
 
     async def check(self, event_types: Sequence[str]) -> list[DcAudit]:
         """Read what is new, update the metrics, alert on new breaches; the rows."""
+        if self.direct is None:
+            self.direct = await connect_direct(self.settings)
         rows: list[DcAudit] = []
         for t in event_types:
             state = self._states.setdefault(t, _TypeState())
@@ -343,6 +379,11 @@ class DcAuditor:
         for r in rows:
             self._publish(r)
         return rows
+
+    async def close(self) -> None:
+        for conn in (self.direct or {}).values():
+            await conn.close()
+        self.direct = None
 
     def _publish(self, r: DcAudit) -> None:
         m, key = self.metrics, (r.event_type, r.domain)

@@ -19,6 +19,7 @@ from courier.audit import (
     gather_types,
     recount,
 )
+from courier.audit.dc import DcAudit, audit_dcs
 from courier.cli.params import parse_when
 from courier.runtime import Connected, connect_service, run_component
 from courier.settings import Settings
@@ -57,6 +58,18 @@ async def audit_report(
     return build_report(
         views, DeliveredScanner(layout), settings, start=start, end=end, limit=limit, tables=tables
     )
+
+
+async def dc_audit(settings: Settings, event_type: str | None) -> list[DcAudit]:
+    """Per type and DC: exact completeness and delay (several DCs only)."""
+    conn = await connect_service(settings, "courier-audit", wait_secs=WAIT_FOR_NATS_SECS)
+    try:
+        names = sorted(await conn.registry.compiled())
+        if event_type is not None:
+            names = [n for n in names if n == event_type]
+        return await audit_dcs(settings, conn.transport, names)
+    finally:
+        await conn.transport.close()
 
 
 async def _recount(settings: Settings, event_type: str) -> tuple[int, int]:
@@ -117,11 +130,16 @@ def audit(
             limit=limit,
         )
     )
+    dcs = asyncio.run(dc_audit(s, event_type)) if s.dc.domains else []
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        doc = report.to_json()
+        if s.dc.domains:
+            doc["dcs"] = [d.to_json() for d in dcs]
+        click.echo(json.dumps(doc, indent=2))
     else:
         _print(report)
-    sys.exit(1 if report.failed else 0)
+        _print_dcs(dcs)
+    sys.exit(1 if report.failed or not all(d.ok for d in dcs) else 0)
 
 
 def _fmt(v: object) -> str:
@@ -156,3 +174,28 @@ def _print(report: Report) -> None:
         keys = ", ".join(f"{b.event_type} {b.bucket_start_iso}" for b in behind[:10])
         more = f" (+{len(behind) - 10} more)" if len(behind) > 10 else ""
         click.echo(f"closed but not yet in their Iceberg table: {len(behind)}: {keys}{more}")
+
+
+def _print_dcs(rows: list[DcAudit]) -> None:
+    """Per DC: is every DC sequence here exactly once, and how far behind is its source."""
+    if not rows:
+        return
+    click.echo(
+        f"{'type':16} {'dc':8} {'stored':>8} {'dc_last':>8} {'missing':>7} {'repeated':>8} "
+        f"{'behind':>7} {'behind_s':>8} {'transfer_s':>10} verdict"
+    )
+    for d in rows:
+        verdict = "ok" if d.ok else ("UNREACHABLE" if not d.reachable else "")
+        if d.reachable and not d.exact:
+            verdict = "MISMATCH"
+        elif d.reachable and d.delay_breached:
+            verdict = f"LATE (> {d.max_transfer_delay_secs:g}s)"
+        click.echo(
+            f"{d.event_type:16} {d.domain:8} {d.stored:>8} {_fmt(d.dc_last_seq):>8} "
+            f"{d.missing:>7} {d.repeated:>8} {_fmt(d.behind_messages):>7} "
+            f"{_fmt(d.behind_secs):>8} {_fmt(d.last_transfer_secs):>10} {verdict}"
+        )
+        if d.missing_ranges:
+            click.echo(f"    missing DC sequences: {d.missing_ranges}")
+        if d.repeated_sample:
+            click.echo(f"    repeated DC sequences: {d.repeated_sample}")
