@@ -13,7 +13,7 @@ from bench.topology import CENTRAL, Topology
 
 from courier.errors import ProvisioningError
 from courier.settings import Settings, load_settings
-from courier.transport import Transport, provision_type, verify_type
+from courier.transport import Transport, provision_type, stream_name, verify_type
 from courier.transport.sources import (
     SOURCE_HEADER,
     SourceNudger,
@@ -215,3 +215,37 @@ async def test_a_nudge_of_the_only_source_keeps_the_stream_subjectless_and_exact
     finally:
         await dc.close()
         await central.close()
+
+
+async def test_a_source_lost_between_the_two_updates_of_a_nudge_is_restored_exactly(
+    linked: tuple[Topology, Settings, dict[str, Transport]],
+) -> None:
+    _, settings, conns = linked
+    central = conns[CENTRAL]
+    await publish(conns["dcA"], 20, "a1")
+    await publish(conns["dcB"], 20, "b1")
+
+    async def holds(n: int) -> bool:
+        return (await central.stream_bounds(TYPE))[1] >= n
+
+    await until(lambda: holds(40), "the first 40")
+    # A re-add removes the source, then adds it back: central (or the nudger) dying in
+    # between leaves the stream without it, and nothing else would ever add it again.
+    live = (await central.js.stream_info(stream_name(TYPE))).config
+    kept = [s for s in live.sources or () if s.external and "dcA" not in s.external.api]
+    await central.js.update_stream(live.evolve(sources=kept))
+    with pytest.raises(ProvisioningError, match="sources missing"):
+        await verify_type(central, settings, TYPE)
+    await publish(conns["dcA"], 10, "a2")
+
+    nudger = SourceNudger(central, settings)
+
+    async def all_there() -> bool:
+        await nudger.check([TYPE])
+        return await holds(50)
+
+    await until(all_there, "dcA's source restored and caught up")
+    await verify_type(central, settings, TYPE)
+    seen = await stored_sources(central)
+    assert max(seen.values()) == 1
+    assert sorted(s for k, s in seen if k == source_key(TYPE, "dcA")) == list(range(1, 31))

@@ -15,6 +15,8 @@ from courier.settings import Settings
 
 #: How often ``courier dc watch`` looks for stalled sources.
 WATCH_INTERVAL_SECS = 0.5
+#: Longest one check may take (a probe per DC and the type's stream info and updates).
+CHECK_DEADLINE_SECS = 30.0
 
 
 class SettingsSource(Protocol):
@@ -103,11 +105,15 @@ async def _watch(settings: Settings, stop: asyncio.Event) -> None:
         types_at = 0.0
         while not stop.is_set():
             try:
-                if time.monotonic() - types_at > 10:
-                    types, types_at = await _types(transport), time.monotonic()
-                await nudger.check(types)
-            except CourierError as exc:
-                click.echo(f"courier dc watch: {exc}; retrying", err=True)
+                # One deadline for the whole check: whatever a call does while central
+                # restarts, the loop comes back and checks again.
+                async with asyncio.timeout(CHECK_DEADLINE_SECS):
+                    if time.monotonic() - types_at > 10:
+                        types, types_at = await _types(transport), time.monotonic()
+                    await nudger.check(types)
+            except (CourierError, TimeoutError) as exc:
+                what = str(exc) or f"a check took longer than {CHECK_DEADLINE_SECS:g}s"
+                click.echo(f"courier dc watch: {what}; retrying", err=True)
             try:
                 await asyncio.wait_for(stop.wait(), WATCH_INTERVAL_SECS)
             except TimeoutError:

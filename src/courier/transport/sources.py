@@ -339,7 +339,8 @@ class SourceNudger:
     long as seen by this nudger. It is nudged only when its DC answers over the leaf
     link, and at most once per ``dc.nudge_interval_secs``. A needless nudge costs
     two stream updates and nothing else: the re-added source resumes from the
-    stream's own record of what it stored.
+    stream's own record of what it stored. A configured source missing from the
+    live stream (a crash between the two updates of a re-add) is restored.
     """
 
     def __init__(self, transport: Transport, settings: Settings) -> None:
@@ -365,6 +366,13 @@ class SourceNudger:
             try:
                 idle = await _source_idle_secs(self._transport, t)
             except TransportError:
+                continue
+            if any(dc_api_prefix(d) not in idle for d in dc.domains):
+                # A configured source is gone: a crash (of central, or of a nudger) between
+                # the two updates of a re-add. Restore it from the settings; it resumes
+                # from the stream's persisted source state, as after a nudge.
+                await provision_sources(self._transport, self._settings, t)
+                log.warning("restored the missing sources of %s from the settings", t)
                 continue
             now = time.monotonic()
             for d in dc.domains:
