@@ -5,7 +5,7 @@
     dcA: nats-server (domain dcA) + gateway ──leaf──▶ TcpProxy ──┐
     dcB: nats-server (domain dcB) + gateway ──leaf──▶ TcpProxy ──┤
                                                                  ▼
-    delivery region: nats-server (hub) + writer + closer + ``courier dc watch``
+    delivery region: nats-server (hub) + writer + closer + auditor + ``courier dc watch``
 
 The NATS servers come from :class:`bench.topology.Topology` (real nats-servers,
 ``sync_interval: always``, a cuttable link per DC). Each DC registers the
@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from bench._stack import schema_dir
 from bench.faults.harness import Child, Harness
 from bench.topology import CENTRAL, Topology
@@ -37,6 +39,8 @@ from courier.transport.sources import DcProgress, dc_progress
 DCS = ("dcA", "dcB")
 #: The central stream's duplicate window in these runs: far shorter than the cuts.
 DUPLICATE_WINDOW_SECS = 2
+#: The auditor's per-DC transfer delay limit in these runs: a cut breaches it.
+MAX_TRANSFER_DELAY_SECS = 2
 
 
 class DcHarness(Harness):
@@ -60,6 +64,7 @@ class DcHarness(Harness):
                 "COURIER_GATEWAY__PORT": str(port),
             }
         self.url = self.gateway_urls[DCS[0]]
+        self.auditor_metrics_port = free_port()
         self.env.update(
             {
                 "COURIER_NATS_URL": self.nats_url,
@@ -68,6 +73,9 @@ class DcHarness(Harness):
                     {dc: s.url for dc, s in self.topology.dcs.items()}
                 ),
                 "COURIER_NATS__DUPLICATE_WINDOW_SECS": str(duplicate_window_secs),
+                "COURIER_DC__MAX_TRANSFER_DELAY_SECS": str(MAX_TRANSFER_DELAY_SECS),
+                "COURIER_AUDIT__METRICS_PORT": str(self.auditor_metrics_port),
+                "COURIER_AUDIT__CHECK_INTERVAL_SECS": "1",
             }
         )
         self.settings: Settings = load_settings(
@@ -98,6 +106,7 @@ class DcHarness(Harness):
             ),
             Child("writer", self.env, self._log("writer")),
             Child("closer", self.env, self._log("closer")),
+            Child("auditor", self.env, self._log("auditor")),
             Child("dc-watch", self.env, self._log("dc-watch"), args=("dc", "watch")),
         ]
         for c in children:
@@ -130,6 +139,21 @@ class DcHarness(Harness):
             self.topology.stop()
 
     # -- observing ----------------------------------------------------------------------
+
+    def metric(self, component: str, name: str) -> float | None:
+        if component != "auditor":
+            return super().metric(component, name)
+        try:
+            text = httpx.get(
+                f"http://127.0.0.1:{self.auditor_metrics_port}/metrics", timeout=2
+            ).text
+        except httpx.HTTPError:
+            return None
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and line[len(name)] in " {"
+        )
 
     def probe_all(self, timeout_secs: float) -> float | None:
         """:meth:`probe` every DC's gateway; the slowest, or None if one never answered."""

@@ -76,6 +76,7 @@ def dc_link_cut(h: DcHarness, o: Options) -> Faults:
     acknowledging events during the cut. Recovery = restore until central holds every
     message dcA (and dcB) held at that moment."""
     f = Faults()
+    f.expect_dc_alert = True
     cut_secs = max(3.0 * h.duplicate_window_secs, 6.0 if o.quick else o.duration_secs / 3)
     cuts = 1 if o.quick else 2
     accepted_during_cut = []
@@ -337,6 +338,7 @@ def run_dc_scenario(
             all_closed = h.wait_all_closed(time.time(), CLOSE_TIMEOUT_SECS)
             drain = time.time() - last_ack
             exact = _exact_per_dc(h)
+            auditor = _auditor_view(h)
             skewed, dups_removed, dups_other_buckets = h.bucket_totals()
             nudges = _nudges(h)
         finally:
@@ -357,6 +359,12 @@ def run_dc_scenario(
         faults.problems.append("not every bucket closed in time")
     if client["rejected_events"]:
         faults.problems.append(f"{client['rejected_events']} valid events were rejected")
+    if auditor["missing"] or auditor["repeated"]:
+        faults.problems.append(f"the auditor reports DC sequences missing or repeated: {auditor}")
+    if auditor["behind"] is None or auditor["behind"] > 0:
+        faults.problems.append(f"the auditor never saw every DC caught up: {auditor}")
+    if faults.expect_dc_alert and not auditor["delay_breaches"]:
+        faults.problems.append("the auditor raised no DC transfer delay alert during the fault")
     for key, c in exact.items():
         if c["missing"] or c["repeated"]:
             faults.problems.append(f"{key}: DC sequences missing or repeated at central: {c}")
@@ -381,8 +389,24 @@ def run_dc_scenario(
         "load_secs": round(last_ack - t0, 1),
         "drain_secs": round(drain, 1),
         "events_per_s": round(result.events_per_s, 1),
-        "notes": {**faults.notes, "nudges": nudges, "dc_sequences": exact},
+        "notes": {**faults.notes, "nudges": nudges, "auditor": auditor, "dc_sequences": exact},
         "problems": faults.problems,
+    }
+
+
+def _auditor_view(h: DcHarness) -> dict[str, float | None]:
+    """The auditor's per-DC metrics once it has seen every DC caught up (its own view,
+    next to this runner's): missing and repeated sequences, delay alerts raised."""
+
+    def behind() -> float | None:
+        return h.metric("auditor", "courier_audit_dc_behind_messages")
+
+    wait_for(lambda: behind() == 0, CLOSE_TIMEOUT_SECS / 2, 0.3)
+    return {
+        "behind": behind(),
+        "missing": h.metric("auditor", "courier_audit_dc_missing_sequences"),
+        "repeated": h.metric("auditor", "courier_audit_dc_repeated_sequences"),
+        "delay_breaches": h.metric("auditor", "courier_audit_dc_delay_breaches_total"),
     }
 
 

@@ -46,6 +46,8 @@ class Faults:
     expect_503: bool = False
     #: Early closes are a failure here (clock scenario).
     expect_no_skew: bool = False
+    #: The auditor must raise a DC transfer delay alert (a DC cut off for long enough).
+    expect_dc_alert: bool = False
 
     def recovered(self, secs: float | None, what: str) -> None:
         self.injected += 1

@@ -31,7 +31,7 @@ missing or repeated sequence. :func:`audit_dc_sources` does one full pass for
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ from courier.transport.sources import (
     SOURCE_HEADER,
     DcProgress,
     dc_progress,
+    link_answers,
     parse_source_header,
     source_key,
 )
@@ -203,11 +204,11 @@ def file_messages(
 
 
 async def _dc_stored_at(
-    transport: Transport, settings: Settings, t: str, domain: str, seq: int, direct: Any
+    transport: Transport, t: str, domain: str, seq: int, direct: Any, linked: bool
 ) -> float | None:
     """When the DC stored its message ``seq`` (over the link, else directly)."""
     timeout = min(2.0, transport.request_timeout_secs)
-    tries = [transport.nc.jetstream(domain=domain, timeout=timeout)]
+    tries = [transport.nc.jetstream(domain=domain, timeout=timeout)] if linked else []
     if direct and domain in direct:
         tries.append(direct[domain].nc.jetstream(timeout=timeout))
     for js in tries:
@@ -225,10 +226,12 @@ async def _audit_type(
     t: str,
     state: _TypeState,
     direct: dict[str, Transport] | None,
+    unlinked: Collection[str],
 ) -> list[DcAudit]:
     await _read_new(transport, settings, t, state)  # steps 1-2
     progress: dict[str, DcProgress] = {
-        p.domain: p for p in await dc_progress(transport, settings, t, direct=direct)
+        p.domain: p
+        for p in await dc_progress(transport, settings, t, direct=direct, unlinked=unlinked)
     }  # step 3
     out = []
     for d in settings.dc.domains:
@@ -237,7 +240,9 @@ async def _audit_type(
         behind = None if p.dc_last_seq is None else max(0, p.dc_last_seq - tally.highest_seq)
         transfer = None
         if tally.highest_seq and tally.newest_at is not None:
-            dc_at = await _dc_stored_at(transport, settings, t, d, tally.highest_seq, direct)
+            dc_at = await _dc_stored_at(
+                transport, t, d, tally.highest_seq, direct, d not in unlinked
+            )
             transfer = None if dc_at is None else max(0.0, tally.newest_at - dc_at)
         out.append(
             DcAudit(
@@ -271,7 +276,13 @@ async def audit_dc_sources(
     ``direct`` maps a domain to a connection to that DC's own server, asked when the
     DC does not answer over the leaf link.
     """
-    return await _audit_type(transport, settings, event_type, _TypeState(), direct)
+    unlinked = await _unlinked(transport, settings)
+    return await _audit_type(transport, settings, event_type, _TypeState(), direct, unlinked)
+
+
+async def _unlinked(transport: Transport, settings: Settings) -> set[str]:
+    """The DCs whose link does not answer now: probed once per check, not once per type."""
+    return {d for d in settings.dc.domains if not await link_answers(transport, d)}
 
 
 #: The bench's name for it: exactly-once per DC sequence.
@@ -339,10 +350,11 @@ async def audit_dcs(
     """:func:`audit_dc_sources` of every type, asking a DC directly when its link is down."""
     direct = await connect_direct(settings)
     try:
+        unlinked = await _unlinked(transport, settings)
         return [
             row
             for t in event_types
-            for row in await audit_dc_sources(transport, settings, t, direct=direct)
+            for row in await _audit_type(transport, settings, t, _TypeState(), direct, unlinked)
         ]
     finally:
         for conn in direct.values():
@@ -370,10 +382,13 @@ class DcAuditor:
         if self.direct is None:
             self.direct = await connect_direct(self.settings)
         rows: list[DcAudit] = []
+        unlinked = await _unlinked(self.transport, self.settings)
         for t in event_types:
             state = self._states.setdefault(t, _TypeState())
             try:
-                rows += await _audit_type(self.transport, self.settings, t, state, self.direct)
+                rows += await _audit_type(
+                    self.transport, self.settings, t, state, self.direct, unlinked
+                )
             except CourierError as exc:
                 log.warning("per-DC audit of %s failed (%s); retrying next check", t, exc)
         for r in rows:
