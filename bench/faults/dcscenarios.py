@@ -343,6 +343,7 @@ def run_dc_scenario(
             nudges = _nudges(h)
         finally:
             h.close()
+        delays = transfer_delays(h)
         report = verify(h.ledger_dir, h.data_dir, bucket_width_secs=h.width, event_types=h.names)
     finally:
         if not keep:
@@ -389,7 +390,13 @@ def run_dc_scenario(
         "load_secs": round(last_ack - t0, 1),
         "drain_secs": round(drain, 1),
         "events_per_s": round(result.events_per_s, 1),
-        "notes": {**faults.notes, "nudges": nudges, "auditor": auditor, "dc_sequences": exact},
+        "notes": {
+            **faults.notes,
+            "nudges": nudges,
+            "auditor": auditor,
+            "transfer_delays": delays,
+            "dc_sequences": exact,
+        },
         "problems": faults.problems,
     }
 
@@ -408,6 +415,56 @@ def _auditor_view(h: DcHarness) -> dict[str, float | None]:
         "repeated": h.metric("auditor", "courier_audit_dc_repeated_sequences"),
         "delay_breaches": h.metric("auditor", "courier_audit_dc_delay_breaches_total"),
     }
+
+
+def transfer_delays(h: DcHarness) -> dict[str, dict[str, float]]:
+    """Per DC, ``published_at - received_at`` (delivery-region store time minus the DC
+    gateway's receive time) of the events its own load generator sent, read back from
+    the closed buckets: p50, p99 and max in seconds. The failover producer's events are
+    left out (they are in either DC)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from bench.loadgen.ledger import read_keys
+    from bench.loadgen.verify import keys_of
+    from courier.storage import BucketReader, Layout
+
+    layout = Layout(h.data_dir, h.width)
+    reader = BucketReader(h.data_dir, h.width)
+    keys, delays = [], []
+    for t in h.names:
+        for start in layout.closed_bucket_starts(t):
+            table = reader.read(
+                t, start, start + h.width, columns=["id", "received_at", "published_at"]
+            )
+            if not table.num_rows:
+                continue
+            keys.append(keys_of(table.column("id")))
+            secs = pc.divide(
+                pc.cast(
+                    pc.subtract(table.column("published_at"), table.column("received_at")),
+                    pa.int64(),
+                ),
+                1e6,
+            )
+            delays.append(secs.to_numpy())
+    if not keys:
+        return {}
+    all_keys, all_delays = np.concatenate(keys), np.concatenate(delays)
+    out = {}
+    for dc in h.gateway_urls:
+        files = sorted(h.ledger_dir.glob(f"acked-{dc}-*.ids"))
+        mine = np.concatenate([read_keys(f) for f in files]) if files else all_keys[:0]
+        d = all_delays[np.isin(all_keys, mine)]
+        if len(d):
+            out[dc] = {
+                "events": len(d),
+                "p50_secs": round(float(np.percentile(d, 50)), 3),
+                "p99_secs": round(float(np.percentile(d, 99)), 3),
+                "max_secs": round(float(d.max()), 3),
+            }
+    return out
 
 
 def _nudges(h: DcHarness) -> int:

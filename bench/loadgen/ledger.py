@@ -112,7 +112,8 @@ class Ledger:
         self.close()
 
 
-def _read_keys(path: Path) -> np.ndarray:
+def read_keys(path: Path) -> np.ndarray:
+    """The keys of one ledger file (a torn final record is left out)."""
     raw = path.read_bytes()
     if not raw.startswith(HEADER):
         raise ValueError(f"{path} is not a Courier ledger file (no {HEADER!r} header)")
@@ -138,7 +139,7 @@ def read_ledger(directory: Path) -> LedgerContents:
         raise FileNotFoundError(f"ledger directory {directory} does not exist")
 
     def merged(kind: str) -> tuple[np.ndarray, int]:
-        parts = [_read_keys(p) for p in sorted(directory.glob(f"{kind}-*.ids"))]
+        parts = [read_keys(p) for p in sorted(directory.glob(f"{kind}-*.ids"))]
         allk = np.concatenate(parts) if parts else np.empty(0, dtype=KEY_DTYPE)
         uniq = np.unique(allk)
         return uniq, len(allk) - len(uniq)
