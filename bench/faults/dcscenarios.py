@@ -18,7 +18,7 @@ Run, per scenario (:func:`run_dc_scenario`):
    ``Nats-Stream-Source`` sequences), then until every bucket up to that moment
    is closed;
 4. check that each DC sequence is stored exactly once in the delivery region
-   (:func:`courier.audit.dc.source_completeness`), stop everything and verify
+   (:func:`courier.audit.dc.audit_dc_sources`), stop everything and verify
    the closed buckets against the ledger: 0 lost, 0 duplicated.
 
 Waits are on conditions; the only fixed durations are how long a fault lasts.
@@ -44,7 +44,7 @@ from bench.faults.scenarios import RECOVERY_TIMEOUT_SECS, Faults, Options, _faul
 from bench.loadgen import LoadConfig, LoadResult, run_load, verify
 from bench.loadgen.events import BatchFactory
 from bench.loadgen.ledger import Ledger
-from courier.audit.dc import source_completeness
+from courier.audit.dc import audit_dc_sources
 from courier.sdk.delivery import DeliveryPolicy, DeliveryStopped, GatewayClient
 from courier.transport import Transport
 
@@ -216,10 +216,7 @@ def dc_failover(h: DcHarness, o: Options) -> Faults:
     kills = 1 if o.quick else 2
     try:
         for _ in _fault_times(o, kills):
-            child = h.children[name]
-            with h._lock:
-                child.supervised = False  # stays down until this scenario restarts it
-                child.kill9()
+            h.kill9_and_hold(name)
             t0 = time.monotonic()
             before = len(producer.deliveries)
 
@@ -229,10 +226,7 @@ def dc_failover(h: DcHarness, o: Options) -> Faults:
             up = wait_for(went_to_b, RECOVERY_TIMEOUT_SECS, 0.05)
             f.recovered(None if up is None else time.monotonic() - t0, "killing dcA's gateway")
             time.sleep(max(0.0, hold_secs - (time.monotonic() - t0)))
-            with h._lock:
-                child.wait_exit(5)
-                child.start()
-                child.supervised = True
+            h.release(name)
             back = len(producer.deliveries)
 
             def back_on_a(back: int = back) -> bool:
@@ -277,7 +271,7 @@ def _exact_per_dc(h: DcHarness) -> dict[str, dict[str, object]]:
         try:
             out: dict[str, dict[str, object]] = {}
             for t in h.names:
-                for c in await source_completeness(central, h.settings, t, direct=direct):
+                for c in await audit_dc_sources(central, h.settings, t, direct=direct):
                     out[f"{t}/{c.domain}"] = {
                         "stored": c.stored,
                         "dc_last_seq": c.dc_last_seq,

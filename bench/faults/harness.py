@@ -278,6 +278,21 @@ class Harness:
             c.next_env = dict(next_env or {})
             c.kill9()
 
+    def kill9_and_hold(self, name: str) -> None:
+        """``kill -9`` a component and keep it down (unsupervised) until :meth:`release`."""
+        with self._lock:
+            c = self.children[name]
+            c.supervised = False
+            c.kill9()
+
+    def release(self, name: str) -> None:
+        """Start a component held down by :meth:`kill9_and_hold`; supervised again."""
+        with self._lock:
+            c = self.children[name]
+            c.wait_exit(5)
+            c.start()
+            c.supervised = True
+
     def restart_with(self, name: str, extra_env: dict[str, str] | None) -> subprocess.Popen[bytes]:
         """Stop a component gracefully and start it again with ``extra_env`` (this start only;
         if it exits, the supervisor restarts it without). Returns the new process."""

@@ -285,10 +285,6 @@ async def _unlinked(transport: Transport, settings: Settings) -> set[str]:
     return {d for d in settings.dc.domains if not await link_answers(transport, d)}
 
 
-#: The bench's name for it: exactly-once per DC sequence.
-source_completeness = audit_dc_sources
-
-
 class DcAuditMetrics:
     """The auditor's per-DC telemetry, in the auditor's registry."""
 
