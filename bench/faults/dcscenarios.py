@@ -6,7 +6,9 @@
 * ``dc-kill``: ``kill -9`` of dcA's nats-server (its gateway answers 503);
 * ``dc-failover``: a producer with both DCs' gateways (the SDK's policy,
   :class:`courier.sdk.delivery.GatewayClient`) loses dcA's gateway to
-  ``kill -9`` mid-run, fails over to dcB, and fails back once dcA returns.
+  ``kill -9`` mid-run, fails over to dcB, and fails back once dcA returns;
+  three batches whose answers dcA lost are retried to dcB after central's
+  duplicate window, so both DCs store them and the closer must drop one copy.
 
 Run, per scenario (:func:`run_dc_scenario`):
 
@@ -37,12 +39,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from bench.faults.dcharness import CENTRAL, DcHarness
 from bench.faults.harness import wait_for
 from bench.faults.runner import CLOSE_TIMEOUT_SECS, _client_view
 from bench.faults.scenarios import RECOVERY_TIMEOUT_SECS, Faults, Options, _fault_times
 from bench.loadgen import LoadConfig, LoadResult, run_load, verify
-from bench.loadgen.events import BatchFactory
+from bench.loadgen.events import Batch, BatchFactory
 from bench.loadgen.ledger import Ledger
 from courier.audit.dc import audit_dc_sources
 from courier.sdk.delivery import DeliveryPolicy, DeliveryStopped, GatewayClient
@@ -137,6 +141,56 @@ def dc_kill(h: DcHarness, o: Options) -> Faults:
 # -- d. a producer failing over to another DC ------------------------------------------
 
 
+def _events(batch: Batch) -> list[bytes]:
+    """The events of a load generator batch, one JSON object each (what the SDK sends)."""
+    return [json.dumps(e, separators=(",", ":")).encode() for e in json.loads(batch.body)["events"]]
+
+
+def _answers_lost_in_dca(h: DcHarness, f: Faults) -> tuple[list[Batch], float]:
+    """Batches dcA's gateway stores while their answers are lost (the client never sees
+    them; nothing enters the ledger yet); and when."""
+    factory = BatchFactory(types=h.types, batch_events=20)
+    batches = [factory.next() for _ in range(3)]
+    for b in batches:
+        r = httpx.post(
+            f"{h.gateway_urls[CUT_DC]}/v1/events",
+            content=b.body,
+            headers={"content-type": "application/json"},
+            timeout=30,
+        )
+        if r.status_code != 200:
+            f.problems.append(f"{CUT_DC}'s gateway did not store a batch: {r.status_code}")
+    return batches, time.monotonic()
+
+
+def _retry_lost_answers(h: DcHarness, batches: list[Batch], f: Faults) -> int:
+    """The client retries the batches whose answers it lost, with the SDK's policy: dcA's
+    gateway is down, so they go to dcB. Their ids are then stored by both DCs; the closer
+    (not central's duplicate window, long passed) must deliver each once. Events acked."""
+    policy = DeliveryPolicy(
+        gateway_url=",".join(h.gateway_urls.values()),
+        compression="none",
+        request_timeout_secs=10.0,
+        backoff_initial_secs=0.1,
+        backoff_max_secs=1.0,
+    )
+    client = GatewayClient(policy)
+    acked = 0
+    try:
+        with Ledger(h.ledger_dir, "lost-answers") as ledger:
+            for b in batches:
+                bad = {r.index for r in client.deliver(_events(b))}
+                ledger.acked_keys(
+                    b"".join(b.keys[i * 16 : (i + 1) * 16] for i in range(b.count) if i not in bad)
+                )
+                acked += b.count - len(bad)
+            if client.gateway_url != h.gateway_urls["dcB"]:
+                f.problems.append("the retried batches did not go to dcB")
+    finally:
+        client.close()
+    return acked
+
+
 class FailoverProducer(threading.Thread):
     """One producer with the SDK's delivery policy over both DCs' gateways, dcA first.
 
@@ -176,10 +230,7 @@ class FailoverProducer(threading.Thread):
             with Ledger(self.h.ledger_dir, "failover") as ledger:
                 while not self._stop_event.is_set():
                     batch = factory.next()
-                    events = [
-                        json.dumps(e, separators=(",", ":")).encode()
-                        for e in json.loads(batch.body)["events"]
-                    ]
+                    events = _events(batch)
                     try:
                         rejected = client.deliver(events)
                     except DeliveryStopped:
@@ -205,7 +256,9 @@ class FailoverProducer(threading.Thread):
 def dc_failover(h: DcHarness, o: Options) -> Faults:
     """A producer listing dcA's then dcB's gateway; ``kill -9`` dcA's gateway, keep it down,
     restart it. Recovery = kill until the producer's next batch is acknowledged (by dcB);
-    it must also fail back to dcA after dcA returns."""
+    it must also fail back to dcA after dcA returns. Before the first kill, dcA stores
+    three batches whose answers are lost; the client retries them (to dcB) after
+    central's duplicate window: stored by both DCs, they must be delivered once."""
     f = Faults()
     hold_secs = 4.0 if o.quick else 10.0
     failback_secs = 2.0
@@ -214,8 +267,10 @@ def dc_failover(h: DcHarness, o: Options) -> Faults:
     name = f"gateway-{CUT_DC}"
     a_url, b_url = h.gateway_urls[CUT_DC], h.gateway_urls["dcB"]
     kills = 1 if o.quick else 2
+    copies = 0
     try:
-        for _ in _fault_times(o, kills):
+        for i in _fault_times(o, kills):
+            lost = _answers_lost_in_dca(h, f) if i == 0 else None
             h.kill9_and_hold(name)
             t0 = time.monotonic()
             before = len(producer.deliveries)
@@ -225,6 +280,12 @@ def dc_failover(h: DcHarness, o: Options) -> Faults:
 
             up = wait_for(went_to_b, RECOVERY_TIMEOUT_SECS, 0.05)
             f.recovered(None if up is None else time.monotonic() - t0, "killing dcA's gateway")
+            if lost is not None:
+                # The client retries once central's duplicate window has passed since dcA
+                # stored them (a fault parameter: how late the retry comes).
+                batches, stored_at = lost
+                time.sleep(max(0.0, stored_at + h.duplicate_window_secs + 1 - time.monotonic()))
+                copies += _retry_lost_answers(h, batches, f)
             time.sleep(max(0.0, hold_secs - (time.monotonic() - t0)))
             h.release(name)
             back = len(producer.deliveries)
@@ -242,6 +303,7 @@ def dc_failover(h: DcHarness, o: Options) -> Faults:
         dc: producer.by_gateway[url] for dc, url in h.gateway_urls.items()
     }
     f.notes["failover_acked_events"] = producer.acked_events
+    f.notes["events_stored_by_both_dcs"] = copies
     return f
 
 
