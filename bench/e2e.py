@@ -12,7 +12,9 @@ One run:
 4. wait until every bucket up to the last ack is closed; the CPU each
    component used from the start of the load until then (``bench._cpu``:
    ``/proc``, children included, this run's processes only) per million
-   acknowledged events, also for the load alone (``cpu_load_*``); stop the stack;
+   acknowledged events, also for the load alone (``cpu_load_*``); the gateway's own
+   latency breakdown over the load (``bench._latency``: ``gw_<step>_p50_ms``/``_p99_ms``);
+   stop the stack;
 5. verify the closed buckets against the ledger (lost, duplicated, unexpected);
 6. close delay per bucket from the manifests; the closer alone on a bucket of
    ``--closer-rows`` rows (``bench.closer``) for its rows/s.
@@ -35,6 +37,7 @@ from bench._cpu import (
     cpu_snapshot,
     per_million,
 )
+from bench._latency import breakdown, scrape
 from bench._report import emit, percentile
 from bench._stack import Stack
 from bench.closer import measure_closer
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 event_bytes=args.event_bytes,
             )
         )
+        metrics_before = scrape(stack.url)
         load_start = time.time()
         cpu_start = cpu_snapshot()
         result = run_load(
@@ -109,6 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         )
         last_ack = time.time()
         cpu_load = cpu_between(cpu_start, cpu_snapshot())
+        latency = breakdown(metrics_before, scrape(stack.url))
         names = sorted(result.events_by_type) or ["PlaySong"]
         closed_in_time = _wait_all_closed(
             stack, names, last_ack, stack.width + stack.grace_secs + args.close_timeout
@@ -142,6 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "ratio_to_raw": round(e2e / raw_eps, 3) if raw_eps else None,
         "gateway_p50_ms": round(result.percentile_ms(50), 3),
         "gateway_p99_ms": round(result.percentile_ms(99), 3),
+        **latency,
         "close_delay_p99_s": round(percentile(delays, 99), 3),
         "close_delay_max_s": round(max(delays), 3) if delays else None,
         "closer_rows_per_s": closer["closer_rows_per_s"],

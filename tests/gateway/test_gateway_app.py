@@ -85,6 +85,12 @@ async def test_metrics_count_accepted_rejected_and_requests(gateway, sink):
     assert "courier_gateway_request_seconds_bucket" in text
     assert "courier_gateway_publish_seconds_count 2.0" in text
     assert "courier_gateway_message_events_bucket" in text
+    # The latency breakdown of a request (issue 13): one observation per stored request.
+    assert "courier_gateway_validate_seconds_count 1.0" in text  # not the malformed 400
+    assert "courier_gateway_encode_seconds_count 1.0" in text
+    assert "courier_gateway_store_wait_seconds_count 1.0" in text
+    assert "courier_gateway_group_wait_seconds_count 2.0" in text  # PlaySong and _invalid
+    assert "courier_gateway_loop_lag_seconds_bucket" in text
     assert 'courier_gateway_publish_failures_total{reason="stream_full"} 0.0' in text
 
 

@@ -128,12 +128,13 @@ async def _serving(
         if tally is not None and store is not None
         else None
     )
+    lag_probe = asyncio.create_task(gw.metrics.watch_loop_lag())
     log.info("gateway started on %s:%s", settings.gateway.host, settings.gateway.port)
     _warn_if_open(settings)
     try:
         yield
     finally:
-        for task in (refresher, guarding):
+        for task in (refresher, guarding, lag_probe):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

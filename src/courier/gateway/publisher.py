@@ -166,6 +166,8 @@ class _Piece:
     body: bytes
     ids: list[str]
     future: asyncio.Future[None]
+    #: ``time.perf_counter()`` when it was queued (the group wait metric).
+    queued_at: float
 
 
 @dataclass(slots=True)
@@ -220,9 +222,10 @@ class Coalescer:
         if queue is None:
             queue = self._queues[key] = _Queue()
         futures = []
+        now = time.perf_counter()
         for piece_body, piece_ids in self._split(body, ids):  # step 1
             fut: asyncio.Future[None] = loop.create_future()
-            queue.pieces.append(_Piece(piece_body, piece_ids, fut))
+            queue.pieces.append(_Piece(piece_body, piece_ids, fut, now))
             futures.append(fut)
         while queue.flushers < self._max_flushers and queue.pieces:  # step 2
             queue.flushers += 1
@@ -264,6 +267,10 @@ class Coalescer:
                     piece = queue.pieces.popleft()
                     size += len(piece.body)
                     taken.append(piece)
+                if self._metrics is not None:
+                    now = time.perf_counter()
+                    for p in taken:
+                        self._metrics.group_waited(now - p.queued_at)
                 await self._publish(event_type, version, taken)
         finally:
             queue.flushers -= 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -142,9 +143,13 @@ class EventService:
         self.check_available()
         snapshot = self._snapshot
         assert snapshot is not None
+        metrics = self.metrics
+        started = time.perf_counter()
         batch = decode(snapshot.validator)  # step 1
         if admit is not None:
             admit(batch)
+        validated = time.perf_counter()
+        metrics.validated(validated - started)
         submissions = []
         for name, events in batch.valid.items():  # step 2
             compiled = snapshot.types[name]
@@ -156,7 +161,10 @@ class EventService:
             ids, events = _invalid_events(invalid, batch.rejections)
             stored = invalid.encode_stored(events, ids, batch.sent_at, received_at)
             submissions.append(self.coalescer.submit(INVALID_TYPE, invalid.version, stored, ids))
+        submitted = time.perf_counter()
+        metrics.encoded(submitted - validated)
         results = await asyncio.gather(*submissions, return_exceptions=True)  # step 3
+        metrics.store_waited(time.perf_counter() - submitted)
         for r in results:
             if isinstance(r, BaseException):
                 raise r
