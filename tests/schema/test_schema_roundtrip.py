@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from courier.errors import StoredBodyError
-from courier.schema import CompiledType, TypeSettings, compile_type, invalid_type
+from courier.schema import CompiledType, TypeSettings, _structs, compile_type, invalid_type
 from courier.schema.avro import Array, AvroType, Enum, Fixed, Map, Nullable, Primitive, Record
 
 RECEIVED = dt.datetime(2026, 11, 26, 10, 15, 2, 500000, tzinfo=dt.UTC)
@@ -410,3 +410,53 @@ def test_events_of_every_earlier_version_are_read_under_each_name_a_field_had() 
     table = latest.decode_stored(body, published)
     assert table.column("a").to_pylist() == ["a-value", "b-value", "b-value"]
     assert "b" not in table.column_names
+
+
+MAPS = {
+    "type": "record",
+    "name": "Maps",
+    "fields": [
+        {"name": "q", "type": "string"},
+        {"name": "tags", "type": {"type": "map", "values": "string"}, "default": {}},
+        {"name": "counts", "type": ["null", {"type": "map", "values": "long"}], "default": None},
+        {
+            "name": "items",
+            "type": {"type": "map", "values": {"type": "array", "items": "long"}},
+            "default": {},
+        },
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    ],
+}
+
+
+def test_maps_are_stored_as_entries_by_the_struct_path_with_the_same_bytes() -> None:
+    # Maps at the top of a payload take a short path (a copy of the Struct with its
+    # maps as entries, issue 13); it must write what the general path writes.
+    t = compile_type("Maps", MAPS, 1, TypeSettings())
+    payloads = [
+        {"q": "a", "tags": {"x": "1", "y": "2"}, "counts": {"n": 3}, "at": 1_700_000_000_123},
+        {"q": "b", "counts": None, "items": {"k": [1, 2]}, "at": "2026-11-26T10:00:00Z"},
+        {"q": "c", "tags": {}, "at": 0},
+    ]
+    events_json = [{"type": "Maps", "id": f"e{n}", "data": p} for n, p in enumerate(payloads)]
+    events = msgspec.json.decode(msgspec.json.encode(events_json), type=list[t.event_struct])  # type: ignore[name-defined]
+    ids = [f"id-{n}" for n in range(len(events))]
+    by_struct = t.encode_stored(events, ids, SENT, RECEIVED)
+    assert _structs.stored_struct_transform(t.record) is not None  # the short path is taken
+    general = _structs.stored_transform(t.record)
+    assert general is not None
+    lines = [
+        {
+            "id": i,
+            "time": None,
+            "sent_at": SENT,
+            "received_at": RECEIVED,
+            "schema_version": 1,
+            "data": general(msgspec.to_builtins(e.data)),  # type: ignore[attr-defined]
+        }
+        for e, i in zip(events, ids, strict=True)
+    ]
+    assert by_struct == msgspec.json.Encoder().encode_lines(lines)
+    rows = roundtrip(t, payloads)
+    assert rows[0]["tags"] == [("x", "1"), ("y", "2")] and rows[0]["counts"] == [("n", 3)]
+    assert rows[1]["counts"] is None and rows[2]["tags"] == []

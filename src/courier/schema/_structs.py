@@ -461,6 +461,41 @@ def stored_transform(t: AvroType) -> Transform | None:
     return None
 
 
+def stored_struct_transform(record: Record) -> Transform | None:
+    """:func:`stored_transform` of a payload record applied to its *Struct*, when every
+    field it rewrites is a map whose values need no rewriting (``Search.filters``):
+    those fields become key/value lists in a copy of the Struct, and msgspec encodes
+    the rest in C, instead of converting the whole payload to Python objects first
+    (issue 13). The encoded bytes are the same. None when another shape needs the
+    general path (or nothing needs rewriting)."""
+    maps = []
+    for f in record.fields:
+        if stored_transform(f.type) is None:
+            continue
+        inner = f.type.inner if isinstance(f.type, Nullable) else f.type
+        if not isinstance(inner, Map) or stored_transform(inner.values) is not None:
+            return None
+        maps.append(f.name)
+    if not maps:
+        return None
+    return partial(_replace_maps, maps)
+
+
+class _Entry(msgspec.Struct, gc=False):
+    """One map entry in the stored form: encodes as ``{"key": k, "value": v}``."""
+
+    key: str
+    value: Any
+
+
+def _replace_maps(names: list[str], v: msgspec.Struct) -> msgspec.Struct:
+    pairs = {}
+    for name in names:
+        m = getattr(v, name)
+        pairs[name] = None if m is None else [_Entry(k, x) for k, x in m.items()]
+    return msgspec.structs.replace(v, **pairs)
+
+
 def _nullable(inner: Transform, v: Any) -> Any:
     return None if v is None else inner(v)
 

@@ -79,8 +79,10 @@ class TypeSettings:
 class _StoredLine(msgspec.Struct, gc=False):
     id: str
     time: dt.datetime | None
-    sent_at: dt.datetime | None
-    received_at: dt.datetime
+    #: ``sent_at`` and ``received_at`` are the same for every line of a call: encoded
+    #: once (msgspec.Raw), not once per event (issue 13). The bytes are the same.
+    sent_at: msgspec.Raw
+    received_at: msgspec.Raw
     schema_version: int
     data: Any
 
@@ -132,6 +134,7 @@ class CompiledType:
         )
         self._payload_targets = [f.type for f in payload_fields]
         self._transform = _structs.stored_transform(self.record)
+        self._struct_transform = _structs.stored_struct_transform(self.record)
         self._encoder = msgspec.json.Encoder()
 
     def __repr__(self) -> str:
@@ -152,15 +155,22 @@ class CompiledType:
             raise ValueError(f"{len(events)} events but {len(ids)} ids")
         v = self.version
         transform = self._transform
+        sent = msgspec.Raw(self._encoder.encode(sent_at))
+        received = msgspec.Raw(self._encoder.encode(received_at))
         if transform is None:
             lines = [
-                _StoredLine(i, e.time, sent_at, received_at, v, e.data)  # type: ignore[attr-defined]
+                _StoredLine(i, e.time, sent, received, v, e.data)  # type: ignore[attr-defined]
+                for e, i in zip(events, ids, strict=True)
+            ]
+        elif (on_struct := self._struct_transform) is not None:
+            lines = [
+                _StoredLine(i, e.time, sent, received, v, on_struct(e.data))  # type: ignore[attr-defined]
                 for e, i in zip(events, ids, strict=True)
             ]
         else:
             to_builtins = msgspec.to_builtins
             lines = [
-                _StoredLine(i, e.time, sent_at, received_at, v, transform(to_builtins(e.data)))  # type: ignore[attr-defined]
+                _StoredLine(i, e.time, sent, received, v, transform(to_builtins(e.data)))  # type: ignore[attr-defined]
                 for e, i in zip(events, ids, strict=True)
             ]
         return self._encoder.encode_lines(lines)
