@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import values as _prometheus_values
@@ -172,6 +172,10 @@ class GatewayMetrics:
         )
         for reason in PUBLISH_FAILURES:
             self.publish_failures.labels(reason)
+        # Labelled children by label value: .labels() costs a lock and a tuple per call,
+        # twice per request (issue 13). Both label sets are bounded (types, statuses).
+        self._accepted: dict[str, Any] = {}
+        self._requests: dict[int, Any] = {}
 
     def published(self, seconds: float, events: int) -> None:
         self.publish_seconds.observe(seconds)
@@ -205,14 +209,20 @@ class GatewayMetrics:
         self.publish_failures.labels(reason).inc()
 
     def accept(self, event_type: str, n: int) -> None:
-        self.accepted.labels(event_type).inc(n)
+        child = self._accepted.get(event_type)
+        if child is None:
+            child = self._accepted[event_type] = self.accepted.labels(event_type)
+        child.inc(n)
 
     def reject(self, event_type: str, reason: RejectReason, n: int = 1) -> None:
         assert reason in REJECT_REASONS
         self.rejected.labels(event_type, reason).inc(n)
 
     def request(self, status: int, seconds: float) -> None:
-        self.requests.labels(str(status)).inc()
+        child = self._requests.get(status)
+        if child is None:
+            child = self._requests[status] = self.requests.labels(str(status))
+        child.inc()
         self.request_seconds.observe(seconds)
 
     def exposition(self) -> bytes:

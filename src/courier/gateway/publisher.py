@@ -232,6 +232,9 @@ class Coalescer:
             task = asyncio.create_task(self._flush(key, queue))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if len(futures) == 1:  # the usual request: one piece, no gather to build
+            await futures[0]  # step 3
+            return
         results = await asyncio.gather(*futures, return_exceptions=True)  # step 3
         for r in results:
             if isinstance(r, BaseException):

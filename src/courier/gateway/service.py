@@ -163,11 +163,16 @@ class EventService:
             submissions.append(self.coalescer.submit(INVALID_TYPE, invalid.version, stored, ids))
         submitted = time.perf_counter()
         metrics.encoded(submitted - validated)
-        results = await asyncio.gather(*submissions, return_exceptions=True)  # step 3
-        metrics.store_waited(time.perf_counter() - submitted)
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
+        try:
+            if len(submissions) == 1:  # one type, nothing rejected: no task per submission
+                await submissions[0]  # step 3
+            else:
+                results = await asyncio.gather(*submissions, return_exceptions=True)  # step 3
+                for r in results:
+                    if isinstance(r, BaseException):
+                        raise r
+        finally:
+            metrics.store_waited(time.perf_counter() - submitted)
         self._count(batch, snapshot, received_at.timestamp())  # step 4
         return IngestResult(batch.accepted, batch.rejections)
 
