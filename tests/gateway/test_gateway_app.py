@@ -143,3 +143,27 @@ async def test_a_new_schema_version_is_picked_up_by_refresh(start_gateway, regis
         await asyncio.sleep(0.05)
     assert r.json() == {"accepted": 1, "rejected": []}
     assert sink.messages[-1].headers["Courier-Schema-Version"] == "2"
+
+
+async def test_the_ingest_route_keeps_its_answers_on_the_short_path(gateway_settings, registry):
+    # POST /v1/events skips Starlette's router and middlewares (issue 13): other
+    # methods still get 405, and a bug still answers 500 without accepting anything.
+    import httpx
+
+    sink = MemorySink()
+    app = create_app(gateway_settings(), sink=sink, registry=registry)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+            base_url="http://gw",
+        ) as client,
+    ):
+        assert (await client.get("/v1/events")).status_code == 405
+        json_type = {"Content-Type": "application/json"}
+        r = await client.post("/v1/events", content=play_batch("s", 2), headers=json_type)
+        assert r.status_code == 200 and r.json() == {"accepted": 2, "rejected": []}
+        sink.fail_with = RuntimeError("a bug in the sink")
+        r = await client.post("/v1/events", content=play_batch("t", 2), headers=json_type)
+        assert r.status_code == 500
+        assert len(sink.events_of("PlaySong")) == 2

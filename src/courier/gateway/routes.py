@@ -46,6 +46,8 @@ from courier.schema import record_to_json
 from courier.settings import Settings
 
 _Failures = tuple[type[Exception], ...]
+#: The ingest route, the gateway's hot path (app.py gives it a short way in).
+INGEST_PATH = "/v1/events"
 
 
 class _Starting(Exception):
@@ -72,7 +74,7 @@ class GatewayRoutes:
     def routes(self) -> list[Route]:
         """Every route of the gateway; a new route module adds its list here."""
         return [
-            Route("/v1/events", self.post_events, methods=["POST"]),
+            Route(INGEST_PATH, self.post_events, methods=["POST"]),
             Route("/v1/schemas", self.list_schemas, methods=["GET"]),
             Route("/v1/schemas/{type}", self.get_schema, methods=["GET"]),
             Route("/v1/schemas/{type}", self.put_schema, methods=["PUT"]),
