@@ -40,3 +40,10 @@ def test_the_component_benches_run_and_lose_nothing():
     closer = _last_json("bench.closer", "--rows", "20000")
     for out in (gateway, writer, closer):
         assert out["lost"] == 0 and out["duplicated"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_the_in_process_gateway_cpu_bench_runs():
+    out = _last_json("bench.gateway_cpu", "--requests", "20", "--rounds", "1")
+    for key in ("post", "ingest", "validate", "encode"):
+        assert float(out[f"{key}_us_per_request"]) > 0  # type: ignore[arg-type]
