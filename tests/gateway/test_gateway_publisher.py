@@ -125,3 +125,52 @@ async def test_close_waits_for_messages_in_flight_and_refuses_new_ones():
     assert len(sink.messages) == 1
     with pytest.raises(Exception, match="shutting down"):
         await coalescer.submit("PlaySong", 1, *lines("b", 1))
+
+
+class CountingGatedSink(GatedSink):
+    """A gated sink that knows how many publishes are held at its gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.changed = asyncio.Event()
+
+    async def publish(
+        self, event_type: str, body: bytes, *, msg_id: str, headers: dict[str, str]
+    ) -> None:
+        self.in_flight += 1
+        self.changed.set()
+        try:
+            await super().publish(event_type, body, msg_id=msg_id, headers=headers)
+        finally:
+            self.in_flight -= 1
+
+
+async def _until(sink: CountingGatedSink, in_flight: int) -> None:
+    async def wait() -> None:
+        while sink.in_flight != in_flight:
+            sink.changed.clear()
+            await sink.changed.wait()
+
+    await asyncio.wait_for(wait(), 5)
+
+
+async def test_publishes_pipeline_up_to_the_limit_while_others_are_in_flight():
+    # One flusher per request that finds the others busy, up to the limit; beyond it,
+    # requests wait and travel together in the next message.
+    sink = CountingGatedSink()
+    coalescer = Coalescer(sink, max_message_bytes=1 << 20, flushers_per_type=3)
+    tasks = []
+    for k in range(3):
+        b, ids = lines(f"p{k}", 2)
+        tasks.append(asyncio.create_task(coalescer.submit("PlaySong", 1, b, ids)))
+        await _until(sink, k + 1)
+    for k in range(3, 6):
+        b, ids = lines(f"p{k}", 2)
+        tasks.append(asyncio.create_task(coalescer.submit("PlaySong", 1, b, ids)))
+    await _publishing(sink)
+    assert sink.in_flight == 3  # the limit: the last three requests are queued
+    sink.gate.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert len(sink.events_of("PlaySong")) == 12
+    assert len(sink.messages) == 4  # three alone, then the queued three in one message

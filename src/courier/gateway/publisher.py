@@ -174,6 +174,10 @@ class _Piece:
 class _Queue:
     pieces: deque[_Piece] = field(default_factory=deque)
     flushers: int = 0
+    #: Flushers created that have not taken their first message yet: each will take
+    #: up to ``max_message_bytes`` of what is queued, so a new one is needed only
+    #: for what those cannot carry.
+    starting: int = 0
 
 
 class Coalescer:
@@ -227,8 +231,12 @@ class Coalescer:
             fut: asyncio.Future[None] = loop.create_future()
             queue.pieces.append(_Piece(piece_body, piece_ids, fut, now))
             futures.append(fut)
-        while queue.flushers < self._max_flushers and queue.pieces:  # step 2
+        # Step 2. Not one flusher per free slot: the flushers that have not started
+        # would find the queue empty and exit, a task each per request (issue 13).
+        queued = sum(len(p.body) for p in queue.pieces)
+        while queue.flushers < self._max_flushers and queue.starting * self._max_bytes < queued:
             queue.flushers += 1
+            queue.starting += 1
             task = asyncio.create_task(self._flush(key, queue))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -262,6 +270,7 @@ class Coalescer:
 
     async def _flush(self, key: tuple[str, int], queue: _Queue) -> None:
         event_type, version = key
+        queue.starting -= 1  # it takes its first message now, without awaiting first
         try:
             while queue.pieces:
                 taken = [queue.pieces.popleft()]
