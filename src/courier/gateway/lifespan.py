@@ -26,6 +26,7 @@ from courier.gateway.routes import GatewayRoutes
 from courier.gateway.service import EventService
 from courier.gateway.storeguard import StoreGuard
 from courier.model import INVALID_TYPE
+from courier.pertype import cancel_and_wait
 from courier.repair import NatsRepairTarget, RepairTarget
 from courier.schema import Registry
 from courier.settings import Settings
@@ -134,11 +135,7 @@ async def _serving(
     try:
         yield
     finally:
-        for task in (refresher, guarding, lag_probe):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(t for t in (refresher, guarding, lag_probe) if t is not None)
         await service.close()
         if flusher is not None:
             stop_flushing.set()  # one last flush of the audit counts
