@@ -25,7 +25,8 @@ new messages each time; after a restart it reads the retained stream once) and
 raises the alerts: a metric and one log line when a DC starts breaching
 ``dc.max_transfer_delay_secs``, when it becomes unreachable, and for every new
 missing or repeated sequence. :func:`audit_dc_sources` does one full pass for
-``courier audit``.
+``courier audit``; :class:`DcChecker` (the dashboard's) keeps the tallies without the
+metrics and alerts.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import nats.errors
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -160,6 +161,16 @@ class DcAudit:
     @property
     def ok(self) -> bool:
         return self.exact and self.reachable and not self.delay_breached
+
+    @property
+    def status(self) -> Literal["ok", "unreachable", "mismatch", "late"]:
+        """The one word for this row, worst first: the DC does not answer, a sequence is
+        missing or repeated, the delay breaches ``dc.max_transfer_delay_secs``, or ok."""
+        if not self.reachable:
+            return "unreachable"
+        if not self.exact:
+            return "mismatch"
+        return "late" if self.delay_breached else "ok"
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -357,24 +368,19 @@ async def audit_dcs(
             await conn.close()
 
 
-class DcAuditor:
-    """The auditor's per-DC checks; call :meth:`check` from each audit check and
-    :meth:`close` at the end."""
+class DcChecker:
+    """Per-DC checks that keep their tallies between calls: each :meth:`check` reads only
+    the messages stored since the last one. No metrics and no alerts (the dashboard's;
+    the auditor's :class:`DcAuditor` adds both). Call :meth:`close` at the end."""
 
-    def __init__(
-        self, settings: Settings, transport: Transport, registry: CollectorRegistry
-    ) -> None:
+    def __init__(self, settings: Settings, transport: Transport) -> None:
         self.settings = settings
         self.transport = transport
         self.direct: dict[str, Transport] | None = None
-        self.metrics = DcAuditMetrics(registry)
         self._states: dict[str, _TypeState] = {}
-        #: (type, DC) currently in breach, so each breach is alerted once.
-        self._breaching: set[tuple[str, str]] = set()
-        self._reported: dict[tuple[str, str], tuple[int, int]] = {}
 
     async def check(self, event_types: Sequence[str]) -> list[DcAudit]:
-        """Read what is new, update the metrics, alert on new breaches; the rows."""
+        """Read what is new; per type and DC, exact completeness and delay."""
         if self.direct is None:
             self.direct = await connect_direct(self.settings)
         rows: list[DcAudit] = []
@@ -387,14 +393,33 @@ class DcAuditor:
                 )
             except CourierError as exc:
                 log.warning("per-DC audit of %s failed (%s); retrying next check", t, exc)
-        for r in rows:
-            self._publish(r)
         return rows
 
     async def close(self) -> None:
         for conn in (self.direct or {}).values():
             await conn.close()
         self.direct = None
+
+
+class DcAuditor(DcChecker):
+    """The auditor's per-DC checks; call :meth:`check` from each audit check and
+    :meth:`close` at the end."""
+
+    def __init__(
+        self, settings: Settings, transport: Transport, registry: CollectorRegistry
+    ) -> None:
+        super().__init__(settings, transport)
+        self.metrics = DcAuditMetrics(registry)
+        #: (type, DC) currently in breach, so each breach is alerted once.
+        self._breaching: set[tuple[str, str]] = set()
+        self._reported: dict[tuple[str, str], tuple[int, int]] = {}
+
+    async def check(self, event_types: Sequence[str]) -> list[DcAudit]:
+        """Read what is new, update the metrics, alert on new breaches; the rows."""
+        rows = await super().check(event_types)
+        for r in rows:
+            self._publish(r)
+        return rows
 
     def _publish(self, r: DcAudit) -> None:
         m, key = self.metrics, (r.event_type, r.domain)
