@@ -2,7 +2,8 @@
 
 Routes: ``/`` (the page), ``/api/types`` (per-type lag, backlog, throughput),
 ``/api/buckets`` (the grid: types x the latest buckets), ``/api/audit``
-(the full reconciliation, filters ``type``, ``from``, ``to``), ``/metrics``,
+(the full reconciliation, filters ``type``, ``from``, ``to``), ``/api/dcs`` (per type
+and DC, how far behind its source is; 404 without ``[dc]`` domains), ``/metrics``,
 ``/healthz``. Read-only: it never changes the pipeline.
 """
 
@@ -27,6 +28,7 @@ from starlette.routing import Route
 from courier.audit import AuditStore, DeliveredScanner, build_report
 from courier.auth import KeyRing, RequireKey
 from courier.dashboard.data import Sources, grid, types
+from courier.dashboard.dcs import DcPanel
 from courier.dashboard.page import render_page
 from courier.errors import CourierError
 from courier.model import parse_time
@@ -51,6 +53,8 @@ class _Dashboard:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.sources: Sources | None = None
+        #: The per-DC panel; None with one DC (no ``dc.domains``).
+        self.dcs: DcPanel | None = None
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "courier_dashboard_requests_total",
@@ -77,10 +81,11 @@ class _Dashboard:
                 views = await self._views()
                 g = await asyncio.to_thread(grid, self.sources, views, self._columns(request))
                 t = types(self.sources, views)
+            d = None if self.dcs is None else await self.dcs.doc()
         except CourierError as exc:
             return self._unavailable("page", f"cannot read Courier's state: {exc}")
         self.requests.labels("page", "200").inc()
-        return HTMLResponse(render_page(g, t, self.settings.dashboard.refresh_secs))
+        return HTMLResponse(render_page(g, t, self.settings.dashboard.refresh_secs, dcs=d))
 
     def _columns(self, request: Request) -> int:
         try:
@@ -140,6 +145,19 @@ class _Dashboard:
         self.requests.labels("audit", "200").inc()
         return _json(report.to_json())
 
+    async def api_dcs(self, request: Request) -> Response:
+        if self.sources is None:
+            return self._unavailable("dcs", "the dashboard is starting")
+        if self.dcs is None:
+            self.requests.labels("dcs", "404").inc()
+            return _json({"error": "no DCs configured ([dc] domains is empty)"}, 404)
+        try:
+            doc = await self.dcs.doc()
+        except CourierError as exc:
+            return self._unavailable("dcs", f"cannot read Courier's state: {exc}")
+        self.requests.labels("dcs", "200").inc()
+        return _json(doc)
+
     async def metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -162,10 +180,15 @@ def create_app(settings: Settings) -> Starlette:
                 AuditStore(await conn.transport.key_value(AUDIT_KV)),
                 DeliveredScanner(Layout(settings.data_dir, settings.bucket_width_secs)),
             )
+            if settings.dc.domains:
+                dash.dcs = DcPanel(settings, conn.transport, conn.registry)
             log.info("dashboard on http://%s:%d/", settings.dashboard.host, settings.dashboard.port)
             yield
         finally:
             dash.sources = None
+            if dash.dcs is not None:
+                await dash.dcs.close()
+                dash.dcs = None
             await conn.transport.close()
 
     routes = [
@@ -173,6 +196,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/types", dash.api_types, methods=["GET"]),
         Route("/api/buckets", dash.api_buckets, methods=["GET"]),
         Route("/api/audit", dash.api_audit, methods=["GET"]),
+        Route("/api/dcs", dash.api_dcs, methods=["GET"]),
         Route("/metrics", dash.metrics, methods=["GET"]),
         Route("/healthz", dash.healthz, methods=["GET"]),
     ]

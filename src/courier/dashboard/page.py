@@ -4,6 +4,11 @@ No build step and no external assets (works offline). Cell colours:
 green = closed on time, red = closed late, grey = open, amber = closable
 (watermark passed end + grace) but not closed yet; a purple ring with "!"
 marks an audit mismatch, a red underline an open bucket past its SLO.
+
+With several DCs (``[dc] domains``) a panel under the grid has a row per type and DC:
+whether the DC answers, messages and seconds behind, the transfer delay of the newest
+message stored, missing/repeated DC sequences, and a "!" breach mark when the delay
+exceeds ``dc.max_transfer_delay_secs``. Without DCs the page has no panel.
 """
 
 from __future__ import annotations
@@ -37,6 +42,15 @@ td.cell.selected { box-shadow: 0 0 0 2px #000; }
 .legend span { display: inline-block; margin-right: 1em; }
 .legend i { display: inline-block; width: 12px; height: 12px; border-radius: 2px;
   vertical-align: middle; margin-right: .3em; }
+h2 { font-size: 1.1em; margin: 1.2em 0 .4em; }
+table.dcs { border-collapse: collapse; }
+table.dcs th, table.dcs td { padding: 2px 8px; text-align: right; white-space: nowrap; }
+table.dcs th { font-weight: normal; color: #555; font-size: 12px; }
+table.dcs td.name { text-align: left; }
+tr.dc.ok td.status { color: rgb(46, 157, 79); }
+tr.dc.late td.status, tr.dc.mismatch td.status { color: rgb(214, 69, 69); font-weight: bold; }
+tr.dc.unreachable td.status { color: rgb(240, 160, 32); font-weight: bold; }
+tr.dc.breach td.status::after { content: " !"; }
 #details { margin-top: 1em; padding: .8em; border: 1px solid #ddd; border-radius: 4px;
   max-width: 60em; white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 12px; }
 """
@@ -45,6 +59,7 @@ _SCRIPT = """
 const REFRESH_MS = __REFRESH_MS__;
 let grid = __GRID__;
 let types = __TYPES__;
+let dcs = __DCS__;
 let selected = null;
 
 function fmt(v, digits) {
@@ -109,6 +124,35 @@ function showSelected() {
     }
 }
 
+function dcStatus(r) {
+  if (r.status === "late") return "LATE (> " + r.max_transfer_delay_secs + "s)";
+  return r.status.toUpperCase();
+}
+
+function renderDcs() {
+  if (dcs === null) return;
+  const esc = s => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/"/g, "&quot;");
+  const rows = ["<tr><th>type</th><th>dc</th><th>answers</th><th>stored</th><th>dc last</th>" +
+    "<th>behind</th><th>behind s</th><th>transfer s</th><th>missing</th><th>repeated</th>" +
+    "<th>status</th></tr>"];
+  for (const r of dcs.rows) {
+    const cls = ["dc", r.status];
+    if (r.delay_breached) cls.push("breach");
+    const title = r.missing_ranges.length ? "missing DC sequences " +
+      JSON.stringify(r.missing_ranges) : "";
+    rows.push('<tr class="' + cls.join(" ") + '" data-type="' + esc(r.event_type) +
+      '" data-dc="' + esc(r.domain) + '" title="' + esc(title) + '">' +
+      '<td class="name">' + esc(r.event_type) + '</td><td class="name">' + esc(r.domain) +
+      "</td><td>" + (r.reachable ? "yes" : "no") + "</td><td>" + r.stored + "</td><td>" +
+      fmt(r.dc_last_seq) + '</td><td class="behind">' + fmt(r.behind_messages) +
+      '</td><td class="behind_s">' + fmt(r.behind_secs, 1) + "</td><td>" +
+      fmt(r.last_transfer_secs, 1) + "</td><td>" + r.missing + "</td><td>" + r.repeated +
+      '</td><td class="status">' + esc(dcStatus(r)) + "</td></tr>");
+  }
+  document.getElementById("dcs").innerHTML = rows.join("");
+  document.getElementById("dcs-updated").textContent = dcs.generated_at;
+}
+
 document.getElementById("grid").addEventListener("click", ev => {
   const td = ev.target.closest("td.cell[data-key]");
   if (!td) return;
@@ -118,15 +162,20 @@ document.getElementById("grid").addEventListener("click", ev => {
 
 async function refresh() {
   try {
-    const [g, t] = await Promise.all([fetch("api/buckets"), fetch("api/types")]);
+    const asks = [fetch("api/buckets"), fetch("api/types")];
+    if (dcs !== null) asks.push(fetch("api/dcs"));
+    const [g, t, d] = await Promise.all(asks);
     if (g.ok && t.ok) { grid = await g.json(); types = await t.json(); render(); }
-    document.getElementById("status").textContent = g.ok && t.ok ? "" : " (refresh failed)";
+    if (d && d.ok) { dcs = await d.json(); renderDcs(); }
+    const ok = g.ok && t.ok && (!d || d.ok);
+    document.getElementById("status").textContent = ok ? "" : " (refresh failed)";
   } catch (e) {
     document.getElementById("status").textContent = " (refresh failed: " + e + ")";
   }
 }
 
 render();
+renderDcs();
 setInterval(refresh, REFRESH_MS);
 """
 
@@ -136,12 +185,29 @@ def _embed(doc: Any) -> str:
     return json.dumps(doc).replace("</", "<\\/")
 
 
-def render_page(grid: dict[str, Any], types: list[dict[str, Any]], refresh_secs: float) -> str:
+def render_page(
+    grid: dict[str, Any],
+    types: list[dict[str, Any]],
+    refresh_secs: float,
+    *,
+    dcs: dict[str, Any] | None = None,
+) -> str:
+    """The page; ``dcs`` is the per-DC panel's document (None: one DC, no panel)."""
     script = (
         _SCRIPT.replace("__REFRESH_MS__", str(int(refresh_secs * 1000)))
         .replace("__GRID__", _embed(grid))
         .replace("__TYPES__", _embed(types))
+        .replace("__DCS__", _embed(dcs))
     )
+    dc_panel = ""
+    if dcs is not None:
+        dc_panel = (
+            '<h2>Data centres</h2>\n<div class="meta">how far behind each DC\'s source is, '
+            "from what this region has stored · limit "
+            f"{dcs['max_transfer_delay_secs']:g}s · updated "
+            '<span id="dcs-updated"></span> · JSON: <a href="api/dcs">dcs</a></div>\n'
+            '<table class="dcs" id="dcs"></table>\n'
+        )
     width = grid["bucket_width_secs"]
     legend = "".join(
         f'<span><i style="background:{color}"></i>{html.escape(label)}</span>'
@@ -165,6 +231,6 @@ def render_page(grid: dict[str, Any], types: list[dict[str, Any]], refresh_secs:
 <div class="legend">{legend}</div>
 <table class="grid" id="grid"></table>
 <div id="details">Click a bucket for its counts, delay and files.</div>
-<script>{script}</script>
+{dc_panel}<script>{script}</script>
 </body></html>
 """
