@@ -13,43 +13,9 @@ from prometheus_client import CollectorRegistry
 
 from courier.audit.dc import DcAuditor
 from courier.cli.main import cli
-from courier.model import INVALID_TYPE
-from courier.schema import Registry
 from courier.settings import load_settings
-from courier.transport import SCHEMAS_KV, Transport, provision_base, provision_type, stream_name
-from courier_testing import example_definitions
-
-TYPE = "PlaySong"
-
-
-async def _setup(t: Topology, tmp_path: Path) -> None:
-    for name, server in t.dcs.items():
-        conn = await Transport.connect(server.url)
-        try:
-            for ty in (INVALID_TYPE, TYPE):
-                await provision_type(conn, load_settings(data_dir=tmp_path / name), ty)
-        finally:
-            await conn.close()
-    settings = load_settings(data_dir=tmp_path / "central", dc={"domains": list(t.domains)})
-    central = await Transport.connect(t.central.url)
-    try:
-        await provision_base(central, settings)
-        await Registry(await central.key_value(SCHEMAS_KV)).apply(example_definitions(TYPE))
-        for ty in (INVALID_TYPE, TYPE):
-            await provision_type(central, settings, ty)
-    finally:
-        await central.close()
-
-
-async def _publish(url: str, n: int, prefix: str) -> None:
-    conn = await Transport.connect(url)
-    try:
-        for i in range(n):
-            await conn.publish_events(
-                TYPE, b"{}", msg_id=f"{prefix}-{i}", headers={}, timeout_secs=5
-            )
-    finally:
-        await conn.close()
+from courier.transport import Transport, stream_name
+from multidc.dc_testing import TYPE, provision, publish
 
 
 def _audit(t: Topology, tmp_path: Path, env: dict[str, str]) -> tuple[int, dict[str, dict]]:
@@ -62,9 +28,9 @@ def _audit(t: Topology, tmp_path: Path, env: dict[str, str]) -> tuple[int, dict[
 
 def test_audit_shows_each_dc_exact_then_a_cut_off_dc_behind_and_late(tmp_path: Path):
     with Topology(tmp_path / "topology") as t:
-        asyncio.run(_setup(t, tmp_path))
-        asyncio.run(_publish(t.dcs["dcA"].url, 5, "a"))
-        asyncio.run(_publish(t.dcs["dcB"].url, 3, "b"))
+        asyncio.run(provision(t, tmp_path))
+        asyncio.run(publish(t.dcs["dcA"].url, 5, "a"))
+        asyncio.run(publish(t.dcs["dcB"].url, 3, "b"))
         env = {
             "COURIER_DC__DOMAINS": json.dumps(list(t.domains)),
             "COURIER_DC__NATS_URLS": json.dumps({"dcA": t.dcs["dcA"].url}),
@@ -83,7 +49,7 @@ def test_audit_shows_each_dc_exact_then_a_cut_off_dc_behind_and_late(tmp_path: P
         assert a["last_transfer_secs"] is not None and a["last_transfer_secs"] >= 0
 
         t.cut("dcA")
-        asyncio.run(_publish(t.dcs["dcA"].url, 2, "a2"))
+        asyncio.run(publish(t.dcs["dcA"].url, 2, "a2"))
         deadline = time.monotonic() + 30
         while True:
             code, rows = _audit(t, tmp_path, env)

@@ -1,0 +1,78 @@
+"""Helpers of the multi-DC tests: provision a :class:`~bench.topology.Topology`, publish
+into a DC, and run the dashboard in the delivery region."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.topology import Topology
+
+from courier.model import INVALID_TYPE
+from courier.schema import Registry
+from courier.settings import load_settings
+from courier.transport import SCHEMAS_KV, Transport, free_port, provision_base, provision_type
+from courier_testing import (
+    courier_process,
+    example_definitions,
+    settings_for,
+    stop_process,
+    wait_answering,
+)
+
+TYPE = "PlaySong"
+
+
+async def provision(t: Topology, tmp_path: Path) -> None:
+    """Each DC's streams, then central's base buckets, schemas and sourcing streams."""
+    for name, server in t.dcs.items():
+        conn = await Transport.connect(server.url)
+        try:
+            for ty in (INVALID_TYPE, TYPE):
+                await provision_type(conn, load_settings(data_dir=tmp_path / name), ty)
+        finally:
+            await conn.close()
+    settings = load_settings(data_dir=tmp_path / "central", dc={"domains": list(t.domains)})
+    central = await Transport.connect(t.central.url)
+    try:
+        await provision_base(central, settings)
+        await Registry(await central.key_value(SCHEMAS_KV)).apply(example_definitions(TYPE))
+        for ty in (INVALID_TYPE, TYPE):
+            await provision_type(central, settings, ty)
+    finally:
+        await central.close()
+
+
+async def publish(url: str, n: int, prefix: str) -> None:
+    """``n`` events of ``TYPE`` into the server at ``url`` (a DC's)."""
+    conn = await Transport.connect(url)
+    try:
+        for i in range(n):
+            await conn.publish_events(
+                TYPE, b"{}", msg_id=f"{prefix}-{i}", headers={}, timeout_secs=5
+            )
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def dashboard(t: Topology, data_dir: Path, **dc: Any) -> Iterator[str]:
+    """``courier dashboard`` against central with ``[dc]`` naming the topology's DCs
+    (``dc``: more ``[dc]`` settings); yields its base URL and stops it after."""
+    port = free_port()
+    settings = settings_for(
+        data_dir,
+        t.central.url,
+        dc={"domains": list(t.domains), **dc},
+        dashboard={"port": port, "refresh_secs": 0.5, "require_key": "off"},
+    )
+    proc = courier_process(settings, "dashboard")
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        asyncio.run(wait_answering(f"{url}healthz", proc))
+        yield url
+    finally:
+        stop_process(proc)
