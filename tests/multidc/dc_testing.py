@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 from bench.topology import Topology
 
 from courier.model import INVALID_TYPE
@@ -76,3 +78,30 @@ def dashboard(t: Topology, data_dir: Path, **dc: Any) -> Iterator[str]:
         yield url
     finally:
         stop_process(proc)
+
+
+Rows = dict[str, dict[str, Any]]
+
+
+def dc_rows(url: str) -> Rows:
+    """The dashboard's ``/api/dcs`` rows of ``TYPE``, by DC."""
+    resp = httpx.get(f"{url}api/dcs", timeout=10)
+    assert resp.status_code == 200, resp.text
+    return {r["domain"]: r for r in resp.json()["rows"] if r["event_type"] == TYPE}
+
+
+def wait_rows(url: str, done: Callable[[Rows], bool], timeout_secs: float = 60) -> Rows:
+    """Poll ``/api/dcs`` until ``done(rows)``; fail with the last rows after the timeout."""
+    deadline = time.monotonic() + timeout_secs
+    while True:
+        rows = dc_rows(url)
+        if done(rows):
+            return rows
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+
+
+def caught_up(rows: Rows) -> bool:
+    return bool(rows) and all(
+        r["dc_last_seq"] is not None and r["stored"] == r["dc_last_seq"] for r in rows.values()
+    )

@@ -5,39 +5,12 @@ and late (read directly from the DC) or as unreachable (no direct URL)."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 from bench.topology import Topology
 
-from multidc.dc_testing import TYPE, dashboard, provision, publish
-
-Rows = dict[str, dict[str, Any]]
-
-
-def _rows(url: str) -> Rows:
-    resp = httpx.get(f"{url}api/dcs", timeout=10)
-    assert resp.status_code == 200, resp.text
-    return {r["domain"]: r for r in resp.json()["rows"] if r["event_type"] == TYPE}
-
-
-def _wait_rows(url: str, done: Callable[[Rows], bool], timeout_secs: float = 60) -> Rows:
-    deadline = time.monotonic() + timeout_secs
-    while True:
-        rows = _rows(url)
-        if done(rows):
-            return rows
-        assert time.monotonic() < deadline, rows
-        time.sleep(0.2)
-
-
-def _caught_up(rows: Rows) -> bool:
-    return bool(rows) and all(
-        r["dc_last_seq"] is not None and r["stored"] == r["dc_last_seq"] for r in rows.values()
-    )
+from multidc.dc_testing import caught_up, dashboard, provision, publish, wait_rows
 
 
 def _start(t: Topology, tmp_path: Path) -> None:
@@ -46,12 +19,12 @@ def _start(t: Topology, tmp_path: Path) -> None:
     asyncio.run(publish(t.dcs["dcB"].url, 3, "b"))
 
 
-def test_api_dcs_shows_each_dc_caught_up_then_a_cut_off_dc_behind_and_late(tmp_path: Path):
+def test_api_dcs_shows_each_dccaught_up_then_a_cut_off_dc_behind_and_late(tmp_path: Path):
     with Topology(tmp_path / "topology") as t:
         _start(t, tmp_path)
         direct = {"dcA": t.dcs["dcA"].url}
         with dashboard(t, tmp_path / "c", nats_urls=direct, max_transfer_delay_secs=2) as url:
-            rows = _wait_rows(url, _caught_up)
+            rows = wait_rows(url, caught_up)
             a, b = rows["dcA"], rows["dcB"]
             assert (a["stored"], a["highest_seq"], a["behind_messages"]) == (5, 5, 0)
             assert (b["stored"], b["highest_seq"], b["behind_messages"]) == (3, 3, 0)
@@ -65,7 +38,7 @@ def test_api_dcs_shows_each_dc_caught_up_then_a_cut_off_dc_behind_and_late(tmp_p
             t.cut("dcA")
             asyncio.run(publish(t.dcs["dcA"].url, 2, "a2"))
             # Behind by what central has stored, the DC asked directly: late past 2 s.
-            rows = _wait_rows(url, lambda rows: rows["dcA"]["status"] == "late")
+            rows = wait_rows(url, lambda rows: rows["dcA"]["status"] == "late")
             a = rows["dcA"]
             assert (a["stored"], a["dc_last_seq"], a["behind_messages"]) == (5, 7, 2)
             assert a["behind_secs"] > 2 and a["delay_breached"] and a["reachable"]
@@ -73,7 +46,7 @@ def test_api_dcs_shows_each_dc_caught_up_then_a_cut_off_dc_behind_and_late(tmp_p
             assert rows["dcB"]["reachable"] and rows["dcB"]["behind_messages"] == 0
 
             t.restore("dcA")  # the link back: central catches up and the panel says so
-            rows = _wait_rows(url, lambda rows: rows["dcA"]["stored"] == 7, timeout_secs=120)
+            rows = wait_rows(url, lambda rows: rows["dcA"]["stored"] == 7, timeout_secs=120)
             assert rows["dcA"]["behind_messages"] == 0 and rows["dcA"]["missing"] == 0
 
 
@@ -81,9 +54,9 @@ def test_api_dcs_shows_a_cut_off_dc_without_a_direct_url_as_unreachable(tmp_path
     with Topology(tmp_path / "topology") as t:
         _start(t, tmp_path)
         with dashboard(t, tmp_path / "c") as url:
-            _wait_rows(url, _caught_up)
+            wait_rows(url, caught_up)
             t.cut("dcA")
-            rows = _wait_rows(url, lambda rows: rows["dcA"]["status"] == "unreachable")
+            rows = wait_rows(url, lambda rows: rows["dcA"]["status"] == "unreachable")
             a = rows["dcA"]
             assert not a["reachable"] and a["dc_last_seq"] is None
             assert a["behind_messages"] is None and a["stored"] == 5
