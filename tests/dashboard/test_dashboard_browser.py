@@ -4,12 +4,7 @@ and an audit mismatch (events lost from a closed bucket) is marked on its cell."
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,31 +19,10 @@ from courier_testing import (
     stop_process,
     wait_answering,
 )
+from dashboard.browser_testing import ARTIFACTS, opened
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 GREEN, RED, GREY = "rgb(46, 157, 79)", "rgb(214, 69, 69)", "rgb(184, 184, 184)"
 MISMATCH_OUTLINE = "rgb(123, 44, 191)"
-
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"{CHROMIUM} is missing in CI: .ci/run must install chromium")
-    pytest.skip(
-        f"{CHROMIUM} is not installed (apt-get install -y chromium); the browser test needs it",
-        allow_module_level=True,
-    )
-
-playwright_api = pytest.importorskip("playwright.async_api")
 
 
 @pytest.fixture
@@ -84,21 +58,6 @@ _CELL_STYLE = """el => el.isConnected ? [
 ] : null"""
 
 
-@contextlib.asynccontextmanager
-async def _opened(url: str) -> AsyncIterator[Any]:
-    """A page of headless Chromium showing ``url``; the browser closes afterwards."""
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            page = await browser.new_page()
-            await page.goto(url)
-            yield page
-        finally:
-            await browser.close()
-
-
 async def _cell_style(page, event_type: str, start: int) -> list[str]:
     loc = page.locator(f'td.cell[data-type="{event_type}"][data-start="{start}"]')
     for _ in range(100):
@@ -121,7 +80,7 @@ async def test_the_grid_shows_closed_late_and_open_buckets_in_their_colours(stac
     first = bucket_start(time.time(), width)
     await p.wait_until(lambda: p.reader.manifest("PlaySong", first + width) is not None, 20)
     await p.wait_until(lambda: p.reader.manifest("Search", first + width) is not None, 20)
-    async with _opened(url) as page:
+    async with opened(url) as page:
         on_time = await _cell(page, "Search", first + width)
         late = await _cell(page, "PlaySong", first + width)
         assert "on_time" in on_time[0] and on_time[1] == GREEN
@@ -156,7 +115,7 @@ async def test_a_bucket_that_lost_events_after_its_close_is_marked_as_a_mismatch
     bucket_dir = p.reader.layout.bucket_dir(BucketKey("Search", start))
     for part in bucket_dir.glob("part-*.parquet"):
         part.unlink()  # the loss the auditor must see
-    async with _opened(url) as page:
+    async with opened(url) as page:
         classes, _, outline, mark = await _cell_style(page, "Search", start)
         assert "mismatch" in classes
         assert outline == MISMATCH_OUTLINE
