@@ -186,10 +186,12 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             dash.sources = None
-            if dash.dcs is not None:
-                await dash.dcs.close()
-                dash.dcs = None
-            await conn.transport.close()
+            panel, dash.dcs = dash.dcs, None
+            try:
+                if panel is not None:
+                    await panel.close()
+            finally:
+                await conn.transport.close()
 
     routes = [
         Route("/", dash.page, methods=["GET"]),
