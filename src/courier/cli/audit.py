@@ -185,11 +185,12 @@ def _print_dcs(rows: list[DcAudit]) -> None:
         f"{'behind':>7} {'behind_s':>8} {'transfer_s':>10} verdict"
     )
     for d in rows:
-        verdict = "ok" if d.ok else ("UNREACHABLE" if not d.reachable else "")
-        if d.reachable and not d.exact:
-            verdict = "MISMATCH"
-        elif d.reachable and d.delay_breached:
-            verdict = f"LATE (> {d.max_transfer_delay_secs:g}s)"
+        verdict = {
+            "ok": "ok",
+            "unreachable": "UNREACHABLE",
+            "mismatch": "MISMATCH",
+            "late": f"LATE (> {d.max_transfer_delay_secs:g}s)",
+        }[d.status]
         click.echo(
             f"{d.event_type:16} {d.domain:8} {d.stored:>8} {_fmt(d.dc_last_seq):>8} "
             f"{d.missing:>7} {d.repeated:>8} {_fmt(d.behind_messages):>7} "
