@@ -125,7 +125,7 @@ class CloserSettings(_Section):
     target_file_bytes: int = 256 * MIB
     #: Rows per Parquet row group (and per chunk streamed through the closer).
     row_group_rows: int = 128 * 1024
-    #: DuckDB's memory for deduplicating one bucket; beyond it, it spills to <data_dir>/_tmp.
+    #: DuckDB's memory for deduplicating one bucket; beyond it, it spills to the scratch dir.
     memory_limit_bytes: int = 1024 * MIB
     threads: int = 2
     #: Grace for types whose settings do not give one.
@@ -353,6 +353,15 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path("courier-data")
+    #: Where buckets, staging files, quarantine, ``_invalid`` and the id index live: a
+    #: path or ``file://`` URL, ``s3://bucket/prefix`` or ``gs://bucket/prefix``
+    #: (credentials and endpoints from the providers' usual environment and files).
+    #: None = ``data_dir``. Every writer and closer of a deployment names the same store.
+    store_url: str | None = None
+    #: This process's own scratch directory (the closer's DuckDB spill files, local
+    #: copies of store objects); never shared between processes of different machines.
+    #: None = ``<data_dir>/_tmp``.
+    scratch_dir: Path | None = None
     nats_url: str | None = None
     bucket_width_secs: int = 3600
     #: How far the clocks of the hosts may disagree; watermarks stay this far behind "now".
@@ -390,6 +399,15 @@ class Settings(BaseSettings):
     @property
     def resolved_nats_url(self) -> str:
         return self.nats_url or f"nats://{self.nats.host}:{self.nats.port}"
+
+    @property
+    def resolved_store_url(self) -> str:
+        """The bucket store: ``store_url``, or the path of ``data_dir``."""
+        return self.store_url or str(self.data_dir)
+
+    @property
+    def resolved_scratch_dir(self) -> Path:
+        return self.scratch_dir or self.data_dir / "_tmp"
 
     @property
     def nats_store_dir(self) -> Path:

@@ -6,8 +6,8 @@ so the closer checks a bucket's ids against every closed bucket of the type whos
 start lies within ``closer.dedup_horizon_secs`` (default 7 days, never less than
 the stream's retention), not only against the previous bucket.
 
-The id index. Every closed bucket has one file,
-``<root>/_index/<Type>/<bucket_start>.parquet``, with one row per id of the bucket:
+The id index. Every closed bucket has one object in the bucket store,
+``_index/<Type>/<bucket_start>.parquet``, with one row per id of the bucket:
 
 - ``p`` (int64), the id's partition: for a UUIDv7 id, the UTC hour its embedded
   time names (``unix_ms // 3600000``); for any other id, ``-1 - (16 bits of its
@@ -36,6 +36,9 @@ Protocol (within a close, DESIGN §6):
   parts and before ``_SUCCESS`` (step 5), so every closed bucket has one; a re-close
   writes the new version's index before it switches the manifest.
 
+On an object store, the index objects and the parts an exact check reads are
+copied to this process's scratch directory for the lookup and deleted after it.
+
 Closed buckets without an index (closed by an older Courier) get one built from
 their parts the first time a closer of this process looks at their type. An id
 whose first copy is in a bucket older than the horizon is delivered again; when
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import io
 import logging
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +59,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from courier.closer.dedup import sql_list
-from courier.errors import ManifestError, StorageError
+from courier.errors import ManifestError, ObjectNotFoundError, StorageError
 from courier.model import INVALID_TYPE, BucketKey
-from courier.storage import Layout, read_manifest, write_bytes_atomic
+from courier.storage import Layout, write_bytes_atomic
+from courier.storage.copies import LocalCopies
 
 log = logging.getLogger("courier.closer")
 
@@ -109,18 +114,37 @@ class ClosedIds:
 class DedupHorizon:
     """The closed buckets of one type within the horizon of one bucket, and their ids."""
 
-    def __init__(self, layout: Layout, horizon_secs: int) -> None:
+    def __init__(
+        self, layout: Layout, horizon_secs: int, *, scratch_dir: Path | None = None
+    ) -> None:
+        """``scratch_dir``: where this process copies index objects and parts of an
+        object store for a lookup (default ``<root>/_tmp`` of a local store, which copies
+        nothing)."""
         self.layout = layout
+        self.store = layout.store
         self.horizon_secs = horizon_secs
+        self.scratch_dir = scratch_dir
         self._backfilled: set[str] = set()
 
     # -- where the index lives ----------------------------------------------------
 
+    def index_prefix(self, event_type: str) -> str:
+        return f"{INDEX_DIR}/{event_type}"
+
+    def index_key(self, key: BucketKey) -> str:
+        return f"{self.index_prefix(key.event_type)}/{key.start}.parquet"
+
     def index_dir(self, event_type: str) -> Path:
-        return self.layout.root / INDEX_DIR / event_type
+        """:meth:`index_prefix` on a local store."""
+        return self.layout.root / self.index_prefix(event_type)
 
     def index_path(self, key: BucketKey) -> Path:
-        return self.index_dir(key.event_type) / f"{key.start}.parquet"
+        """:meth:`index_key` on a local store."""
+        return self.layout.root / self.index_key(key)
+
+    def _copies(self) -> LocalCopies:
+        scratch = self.scratch_dir or self.layout.root / "_tmp"
+        return LocalCopies(self.store, scratch / f"horizon-{secrets.token_hex(4)}")
 
     def lower_bound(self, key: BucketKey) -> int:
         """The oldest bucket start whose ids ``key`` is checked against.
@@ -134,15 +158,14 @@ class DedupHorizon:
         return key.start - self.horizon_secs
 
     def indexed_starts(self, event_type: str) -> list[int]:
-        directory = self.index_dir(event_type)
-        if not directory.is_dir():
-            return []
+        prefix = self.index_prefix(event_type) + "/"
         starts = []
-        for p in directory.iterdir():
-            if p.name.startswith(".") or not p.name.endswith(".parquet"):
+        for o in self.store.list_objects(self.index_prefix(event_type)):
+            name = o.key[len(prefix) :]
+            if "/" in name or not name.endswith(".parquet"):
                 continue
             try:
-                starts.append(int(p.name.removesuffix(".parquet")))
+                starts.append(int(name.removesuffix(".parquet")))
             except ValueError:
                 continue
         return sorted(starts)
@@ -163,7 +186,25 @@ class DedupHorizon:
         starts = [s for s in self.indexed_starts(key.event_type) if s >= lower and s != key.start]
         if not starts:
             return ClosedIds()
-        files = {str(self.index_path(BucketKey(key.event_type, s))): s for s in starts}
+        with self._copies() as copies:
+            return self._find_closed(con, keys_table, key, starts, copies)
+
+    def _find_closed(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        keys_table: str,
+        key: BucketKey,
+        starts: list[int],
+        copies: LocalCopies,
+    ) -> ClosedIds:
+        files: dict[str, int] = {}
+        for s in starts:
+            try:
+                files[str(copies.path(self.index_key(BucketKey(key.event_type, s))))] = s
+            except ObjectNotFoundError:
+                continue  # deleted since the listing (by hand): nothing to look up there
+        if not files:
+            return ClosedIds()
         ps = [int(r[0]) for r in con.execute(f"SELECT DISTINCT p FROM {keys_table}").fetchall()]
         prune = (
             f"WHERE p IN ({', '.join(map(str, ps))})" if 0 < len(ps) <= _MAX_PRUNE_VALUES else ""
@@ -185,14 +226,15 @@ class DedupHorizon:
         except duckdb.Error as exc:
             raise StorageError(
                 f"cannot read the id index of {key.event_type} under "
-                f"{self.index_dir(key.event_type)}: {exc}; the bucket stays open and the close "
+                f"{self.layout.where(self.index_prefix(key.event_type))}: {exc}; the bucket stays "
+                "open and the close "
                 "is retried"
             ) from exc
         finally:
             con.unregister("_index_files")
         hit = con.execute("SELECT DISTINCT bucket_start FROM _candidates ORDER BY 1").fetchall()
         for (start,) in hit:
-            self._confirm(con, BucketKey(key.event_type, int(start)))
+            self._confirm(con, BucketKey(key.event_type, int(start)), copies)
         if not hit:
             return ClosedIds()  # the usual case: no copy of any id is closed already
         previous = key.previous(self.layout.width).start
@@ -211,9 +253,11 @@ class DedupHorizon:
         prev_rows, older_rows, ids_found = rows[0] if rows else (0, 0, 0)
         return ClosedIds(int(prev_rows or 0), int(older_rows or 0), int(ids_found or 0))
 
-    def _confirm(self, con: duckdb.DuckDBPyConnection, closed: BucketKey) -> None:
+    def _confirm(
+        self, con: duckdb.DuckDBPyConnection, closed: BucketKey, copies: LocalCopies
+    ) -> None:
         """The exact check: which candidates of ``closed`` its parts really hold."""
-        parts = self.closed_parts(closed)
+        parts = self._part_paths(self.closed_part_keys(closed), copies)
         if not parts:
             return
         con.execute(
@@ -226,14 +270,17 @@ class DedupHorizon:
             """
         ).fetchall()
 
-    def closed_parts(self, closed: BucketKey) -> list[Path]:
-        """The parts the current ``_SUCCESS`` of ``closed`` lists (none if not closed)."""
+    def closed_part_keys(self, closed: BucketKey) -> list[str]:
+        """Keys of the parts the current ``_SUCCESS`` of ``closed`` lists and the store
+        holds (none if not closed)."""
         try:
-            m = read_manifest(self.layout.manifest_path(closed))
+            m = self.layout.read_manifest(closed)
         except ManifestError:
             return []  # an index without a manifest: a close that has not finished
-        parts = [self.layout.bucket_dir(closed) / f.name for f in m.files]
-        present = [p for p in parts if p.exists()]
+        prefix = self.layout.bucket_prefix(closed)
+        stored = {o.key for o in self.store.list_objects(prefix)}
+        parts = [f"{prefix}/{f.name}" for f in m.files]
+        present = [p for p in parts if p in stored]
         if len(present) < len(parts):
             # A closed bucket lost a file (deleted by hand, storage fault): its ids cannot
             # be deduplicated against; redelivered copies of them land in the new bucket
@@ -242,9 +289,19 @@ class DedupHorizon:
                 "closed bucket %s is missing %s listed in its manifest; not deduplicating "
                 "against them",
                 closed.label(),
-                ", ".join(sorted(p.name for p in parts if not p.exists())),
+                ", ".join(sorted(p.rsplit("/", 1)[-1] for p in parts if p not in stored)),
             )
         return present
+
+    def _part_paths(self, keys: list[str], copies: LocalCopies) -> list[Path]:
+        paths = []
+        for k in keys:
+            try:
+                paths.append(copies.path(k))
+            except ObjectNotFoundError:
+                # Deleted since the listing: as missing as above, and as harmless.
+                log.warning("part %s vanished while being read; not deduplicating against it", k)
+        return paths
 
     def older_than_horizon(
         self, con: duckdb.DuckDBPyConnection, ids_table: str, key: BucketKey
@@ -261,7 +318,7 @@ class DedupHorizon:
     def write_index(self, con: duckdb.DuckDBPyConnection, query: str, key: BucketKey) -> int:
         """Write the index of ``key`` from ``query`` (columns ``p``, ``h``; a row per id)."""
         table = con.sql(f"SELECT DISTINCT p, h FROM ({query}) ORDER BY p, h").to_arrow_table()
-        write_index_file(self.index_path(key), table)
+        self.store.put(self.index_key(key), index_bytes(table))
         return table.num_rows
 
     # -- buckets closed without an index ----------------------------------------
@@ -278,14 +335,15 @@ class DedupHorizon:
         ]
         for s in missing:
             closed = BucketKey(key.event_type, s)
-            parts = self.closed_parts(closed)
             con = duckdb.connect()
             try:
-                if parts:
-                    src = f"(SELECT id FROM read_parquet({sql_list(parts)}))"
-                    self.write_index(con, keys_query(src), closed)
-                else:
-                    write_index_file(self.index_path(closed), _empty_index())
+                with self._copies() as copies:
+                    parts = self._part_paths(self.closed_part_keys(closed), copies)
+                    if parts:
+                        src = f"(SELECT id FROM read_parquet({sql_list(parts)}))"
+                        self.write_index(con, keys_query(src), closed)
+                    else:
+                        self.store.put(self.index_key(closed), index_bytes(_empty_index()))
             finally:
                 con.close()
             log.info("built the missing id index of closed bucket %s", closed.label())
@@ -297,7 +355,12 @@ def _empty_index() -> pa.Table:
 
 
 def write_index_file(path: Path, table: pa.Table) -> None:
-    """One bucket's index, atomically: sorted ``(p, h)``, delta-encoded, small row groups."""
+    """One bucket's index as a local file, atomically (:func:`index_bytes`)."""
+    write_bytes_atomic(path, index_bytes(table))
+
+
+def index_bytes(table: pa.Table) -> bytes:
+    """One bucket's index: sorted ``(p, h)``, delta-encoded, small row groups."""
     table = table.replace_schema_metadata({b"courier.id_index": INDEX_FORMAT})
     buf = io.BytesIO()
     pq.write_table(
@@ -309,4 +372,4 @@ def write_index_file(path: Path, table: pa.Table) -> None:
         row_group_size=_INDEX_ROW_GROUP_ROWS,
         write_statistics=True,
     )
-    write_bytes_atomic(path, buf.getvalue())
+    return buf.getvalue()

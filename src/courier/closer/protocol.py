@@ -1,16 +1,26 @@
 """The close protocol of one bucket (DESIGN §6), each step idempotent and resumable.
 
+Everything goes through the bucket store (:mod:`courier.storage.store`), so the
+same steps run on a local directory, S3 or GCS; no step assumes a disk shared with
+another process.
+
 1. claim (T, H) in the bucket catalog (compare-and-set; one closer wins);
-2. list the staging files of (T, H), plus stray files of already-closed
+2. list the staging objects of (T, H), plus stray ones of already-closed
    buckets (skewed), and record the list in the claim;
-3. read them, order by stream position, drop duplicate ids (keep the earliest)
-   and ids that any closed bucket of T within the dedup horizon holds (G2; the
-   id index and its exact check: :mod:`courier.closer.horizon`);
+3. read them (local scratch copies on an object store, for DuckDB), order by
+   stream position, drop duplicate ids (keep the earliest) and ids that any
+   closed bucket of T within the dedup horizon holds (G2; the id index and its
+   exact check: :mod:`courier.closer.horizon`);
 4. write the final files ``part-NNNNN.parquet`` (deterministic names and bytes,
-   right-sized, zstd), each atomically; then (4b) the bucket's id index;
-5. write ``_SUCCESS`` last: the manifest;
+   right-sized, zstd), each one atomic ``put_file``; then (4b) the bucket's id index;
+5. write ``_SUCCESS`` last with the store's ``create`` (create-only: S3
+   ``If-None-Match: *``, GCS ``ifGenerationMatch=0``, a hard link locally). When
+   it already exists, the stored bytes are compared with the manifest this close
+   meant to write: equal means a retried request found its own earlier write;
+   different means someone else closed the bucket, and their manifest stands
+   (logged, never overwritten);
 6. mark the catalog entry closed and publish the close notification;
-7. delete the staging files.
+7. delete the staging objects.
 
 A crash between any two steps is resumed by re-running the close: the claim
 holds the decision time, watermark and file list, so steps 3-5 rewrite the
@@ -22,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +48,7 @@ import pyarrow.compute as pc
 from courier.closer.catalog import Catalog, CatalogEntry
 from courier.closer.dedup import BucketDedup, conform, exact_chunks
 from courier.closer.horizon import ClosedIds, DedupHorizon, keys_query
-from courier.errors import ManifestError, StorageError
+from courier.errors import ManifestError, ObjectExistsError, ObjectNotFoundError, StorageError
 from courier.model import BucketKey, iso_utc
 from courier.schema import CompiledType
 from courier.settings import CloserSettings
@@ -45,10 +57,10 @@ from courier.storage import (
     Manifest,
     ManifestFile,
     SeqRange,
-    read_manifest,
-    write_manifest,
     write_parquet_chunks_atomic,
 )
+from courier.storage.copies import LocalCopies
+from courier.storage.manifest import decode_manifest, encode_manifest
 
 log = logging.getLogger("courier.closer")
 
@@ -84,15 +96,21 @@ class BucketCloser:
         cfg: CloserSettings,
         notify: Callable[[BucketKey, bytes], object],
         *,
+        scratch_dir: Path | None = None,
         after_step: Callable[[int], None] | None = None,
     ) -> None:
+        """``scratch_dir``: this process's own directory for DuckDB's spill files and
+        the local copies of an object store's staging objects (default
+        ``<root>/_tmp`` of a local store)."""
         self.layout = layout
+        self.store = layout.store
         self.width = layout.width
         self.catalog = catalog
         self.cfg = cfg
         self._notify = notify
         self._after_step = after_step or _crash_hook_from_env()
-        self.horizon = DedupHorizon(layout, cfg.dedup_horizon_secs)
+        self.scratch_dir = scratch_dir or layout.root / "_tmp"
+        self.horizon = DedupHorizon(layout, cfg.dedup_horizon_secs, scratch_dir=self.scratch_dir)
 
     async def close(
         self, key: BucketKey, compiled: CompiledType, watermark: float
@@ -104,17 +122,16 @@ class BucketCloser:
             return None
         entry, rev = claimed
         self._after_step(1)
-        manifest_path = self.layout.manifest_path(key)
         if entry.state == "closed":
             # Resume at step 6's notification (a crash may have come between the
             # catalog update and the publish; notifications are at least once).
-            manifest = read_manifest(manifest_path)
+            manifest = await asyncio.to_thread(self.layout.read_manifest, key)
             await self._notify_closed(key, manifest)
             await asyncio.to_thread(self._delete_staging, entry)
             return CloseResult(key, manifest)
         # Step 2: list (once; a resumed close reuses the recorded list).
         if entry.staging_files is None:
-            files, skewed = self._list_inputs(key)
+            files, skewed = await asyncio.to_thread(self._list_inputs, key)
             updated = await self.catalog.update(
                 key, replace(entry, staging_files=files, skewed_files=skewed), rev
             )
@@ -123,7 +140,7 @@ class BucketCloser:
             entry, rev = updated
         self._after_step(2)
         try:
-            manifest = read_manifest(manifest_path)
+            manifest = await asyncio.to_thread(self.layout.read_manifest, key)
         except ManifestError:
             # Steps 3-5 (pure functions of the claim and the staging files).
             manifest = await asyncio.to_thread(self._write_bucket, key, compiled, entry)
@@ -149,58 +166,44 @@ class BucketCloser:
 
     # -- step 2 -------------------------------------------------------------------
 
-    def _rel(self, path: Path) -> str:
-        return path.relative_to(self.layout.root).as_posix()
-
     def _list_inputs(self, key: BucketKey) -> tuple[list[str], list[str]]:
-        files = [self._rel(p) for p in self.layout.list_staging_files(key)]
+        files = [o.key for o in self.layout.list_staging(key)]
         skewed: list[str] = []
         for start in self.layout.staging_bucket_starts(key.event_type):
             if start >= key.start:
                 continue
             old = BucketKey(key.event_type, start)
             try:
-                consumed = set(read_manifest(self.layout.manifest_path(old)).staging_files)
+                consumed = set(self.layout.read_manifest(old).staging_files)
             except ManifestError:
                 consumed = set()
-            skewed += [
-                r
-                for p in self.layout.list_staging_files(old)
-                if (r := self._rel(p)) not in consumed
-            ]
+            skewed += [o.key for o in self.layout.list_staging(old) if o.key not in consumed]
         return sorted(files + skewed), sorted(skewed)
 
     # -- steps 3-5 ----------------------------------------------------------------
 
-    def _paths(self, rels: list[str]) -> list[Path]:
-        paths = [self.layout.root / rel for rel in rels]
-        for rel, p in zip(rels, paths, strict=True):
-            if not p.exists():
+    def _paths(self, rels: list[str], copies: LocalCopies) -> list[Path]:
+        paths = []
+        for rel in rels:
+            try:
+                paths.append(copies.path(rel))
+            except ObjectNotFoundError:
                 raise StorageError(
-                    f"staging file {rel} listed in the claim is missing; the close cannot be "
-                    "reproduced (was it deleted by hand?); bucket left open"
-                )
+                    f"staging file {self.layout.where(rel)} listed in the claim is missing; the "
+                    "close cannot be reproduced (was it deleted by hand?); bucket left open"
+                ) from None
         return paths
 
     def _write_bucket(
         self, key: BucketKey, compiled: CompiledType, entry: CatalogEntry
     ) -> Manifest:
         rels = entry.staging_files or []
-        paths = self._paths(rels)
-        bdir = self.layout.bucket_dir(key)
-        # Steps 3-4: order and deduplicate (streamed, spills under memory pressure), then
-        # the final files (deterministic names and bytes).
-        written = write_deduplicated(
-            self.cfg,
-            compiled.arrow_schema,
-            paths,
-            self.horizon,
-            key,
-            spill_dir=self.layout.root / "_tmp" / "closer",
-            part_path=lambda i: bdir / self.layout.part_name(i),
-            before_writing=lambda: self._after_step(3),
-        )
-        self._remove_extra_parts(bdir, len(written.files))
+        work = self.scratch_dir / f"close-{secrets.token_hex(6)}"
+        try:
+            with LocalCopies(self.store, work / "in") as copies:
+                written = self._write_parts(key, compiled, self._paths(rels, copies), work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         self._after_step(4)
         # Step 5: the manifest, last.
         end = key.end(self.width)
@@ -217,34 +220,92 @@ class BucketCloser:
             close_delay_secs=round(entry.claimed_at - end, 3),
             renamed_columns=compiled.renamed_columns,
         )
-        write_manifest(self.layout.manifest_path(key), manifest)
+        manifest = self._create_manifest(key, manifest)
         self._after_step(5)
         return manifest
 
-    def _remove_extra_parts(self, bdir: Path, count: int) -> None:
-        if not bdir.exists():
-            return
-        for p in bdir.glob("part-*.parquet"):
-            if p.name >= self.layout.part_name(count):
-                p.unlink()
+    def _write_parts(
+        self, key: BucketKey, compiled: CompiledType, inputs: list[Path], work: Path
+    ) -> WrittenParts:
+        """Steps 3-4b: order and deduplicate (streamed, spills under memory pressure),
+        then the final files (deterministic names and bytes) and the id index."""
+        prefix = self.layout.bucket_prefix(key)
+        local = self.layout.local_root
+        if local is not None:
+            # A local store: write each part in place (temp, fsync, rename), no copy.
+            bdir = local / prefix
+            part_path: Callable[[int], Path] = lambda i: bdir / self.layout.part_name(i)  # noqa: E731
+            publish: Callable[[Path], None] | None = None
+        else:
+            # An object store: each part goes to scratch, then up in one atomic put.
+            out = work / "out"
+            out.mkdir(parents=True, exist_ok=True)
+            part_path = lambda i: out / self.layout.part_name(i)  # noqa: E731
+
+            def publish(path: Path) -> None:
+                self.store.put_file(f"{prefix}/{path.name}", path)
+                path.unlink()
+
+        written = write_deduplicated(
+            self.cfg,
+            compiled.arrow_schema,
+            inputs,
+            self.horizon,
+            key,
+            spill_dir=work / "spill",
+            part_path=part_path,
+            before_writing=lambda: self._after_step(3),
+            publish_part=publish,
+        )
+        self._remove_extra_parts(prefix, len(written.files))
+        return written
+
+    def _create_manifest(self, key: BucketKey, manifest: Manifest) -> Manifest:
+        """Step 5: create ``_SUCCESS``, never overwrite it; the manifest that stands."""
+        mkey = self.layout.manifest_key(key)
+        data = encode_manifest(manifest)
+        try:
+            self.store.create(mkey, data)
+            return manifest
+        except ObjectExistsError:
+            stored = self.store.get(mkey)
+        if stored == data:
+            log.info("%s: found its own earlier _SUCCESS (a retried create)", key.label())
+            return manifest
+        existing = decode_manifest(stored, self.layout.where(mkey))
+        log.warning(
+            "%s was closed by someone else meanwhile: its _SUCCESS (%d events, closed at %s) "
+            "differs from the one this closer meant to write (%d events); it stands, nothing "
+            "was overwritten, and this close goes on with it",
+            key.label(),
+            existing.events,
+            existing.closed_at,
+            manifest.events,
+        )
+        return existing
+
+    def _remove_extra_parts(self, prefix: str, count: int) -> None:
+        """Parts beyond ``count`` left by an earlier attempt that cut the rows differently."""
+        for o in self.store.list_objects(prefix):
+            name = o.key[len(prefix) + 1 :]
+            is_part = "/" not in name and name.startswith("part-") and name.endswith(".parquet")
+            if is_part and name >= self.layout.part_name(count):
+                self.store.delete(o.key)
 
     # -- step 7 -------------------------------------------------------------------
 
     def _delete_staging(self, entry: CatalogEntry) -> None:
-        dirs = set()
         for rel in entry.staging_files or []:
-            path = self.layout.root / rel
             try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log.warning(
-                    "cannot delete staging file %s (%s); will retry on next close", path, exc
-                )
-            dirs.add(path.parent)
+                self.store.delete(rel)
+            except StorageError as exc:
+                log.warning("cannot delete staging file (%s); will retry on next close", exc)
+        local = self.layout.local_root
+        if local is None:
+            return  # an object store has no directories to tidy
+        dirs = {(local / rel).parent for rel in entry.staging_files or []}
         for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-            while d != self.layout.root and d.name != "_staging":
+            while d != local and d.name != "_staging":
                 try:
                     d.rmdir()
                 except OSError:
@@ -351,11 +412,13 @@ def write_deduplicated(
     spill_dir: Path,
     part_path: Callable[[int], Path],
     before_writing: Callable[[], None],
+    publish_part: Callable[[Path], None] | None = None,
 ) -> WrittenParts:
     """Steps 3-4b of a close (also of a re-close) of bucket ``key``: order the rows of
     the staging-form ``inputs``, keep one per id and none that a closed bucket of the
     type within the ``horizon`` holds (DuckDB, out of core), write right-sized parts at
-    ``part_path(0)``, ``part_path(1)``, ..., then the bucket's id index.
+    ``part_path(0)``, ``part_path(1)``, ... (each handed to ``publish_part`` once
+    complete, when given: the upload to an object store), then the bucket's id index.
     ``before_writing`` runs between steps 3 and 4 (a crash-test hook)."""
     stats = BucketStats(key.start)
     if not inputs:
@@ -386,6 +449,8 @@ def write_deduplicated(
         files: list[ManifestFile] = []
         for i, part in enumerate(split_parts(chunks, per_file // chunk)):
             info = write_parquet_chunks_atomic(part_path(i), schema, part)
+            if publish_part is not None:
+                publish_part(part_path(i))
             files.append(
                 ManifestFile(name=info.name, bytes=info.bytes, rows=info.rows, sha256=info.sha256)
             )

@@ -29,11 +29,11 @@ import pyarrow as pa
 from courier.closer.catalog import Catalog
 from courier.closer.metrics import CloserMetrics
 from courier.closer.protocol import BucketCloser, CloseResult
-from courier.errors import CourierError, StorageError
+from courier.errors import ConfigError, CourierError, StorageError
 from courier.model import INVALID_TYPE, BucketKey, bucket_start
 from courier.schema import CompiledType, Registry
 from courier.settings import Settings
-from courier.storage import Layout
+from courier.storage.layout import open_layout
 from courier.tables import TableMetrics, TableSync
 from courier.transport import WRITER_CONSUMER, Transport
 
@@ -67,9 +67,23 @@ class Closer:
         self.registry = registry
         self.catalog = catalog
         self.metrics = metrics or CloserMetrics()
-        self.layout = Layout(settings.data_dir, self.width)
+        # A store call gives up within half a claim lease, so a stalled close fails
+        # (and backs off) rather than outlive its claim.
+        self.layout = open_layout(
+            settings, retry_deadline_secs=settings.closer.claim_lease_secs / 2
+        )
+        if settings.tables.enabled and self.layout.local_root is None:
+            raise ConfigError(
+                f"tables.enabled commits bucket files in place, which needs a local bucket "
+                f"store, but the store is {self.layout.store.url}; set tables.enabled = false "
+                "(COURIER_TABLES__ENABLED=false) to close buckets on an object store"
+            )
         self.bucket_closer = BucketCloser(
-            self.layout, catalog, settings.closer, self._publish_closed
+            self.layout,
+            catalog,
+            settings.closer,
+            self._publish_closed,
+            scratch_dir=settings.resolved_scratch_dir,
         )
         self.tables = (
             TableSync(settings, self.layout, metrics=TableMetrics(self.metrics.registry))
@@ -92,7 +106,7 @@ class Closer:
         await self.transport.publish_closed(key.event_type, body, msg_id=f"closed.{key.label()}")
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("closer %s starting", self.catalog.closer_id)
+        log.info("closer %s starting on %s", self.catalog.closer_id, self.layout.store.url)
         tables = asyncio.create_task(self.tables.run(stop, self._schemas)) if self.tables else None
         while not stop.is_set():
             try:

@@ -24,10 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from courier.errors import ConfigError
+from courier.errors import ConfigError, ManifestError, ObjectNotFoundError
 from courier.model import BucketKey, parse_partition_path, partition_path, validate_bucket_width
 from courier.storage.store import BucketStore, LocalStore, ObjectInfo, open_store
+
+if TYPE_CHECKING:
+    from courier.settings import Settings
+    from courier.storage.manifest import Manifest
 
 MANIFEST_NAME = "_SUCCESS"
 STAGING_DIR = "_staging"
@@ -37,6 +42,18 @@ PARQUET_SUFFIX = ".parquet"
 
 def _is_hidden(name: str) -> bool:
     return name.startswith(("_", "."))
+
+
+def open_layout(settings: Settings, *, retry_deadline_secs: float | None = None) -> Layout:
+    """The layout of the process's bucket store (``store_url``, default ``data_dir``).
+
+    ``retry_deadline_secs`` bounds each S3/GCS call's retries (see
+    :func:`courier.storage.store.open_store`); a local store ignores it.
+    """
+    root: Path | str | BucketStore = settings.store_url or settings.data_dir
+    if isinstance(root, str) and "://" in root and not root.lower().startswith("file://"):
+        root = open_store(root, retry_deadline_secs=retry_deadline_secs)
+    return Layout(root, settings.bucket_width_secs)
 
 
 class Layout:
@@ -93,6 +110,29 @@ class Layout:
     def manifest_path(self, key: BucketKey) -> Path:
         """:meth:`manifest_key` on a local store."""
         return self.root / self.manifest_key(key)
+
+    def where(self, key: str) -> str:
+        """``key`` as a place to name in messages: ``<store url>/<key>``."""
+        return f"{self.store.url}/{key}"
+
+    @property
+    def local_root(self) -> Path | None:
+        """The directory of a local store; None on an object store."""
+        return self._root
+
+    def read_manifest(self, key: BucketKey) -> Manifest:
+        """The bucket's current ``_SUCCESS``; ManifestError when the bucket is not closed
+        or its manifest is unusable, StorageError when the store cannot be read (retry)."""
+        from courier.storage.manifest import decode_manifest
+
+        mkey = self.manifest_key(key)
+        try:
+            data = self.store.get(mkey)
+        except ObjectNotFoundError as exc:
+            raise ManifestError(
+                f"manifest {self.where(mkey)} does not exist: the bucket is not closed"
+            ) from exc
+        return decode_manifest(data, self.where(mkey))
 
     def closed_bucket_starts(self, event_type: str) -> list[int]:
         """Starts of the buckets of ``event_type`` that have a ``_SUCCESS``, sorted."""
@@ -176,6 +216,10 @@ class Layout:
     def quarantine_prefix(self, event_type: str) -> str:
         """``_quarantine/<Type>``: raw undecodable messages with their reason."""
         return f"{QUARANTINE_DIR}/{event_type}"
+
+    def quarantine_key(self, event_type: str, seq: int) -> str:
+        """The quarantine record of stream message ``seq`` of ``event_type``."""
+        return f"{self.quarantine_prefix(event_type)}/{seq:020d}.json"
 
     def quarantine_dir(self, event_type: str) -> Path:
         """:meth:`quarantine_prefix` on a local store."""

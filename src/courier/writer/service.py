@@ -9,8 +9,10 @@ The protocol, per (type, bucket) buffer (DESIGN §6):
    ``published_at`` (the transport's timestamp), ``_seq`` and ``_idx``;
 3. flush a buffer on rows, bytes, age
    or memory pressure: write ``_staging/<type>/<bucket>/<writer>-<first>-<last>-<flush>.parquet``
-   atomically (temp, fsync, rename, fsync dir); ``<flush>`` is unique per flush, so
-   a range redelivered by a repair never reuses a name a closed bucket consumed;
+   as one ``put`` to the bucket store (atomic: on a local store temp, fsync, rename,
+   fsync dir; on S3/GCS a single PUT, never visible half-written); ``<flush>`` is
+   unique per flush, so a range redelivered by a repair never reuses a name a closed
+   bucket consumed;
 4. only then ack every message in that file, and wait until the server has
    applied the acks.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import json
 import logging
 import os
@@ -39,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from courier.errors import CourierError, StorageError, TransportError
 from courier.model import BucketKey, bucket_start
@@ -51,7 +55,7 @@ from courier.schema.stored import (
     schema_version_of,
 )
 from courier.settings import Settings
-from courier.storage import Layout, write_bytes_atomic, write_parquet_atomic
+from courier.storage.layout import open_layout
 from courier.transport import Delivery, PullConsumer, Transport
 from courier.writer.metrics import WriterMetrics
 
@@ -145,7 +149,10 @@ class Writer:
         self.width = settings.bucket_width_secs
         self.transport = transport
         self.registry = registry
-        self.layout = Layout(settings.data_dir, settings.bucket_width_secs)
+        # A store call gives up well before the messages' ack_wait runs out, so a slow
+        # store means a failed flush (no ack, backoff), never a redelivery mid-flush.
+        self.layout = open_layout(settings, retry_deadline_secs=self.cfg.ack_wait_secs / 3)
+        self.store = self.layout.store
         self.writer_id = self.cfg.writer_id or default_writer_id()
         self.metrics = metrics or WriterMetrics()
         self._compiled: dict[str, CompiledType] = {}
@@ -162,7 +169,7 @@ class Writer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then flush what is buffered (best effort)."""
-        log.info("writer %s starting on %s", self.writer_id, self.settings.data_dir)
+        log.info("writer %s starting on %s", self.writer_id, self.store.url)
         maintenance = asyncio.create_task(self._maintain(stop), name="writer-maintain")
         try:
             while not stop.is_set():
@@ -311,7 +318,7 @@ class Writer:
             )
             await d.nak(delay_secs=min(30.0, 2.0**d.num_delivered))
             return
-        path = self.layout.quarantine_dir(event_type) / f"{d.seq:020d}.json"
+        qkey = self.layout.quarantine_key(event_type, d.seq)
         record = {
             "format_version": 1,
             "event_type": event_type,
@@ -323,7 +330,7 @@ class Writer:
             "body_base64": base64.b64encode(d.data).decode(),
         }
         try:
-            await asyncio.to_thread(write_bytes_atomic, path, json.dumps(record).encode())
+            await asyncio.to_thread(self.store.put, qkey, json.dumps(record).encode())
         except StorageError as exc:
             log.error(
                 "cannot quarantine %s seq %d (%s); it will be redelivered", event_type, d.seq, exc
@@ -332,7 +339,9 @@ class Writer:
             return
         await d.term()
         self.metrics.quarantined.labels(event_type).inc()
-        log.error("quarantined %s seq %d to %s: %s", event_type, d.seq, path, reason)
+        log.error(
+            "quarantined %s seq %d to %s: %s", event_type, d.seq, self.layout.where(qkey), reason
+        )
 
     # -- flushing -----------------------------------------------------------------
 
@@ -395,13 +404,14 @@ class Writer:
             if not buf.deliveries:
                 return True  # every message in it was poison: retried or quarantined
             seqs = [d.seq for d in buf.deliveries]
-            path = self.layout.staging_file(
+            skey = self.layout.staging_key(
                 buf.key, self.writer_id, min(seqs), max(seqs), flush_id=secrets.token_hex(4)
             )
+            path = self.layout.where(skey)
             table = pa.concat_tables(buf.tables)
             try:
-                # Step 3: durable staging file.
-                await asyncio.to_thread(write_parquet_atomic, path, table)
+                # Step 3: durable staging object, one put.
+                await asyncio.to_thread(self._stage, skey, table)
             except StorageError as exc:
                 self._requeue(bkey, buf)
                 self._backoff_secs = min(
@@ -430,6 +440,16 @@ class Writer:
             self.metrics.rows_flushed.labels(buf.key.event_type).inc(table.num_rows)
             log.debug("flushed %d rows to %s", table.num_rows, path)
             return True
+
+    def _stage(self, skey: str, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        try:
+            pq.write_table(
+                table, buf, compression="zstd", row_group_size=128 * 1024, write_statistics=True
+            )
+        except pa.ArrowException as exc:
+            raise StorageError(f"could not encode staging file {skey}: {exc}") from exc
+        self.store.put(skey, buf.getvalue())
 
     def _requeue(self, bkey: tuple[str, int, int], buf: _Buffer) -> None:
         newer = self._buffers.get(bkey)
