@@ -229,23 +229,7 @@ class BucketCloser:
     ) -> WrittenParts:
         """Steps 3-4b: order and deduplicate (streamed, spills under memory pressure),
         then the final files (deterministic names and bytes) and the id index."""
-        prefix = self.layout.bucket_prefix(key)
-        local = self.layout.local_root
-        if local is not None:
-            # A local store: write each part in place (temp, fsync, rename), no copy.
-            bdir = local / prefix
-            part_path: Callable[[int], Path] = lambda i: bdir / self.layout.part_name(i)  # noqa: E731
-            publish: Callable[[Path], None] | None = None
-        else:
-            # An object store: each part goes to scratch, then up in one atomic put.
-            out = work / "out"
-            out.mkdir(parents=True, exist_ok=True)
-            part_path = lambda i: out / self.layout.part_name(i)  # noqa: E731
-
-            def publish(path: Path) -> None:
-                self.store.put_file(f"{prefix}/{path.name}", path)
-                path.unlink()
-
+        part_path, publish = part_targets(self.layout, key, work / "out", self.layout.part_name)
         written = write_deduplicated(
             self.cfg,
             compiled.arrow_schema,
@@ -257,7 +241,7 @@ class BucketCloser:
             before_writing=lambda: self._after_step(3),
             publish_part=publish,
         )
-        self._remove_extra_parts(prefix, len(written.files))
+        self._remove_extra_parts(key, len(written.files))
         return written
 
     def _create_manifest(self, key: BucketKey, manifest: Manifest) -> Manifest:
@@ -284,13 +268,12 @@ class BucketCloser:
         )
         return existing
 
-    def _remove_extra_parts(self, prefix: str, count: int) -> None:
+    def _remove_extra_parts(self, key: BucketKey, count: int) -> None:
         """Parts beyond ``count`` left by an earlier attempt that cut the rows differently."""
-        for o in self.store.list_objects(prefix):
-            name = o.key[len(prefix) + 1 :]
-            is_part = "/" not in name and name.startswith("part-") and name.endswith(".parquet")
-            if is_part and name >= self.layout.part_name(count):
-                self.store.delete(o.key)
+        last = self.layout.part_key(key, count)
+        for part in self.layout.part_keys(key):
+            if part >= last:
+                self.store.delete(part)
 
     # -- step 7 -------------------------------------------------------------------
 
@@ -311,6 +294,33 @@ class BucketCloser:
                 except OSError:
                     break
                 d = d.parent
+
+
+def part_targets(
+    layout: Layout, key: BucketKey, out_dir: Path, name: Callable[[int], str]
+) -> tuple[Callable[[int], Path], Callable[[Path], None] | None]:
+    """Where the ``i``-th part of ``key`` is written, and how it is then published.
+
+    On a local store each part is written in place (temp, fsync, rename) and there
+    is nothing more to do; on an object store it is written to ``out_dir`` (scratch)
+    and published with one atomic ``put_file``, then the scratch file goes.
+    """
+    local = layout.local_root
+    prefix = layout.bucket_prefix(key)
+    if local is not None:
+        bdir = local / prefix
+        return (lambda i: bdir / name(i)), None
+    store = layout.store
+
+    def publish(path: Path) -> None:
+        store.put_file(f"{prefix}/{path.name}", path)
+        path.unlink()
+
+    def part_path(i: int) -> Path:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return out_dir / name(i)
+
+    return part_path, publish
 
 
 def chunk_rows(cfg: CloserSettings) -> int:

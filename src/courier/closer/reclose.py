@@ -34,8 +34,10 @@ which produces the same bytes):
 3. write the parts of version N+1 as ``part-vN+1-00000.parquet`` ...
    (new names: version N's files stay readable until step 5), then its id index
    (a superset of version N's ids: lookups confirm hits against ``_SUCCESS``);
-4. keep version N's manifest as ``_SUCCESS.vN``, then replace ``_SUCCESS``
-   atomically with version N+1 (``version``, ``repair``);
+4. keep version N's manifest as ``_SUCCESS.vN``, then swap ``_SUCCESS`` for
+   version N+1 (``version``, ``repair``) with the store's compare-and-swap on the
+   version token read in step 1: if anyone changed ``_SUCCESS`` meanwhile (a
+   concurrent re-close), nothing is switched and the repair is refused;
 5. record the new event count in the bucket catalog, publish the new manifest on
    ``courier.closed.<T>`` (downstream jobs reread the bucket: ``version`` > 1,
    ``repair`` set), replace version N's files in the type's Iceberg table (one
@@ -51,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import shutil
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
@@ -63,22 +66,23 @@ import pyarrow as pa
 from courier.closer.catalog import Catalog
 from courier.closer.dedup import sql_list
 from courier.closer.horizon import DedupHorizon
-from courier.closer.protocol import write_deduplicated
-from courier.errors import CourierError, ManifestError, RepairRefusedError
+from courier.closer.protocol import part_targets, write_deduplicated
+from courier.errors import (
+    ConfigError,
+    CourierError,
+    ManifestError,
+    ObjectNotFoundError,
+    RepairRefusedError,
+    StaleVersionError,
+)
 from courier.model import BucketKey, iso_utc
 from courier.schema import CompiledType
 from courier.schema.stored import UndecodableError, decode_batch
 from courier.settings import Settings
-from courier.storage import (
-    Layout,
-    Manifest,
-    ManifestRepair,
-    read_manifest,
-    write_manifest,
-    write_parquet_atomic,
-)
-from courier.storage.atomic import write_bytes_atomic
-from courier.storage.manifest import encode_manifest
+from courier.storage import Manifest, ManifestRepair, write_parquet_atomic
+from courier.storage.copies import LocalCopies
+from courier.storage.layout import open_layout
+from courier.storage.manifest import decode_manifest, encode_manifest
 from courier.tables import BucketTables
 from courier.transport import StoredMessage, Transport
 
@@ -120,32 +124,42 @@ class BucketRecloser:
         self.settings = settings
         self.cfg = settings.closer
         self.width = settings.bucket_width_secs
-        self.layout = Layout(settings.data_dir, self.width)
+        self.layout = open_layout(settings)
+        self.store = self.layout.store
+        self.scratch_dir = settings.resolved_scratch_dir
         self.transport = transport
         self.catalog = catalog
         self._after_step = after_step or (lambda step: None)
-        self.horizon = DedupHorizon(self.layout, self.cfg.dedup_horizon_secs)
+        self.horizon = DedupHorizon(
+            self.layout, self.cfg.dedup_horizon_secs, scratch_dir=self.scratch_dir
+        )
+        if settings.tables.enabled and self.layout.local_root is None:
+            raise ConfigError(
+                f"tables.enabled needs a local bucket store, but the store is "
+                f"{self.store.url}; set tables.enabled = false (COURIER_TABLES__ENABLED=false)"
+            )
         self._tables = BucketTables(settings, self.layout) if settings.tables.enabled else None
 
     async def reclose(
         self, key: BucketKey, compiled: CompiledType, *, repair_id: str, reason: str, now: float
     ) -> RecloseResult:
-        manifest_path = self.layout.manifest_path(key)
+        mkey = self.layout.manifest_key(key)
         try:
-            current = read_manifest(manifest_path)
-        except ManifestError as exc:
+            stored = self.store.get_versioned(mkey)
+            current = decode_manifest(stored.data, self.layout.where(mkey))
+        except (ManifestError, ObjectNotFoundError) as exc:
             raise RepairRefusedError(
                 f"{key.label()} has no readable manifest ({exc}); only closed buckets are "
                 "re-closed — an open bucket closes by itself"
             ) from exc
         if current.repair is not None and current.repair.repair_id == repair_id:
-            previous = read_manifest(self._kept_manifest_path(key, current.version - 1))
+            previous = self._read_kept(key, current.version - 1)
             await self._record(key, current)  # a re-run after step 4
             await self._notify(key, current)
             await self._commit_table(key, compiled)
             self._finish(key, current)
             return RecloseResult(key, previous, current, 0)
-        work = self.layout.root / "_tmp" / "reclose" / f"{key.event_type}-{key.start}"
+        work = self.scratch_dir / "reclose" / f"{key.event_type}-{key.start}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         try:
@@ -167,10 +181,16 @@ class BucketRecloser:
             # Never give up an event version N still holds (e.g. one that no longer
             # decodes with the current schema): refuse, and version N stays.
             await asyncio.to_thread(self._check_keeps_every_id, key, current, new)
-            # Step 4: keep version N, then switch.
-            kept = self._kept_manifest_path(key, current.version)
-            write_bytes_atomic(kept, encode_manifest(current))
-            write_manifest(manifest_path, new)
+            # Step 4: keep version N, then switch (compare-and-swap on version N's token).
+            self.store.put(self._kept_key(key, current.version), encode_manifest(current))
+            try:
+                self.store.replace(mkey, encode_manifest(new), version=stored.version)
+            except StaleVersionError as exc:
+                raise RepairRefusedError(
+                    f"{self.layout.where(mkey)} changed while {key.label()} was being "
+                    f"re-closed (another re-close?); version {new.version} was not switched "
+                    f"in ({exc}); read the bucket's state and run the repair again if needed"
+                ) from exc
             self._after_step(4)
             # Step 5.
             await self._record(key, new)
@@ -308,7 +328,9 @@ class BucketRecloser:
         now: float,
     ) -> Manifest:
         version = current.version + 1
-        bdir = self.layout.bucket_dir(key)
+        part_path, publish = part_targets(
+            self.layout, key, work / "out", lambda i: _part_name(version, i)
+        )
         written = write_deduplicated(
             self.cfg,
             compiled.arrow_schema,
@@ -316,8 +338,9 @@ class BucketRecloser:
             self.horizon,
             key,
             spill_dir=work / "spill",
-            part_path=lambda i: bdir / _part_name(version, i),
+            part_path=part_path,
             before_writing=lambda: self._after_step(2),
+            publish_part=publish,
         )
         self._after_step(3)
         return msgspec.structs.replace(
@@ -330,17 +353,34 @@ class BucketRecloser:
                 repair_id=repair_id,
                 reason=reason,
                 repaired_at=iso_utc(now),
-                previous_manifest=self._kept_manifest_path(key, current.version).name,
+                previous_manifest=self._kept_key(key, current.version).rsplit("/", 1)[-1],
                 previous_events=current.events,
             ),
         )
 
     def _check_keeps_every_id(self, key: BucketKey, current: Manifest, new: Manifest) -> None:
-        directory = self.layout.bucket_dir(key)
-        old = [p for f in current.files if (p := directory / f.name).exists()]
-        if not old:
-            return
-        fresh = [directory / f.name for f in new.files]
+        prefix = self.layout.bucket_prefix(key)
+        scratch = self.scratch_dir / f"reclose-check-{secrets.token_hex(4)}"
+        with LocalCopies(self.store, scratch) as copies:
+            old = []
+            for f in current.files:
+                with contextlib.suppress(ObjectNotFoundError):  # the lost part being repaired
+                    old.append(copies.path(f"{prefix}/{f.name}"))
+            if not old:
+                return
+            fresh = copies.paths([f"{prefix}/{f.name}" for f in new.files])
+            dropped = self._ids_dropped(old, fresh)
+        if dropped:
+            for f in new.files:
+                self.store.delete(f"{prefix}/{f.name}")
+            raise RepairRefusedError(
+                f"re-closing {key.label()} would drop {dropped} ids that version "
+                f"{current.version} holds (messages that no longer decode with the current "
+                "schema, or that the stream lost); nothing was changed"
+            )
+
+    def _ids_dropped(self, old: list[Path], fresh: list[Path]) -> int:
+        """Distinct ids of the files ``old`` that the files ``fresh`` lack."""
         con = duckdb.connect(config={"threads": max(1, self.cfg.threads)})
         try:
             old_sql = f"read_parquet({sql_list(old)}, union_by_name = true)"
@@ -354,20 +394,16 @@ class BucketRecloser:
             rows = con.execute(query).fetchall()
         finally:
             con.close()
-        dropped = int(rows[0][0]) if rows else 0
-        if dropped:
-            for p in fresh:
-                p.unlink(missing_ok=True)
-            raise RepairRefusedError(
-                f"re-closing {key.label()} would drop {dropped} ids that version "
-                f"{current.version} holds (messages that no longer decode with the current "
-                "schema, or that the stream lost); nothing was changed"
-            )
+        return int(rows[0][0]) if rows else 0
 
     # -- steps 4-5 ----------------------------------------------------------------
 
-    def _kept_manifest_path(self, key: BucketKey, version: int) -> Path:
-        return self.layout.manifest_path(key).with_name(f"_SUCCESS.v{version}")
+    def _kept_key(self, key: BucketKey, version: int) -> str:
+        return f"{self.layout.manifest_key(key)}.v{version}"
+
+    def _read_kept(self, key: BucketKey, version: int) -> Manifest:
+        kept = self._kept_key(key, version)
+        return decode_manifest(self.store.get(kept), self.layout.where(kept))
 
     async def _record(self, key: BucketKey, manifest: Manifest) -> None:
         got = await self.catalog.get(key)
@@ -402,10 +438,11 @@ class BucketRecloser:
             )
 
     def _finish(self, key: BucketKey, manifest: Manifest) -> None:
-        keep = {f.name for f in manifest.files}
-        for p in self.layout.bucket_dir(key).glob("part-*.parquet"):
-            if p.name not in keep:
-                p.unlink(missing_ok=True)
+        prefix = self.layout.bucket_prefix(key)
+        keep = {f"{prefix}/{f.name}" for f in manifest.files}
+        for part in self.layout.part_keys(key):
+            if part not in keep:
+                self.store.delete(part)
 
 
 def _part_name(version: int, index: int) -> str:

@@ -103,6 +103,16 @@ class Layout:
         """Deterministic name of the ``index``-th final file: ``part-00000.parquet``."""
         return f"part-{index:05d}{PARQUET_SUFFIX}"
 
+    def part_keys(self, key: BucketKey) -> list[str]:
+        """Every ``part-*.parquet`` object of a bucket, listed or not by its manifest, sorted."""
+        prefix = self.bucket_prefix(key)
+        keys = []
+        for o in self.store.list_objects(prefix):
+            name = o.key[len(prefix) + 1 :]
+            if "/" not in name and name.startswith("part-") and name.endswith(PARQUET_SUFFIX):
+                keys.append(o.key)
+        return keys
+
     def bucket_dir(self, key: BucketKey) -> Path:
         """:meth:`bucket_prefix` on a local store."""
         return self.root / self.bucket_prefix(key)
