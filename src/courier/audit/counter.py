@@ -47,7 +47,7 @@ from courier.model import bucket_start
 from courier.pertype import PerTypeTasks
 from courier.schema import Registry
 from courier.settings import Settings
-from courier.storage import Layout
+from courier.storage.layout import PARQUET_SUFFIX, STAGING_DIR, open_layout
 from courier.transport import (
     AUDIT_CONSUMER,
     Delivery,
@@ -138,8 +138,8 @@ class Auditor:
         self.registry = registry
         self.store = store
         self.metrics = metrics or AuditorMetrics()
-        self.layout = Layout(settings.data_dir, self.width)
-        self.scanner = DeliveredScanner(self.layout)
+        self.layout = open_layout(settings)
+        self.scanner = DeliveredScanner(self.layout, scratch_dir=settings.resolved_scratch_dir)
         self._tasks = PerTypeTasks(settings, transport, self._count, label="auditing", log=log)
         #: (type, bucket, kind) already reported, so each breach is logged once.
         self._reported: set[tuple[str, int, str]] = set()
@@ -345,13 +345,12 @@ class Auditor:
             self._reported.clear()
 
     def _staging_bytes(self, event_type: str) -> int:
-        root = self.layout.root / "_staging" / event_type
-        total = 0
-        if root.is_dir():
-            for p in root.rglob("*.parquet"):
-                with contextlib.suppress(FileNotFoundError):
-                    total += p.stat().st_size
-        return total
+        prefix = f"{STAGING_DIR}/{event_type}"
+        return sum(
+            o.size_bytes
+            for o in self.layout.store.list_objects(prefix)
+            if o.key.endswith(PARQUET_SUFFIX)
+        )
 
 
 async def recount(

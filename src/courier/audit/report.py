@@ -32,6 +32,7 @@ Verdict: ``mismatch`` (1-4) > ``late`` > ``breach`` (5, finance) >
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -43,11 +44,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from courier.audit.store import AuditStore, GatewayCounts, StreamCounts
-from courier.errors import ManifestError, TransportError
+from courier.errors import ManifestError, ObjectNotFoundError, StorageError, TransportError
 from courier.model import INVALID_TYPE, BucketKey, bucket_start, iso_utc
 from courier.schema import Registry, TypeSettings
 from courier.settings import Settings
-from courier.storage import Layout, Manifest, read_manifest
+from courier.storage import Layout, Manifest
+from courier.storage.copies import LocalCopies
+from courier.storage.manifest import decode_manifest
 from courier.transport import AUDIT_CONSUMER, WRITER_CONSUMER, ConsumerProgress, Transport
 
 ProblemKind = Literal[
@@ -228,48 +231,56 @@ async def gather_types(
 
 
 class DeliveredScanner:
-    """Reads what closed buckets hold; caches per unchanged set of files."""
+    """Reads what closed buckets hold, through the bucket store; caches per unchanged
+    manifest version and set of files (sizes; on a local store also mtimes)."""
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, *, scratch_dir: Path | None = None) -> None:
+        """``scratch_dir``: where parts of an object store are copied to be read (and
+        deleted right after); default a directory under the system's temp dir."""
         self.layout = layout
+        self.store = layout.store
+        self.scratch_dir = scratch_dir or Path(tempfile.gettempdir()) / "courier-audit"
         self._cache: dict[tuple[Any, ...], Delivered] = {}
 
     def check(self, key: BucketKey) -> Delivered | None:
         """None while the bucket is open (no ``_SUCCESS``)."""
-        path = self.layout.manifest_path(key)
+        mkey = self.layout.manifest_key(key)
         try:
-            stat = path.stat()
-        except FileNotFoundError:
+            got = self.store.get_versioned(mkey)
+            manifest = decode_manifest(got.data, self.layout.where(mkey))
+            prefix = self.layout.bucket_prefix(key)
+            stored = {o.key: o.size_bytes for o in self.store.list_objects(prefix)}
+        except ObjectNotFoundError:
             return None
-        try:
-            manifest = read_manifest(path)
-        except ManifestError as exc:
+        except (ManifestError, StorageError) as exc:
             return Delivered(None, 0, 0, [], [], error=str(exc))
-        directory = self.layout.bucket_dir(key)
-        present: list[tuple[str, Path, int, int]] = []
+        present: list[tuple[str, str, int, int]] = []
         missing: list[str] = []
         for f in manifest.files:
-            p = directory / f.name
-            try:
-                st = p.stat()
-            except FileNotFoundError:
+            part = f"{prefix}/{f.name}"
+            size = stored.get(part)
+            if size is None:
                 missing.append(f.name)
                 continue
-            present.append((f.name, p, st.st_size, st.st_mtime_ns))
-        sig = (str(path), stat.st_mtime_ns, tuple((n, s, m) for n, _, s, m in present))
+            present.append((f.name, part, size, self._mtime_ns(part)))
+        sig = (mkey, got.version, tuple((n, s, m) for n, _, s, m in present))
         cached = self._cache.get(sig)
         if cached is not None:
             return cached
         files: list[FileView] = []
         ids: list[pa.ChunkedArray] = []
-        for name, p, size, _ in present:
-            try:
-                table = pq.read_table(p, columns=["id"])
-            except (OSError, pa.ArrowException) as exc:
-                missing.append(f"{name} (unreadable: {exc})")
-                continue
-            files.append(FileView(name, size, table.num_rows))
-            ids.append(table.column("id"))
+        with LocalCopies(self.store, self.scratch_dir) as copies:
+            for name, part, size, _ in present:
+                try:
+                    table = pq.read_table(copies.path(part), columns=["id"])
+                except ObjectNotFoundError:
+                    missing.append(name)
+                    continue
+                except (OSError, pa.ArrowException, StorageError) as exc:
+                    missing.append(f"{name} (unreadable: {exc})")
+                    continue
+                files.append(FileView(name, size, table.num_rows))
+                ids.append(table.column("id"))
         rows = sum(f.rows for f in files)
         distinct = (
             int(
@@ -283,6 +294,17 @@ class DeliveredScanner:
         result = Delivered(manifest, rows, distinct, files, missing)
         self._cache[sig] = result
         return result
+
+    def _mtime_ns(self, part: str) -> int:
+        """A local file rewritten in place may keep its size; an object store's part is
+        told by its size alone (parts are written once, under new names on re-close)."""
+        local = self.layout.local_root
+        if local is None:
+            return 0
+        try:
+            return (local / part).stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
 
 
 # -- reconciling ----------------------------------------------------------------------

@@ -23,7 +23,7 @@ from courier.audit.dc import DcAudit, audit_dcs
 from courier.cli.params import parse_when
 from courier.runtime import Connected, connect_service, run_component
 from courier.settings import Settings
-from courier.storage import Layout
+from courier.storage.layout import open_layout
 from courier.tables import TableStatus
 from courier.transport import AUDIT_KV
 
@@ -53,10 +53,17 @@ async def audit_report(
         views = await gather_types(settings, conn.transport, conn.registry, store, only=event_type)
     finally:
         await conn.transport.close()
-    layout = Layout(settings.data_dir, settings.bucket_width_secs)
-    tables = TableStatus(settings, layout) if settings.tables.enabled else None
+    layout = open_layout(settings)
+    local = settings.tables.enabled and layout.local_root is not None
+    tables = TableStatus(settings, layout) if local else None
     return build_report(
-        views, DeliveredScanner(layout), settings, start=start, end=end, limit=limit, tables=tables
+        views,
+        DeliveredScanner(layout, scratch_dir=settings.resolved_scratch_dir),
+        settings,
+        start=start,
+        end=end,
+        limit=limit,
+        tables=tables,
     )
 
 

@@ -314,7 +314,7 @@ def buckets(c: _Ctx, event_type: str | None, since: str | None) -> None:
     from courier.storage import BucketReader
 
     s = c.settings()
-    reader = BucketReader(s.data_dir, s.bucket_width_secs)
+    reader = BucketReader(s.resolved_store_url, s.bucket_width_secs)
     states = reader.states(event_type, since=parse_when(since, 0) if since else None)
     click.echo(
         f"{'type':20} {'bucket_start':25} {'state':7} {'events':>9} {'files':>5} {'delay_s':>8}"
@@ -355,7 +355,7 @@ def read(
 
     s = c.settings()
     now = time.time()
-    table = BucketReader(s.data_dir, s.bucket_width_secs).read(
+    table = BucketReader(s.resolved_store_url, s.bucket_width_secs).read(
         event_type, parse_when(from_, now - 86400), parse_when(to, now), include_open=include_open
     )
     if fmt == "parquet":
@@ -423,7 +423,7 @@ def sql(c: _Ctx, query: str) -> None:
     from courier.storage import BucketReader
 
     s = c.settings()
-    con = BucketReader(s.data_dir, s.bucket_width_secs).duckdb()
+    con = BucketReader(s.resolved_store_url, s.bucket_width_secs).duckdb()
     try:
         rel = con.sql(query)
     except Exception as exc:  # duckdb raises many error types; report them all the same way

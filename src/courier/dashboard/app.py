@@ -34,7 +34,7 @@ from courier.errors import CourierError
 from courier.model import parse_time
 from courier.runtime import connect_service
 from courier.settings import Settings
-from courier.storage import Layout
+from courier.storage.layout import open_layout
 from courier.transport import AUDIT_KV
 
 log = logging.getLogger("courier.dashboard")
@@ -178,7 +178,7 @@ def create_app(settings: Settings) -> Starlette:
                 conn.transport,
                 conn.registry,
                 AuditStore(await conn.transport.key_value(AUDIT_KV)),
-                DeliveredScanner(Layout(settings.data_dir, settings.bucket_width_secs)),
+                DeliveredScanner(open_layout(settings), scratch_dir=settings.resolved_scratch_dir),
             )
             if settings.dc.domains:
                 dash.dcs = DcPanel(settings, conn.transport, conn.registry)
