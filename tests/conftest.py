@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench._emulators import FakeGcs, MotoS3
 
 from courier.settings import Settings
 from courier.transport.server import EmbeddedNats
@@ -42,3 +43,17 @@ async def pipeline(make_settings: Callable[..., Settings]) -> Any:
     finally:
         await p.stop()
         await p.transport.close()
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """A moto_server process on a free 127.0.0.1 port; each test makes its own bucket."""
+    with MotoS3(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcs]:
+    """A fake-gcs-server process on a free 127.0.0.1 port; each test makes its own bucket."""
+    with FakeGcs(tmp_path_factory.mktemp("fake-gcs")) as server:
+        yield server

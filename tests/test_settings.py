@@ -29,3 +29,22 @@ def test_settings_env_round_trips_auth_keys_and_nested_sections(monkeypatch, tmp
     for name, value in settings_env(original).items():
         monkeypatch.setenv(name, value)
     assert load_settings() == original
+
+
+def test_the_bucket_store_defaults_to_the_data_dir_and_takes_a_url_from_the_environment(
+    monkeypatch, tmp_path
+):
+    from courier.storage.layout import open_layout
+    from courier.storage.store import LocalStore
+
+    s = load_settings(data_dir=tmp_path)
+    assert s.resolved_store_url == str(tmp_path)
+    assert s.resolved_scratch_dir == tmp_path / "_tmp"
+    layout = open_layout(s)
+    assert isinstance(layout.store, LocalStore) and layout.local_root == tmp_path
+    monkeypatch.setenv("COURIER_STORE_URL", "s3://events/prod")
+    monkeypatch.setenv("COURIER_SCRATCH_DIR", str(tmp_path / "mine"))
+    s = load_settings(data_dir=tmp_path)
+    assert s.resolved_store_url == "s3://events/prod"
+    assert s.resolved_scratch_dir == tmp_path / "mine"
+    assert settings_env(s)["COURIER_STORE_URL"] == "s3://events/prod"

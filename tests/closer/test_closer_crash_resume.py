@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 from pathlib import Path
 
 import msgspec
-import pyarrow as pa
 import pytest
+from closer_testing import compiled_play_song, stage
 
 from courier.closer import BucketCloser, Catalog
 from courier.model import BucketKey
-from courier.schema import compile_type
 from courier.settings import CloserSettings
-from courier.storage import Layout, read_manifest, sha256_file, write_parquet_atomic
+from courier.storage import Layout, read_manifest, sha256_file
 from courier.transport import MemoryKeyValue
-from courier_testing import example_definitions
 
 WIDTH = 10
 START = 1_795_000_000 - 1_795_000_000 % WIDTH
@@ -28,39 +25,14 @@ class Crash(BaseException):
 
 
 def _compiled():
-    d = example_definitions("PlaySong")[0]
-    return compile_type(d.name, d.avro, 1, d.settings)
-
-
-def _stage(layout: Layout, key: BucketKey, ids: list[str], first_seq: int, writer: str) -> None:
-    ct = _compiled()
-    dec = msgspec.json.Decoder(ct.event_struct)
-    events = [
-        dec.decode(
-            msgspec.json.encode(
-                {"type": "PlaySong", "id": i, "data": {"track_id": i, "ms_played": 1}}
-            )
-        )
-        for i in ids
-    ]
-    body = ct.encode_stored(events, ids, None, dt.datetime.fromtimestamp(key.start, dt.UTC))
-    published = pa.array([(key.start + 1) * 1_000_000] * len(ids), pa.int64()).cast(
-        pa.timestamp("us", tz="UTC")
-    )
-    table = ct.decode_stored(body, published)
-    table = table.append_column(
-        "_seq", pa.array(range(first_seq, first_seq + len(ids)), pa.uint64())
-    )
-    table = table.append_column("_idx", pa.array([0] * len(ids), pa.uint32()))
-    path = layout.staging_file(key, writer, first_seq, first_seq + len(ids) - 1)
-    write_parquet_atomic(path, table)
+    return compiled_play_song()
 
 
 def _prepare(root: Path) -> Layout:
     layout = Layout(root, WIDTH)
-    _stage(layout, KEY, [f"e{i}" for i in range(100)], 1, "w1")
+    stage(layout, KEY, [f"e{i}" for i in range(100)], 1, "w1")
     # A redelivery after a writer crash: the same events again in another file.
-    _stage(layout, KEY, [f"e{i}" for i in range(50, 120)], 51, "w2")
+    stage(layout, KEY, [f"e{i}" for i in range(50, 120)], 51, "w2")
     return layout
 
 
@@ -139,11 +111,11 @@ async def test_a_rerun_after_the_crash_keeps_the_first_decision_time(tmp_path):
 async def test_duplicates_of_the_previous_bucket_are_dropped(tmp_path):
     layout = Layout(tmp_path, WIDTH)
     prev = BucketKey("PlaySong", START - WIDTH)
-    _stage(layout, prev, ["x1", "x2"], 1, "w1")
+    stage(layout, prev, ["x1", "x2"], 1, "w1")
     kv = MemoryKeyValue()
     closer = BucketCloser(layout, Catalog(kv, "c", 60.0), CloserSettings(), lambda k, b: None)
     await closer.close(prev, _compiled(), START + WIDTH)
-    _stage(layout, KEY, ["x2", "x3"], 3, "w1")
+    stage(layout, KEY, ["x2", "x3"], 3, "w1")
     result = await closer.close(KEY, _compiled(), START + 2 * WIDTH)
     assert result is not None
     m = result.manifest
