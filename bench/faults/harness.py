@@ -54,6 +54,30 @@ def without_permission_override() -> list[str]:
     return [setpriv, f"--bounding-set={_DROP_DAC}", f"--inh-caps={_DROP_DAC}"]
 
 
+def nats_nodes(root: Path, nodes: int, cluster: str = "courier-faults") -> list[EmbeddedNats]:
+    """One nats-server, or ``nodes`` of them routed into one cluster, on free ports
+    (``sync_interval: always``, each with its own store under ``root``); not started."""
+    if nodes == 1:
+        return [EmbeddedNats(root / "n0", port=free_port())]
+    cluster_ports = [free_port() for _ in range(nodes)]
+    out = []
+    for i in range(nodes):
+        routes = ", ".join(
+            f'"nats-route://127.0.0.1:{p}"' for j, p in enumerate(cluster_ports) if j != i
+        )
+        extra = (
+            "cluster {\n"
+            f'  name: "{cluster}"\n'
+            f'  listen: "127.0.0.1:{cluster_ports[i]}"\n'
+            f"  routes: [{routes}]\n"
+            "}\n"
+        )
+        out.append(
+            EmbeddedNats(root / f"n{i}", port=free_port(), server_name=f"n{i}", extra_config=extra)
+        )
+    return out
+
+
 @dataclass
 class Child:
     """One supervised ``courier <name>`` process."""
@@ -146,7 +170,7 @@ class Harness:
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.writer_metrics_port = free_port()
         self.closer_metrics_port = free_port()
-        self.nats = self._nats_nodes(nodes)
+        self.nats = nats_nodes(root / "nats", nodes)
         self.nats_url = ",".join(n.url for n in self.nats)
         self.env = {
             **os.environ,
@@ -175,32 +199,6 @@ class Harness:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, daemon=True)
-
-    def _nats_nodes(self, nodes: int) -> list[EmbeddedNats]:
-        if nodes == 1:
-            return [EmbeddedNats(self.root / "nats" / "n0", port=free_port())]
-        cluster_ports = [free_port() for _ in range(nodes)]
-        out = []
-        for i in range(nodes):
-            routes = ", ".join(
-                f'"nats-route://127.0.0.1:{p}"' for j, p in enumerate(cluster_ports) if j != i
-            )
-            extra = (
-                "cluster {\n"
-                '  name: "courier-faults"\n'
-                f'  listen: "127.0.0.1:{cluster_ports[i]}"\n'
-                f"  routes: [{routes}]\n"
-                "}\n"
-            )
-            out.append(
-                EmbeddedNats(
-                    self.root / "nats" / f"n{i}",
-                    port=free_port(),
-                    server_name=f"n{i}",
-                    extra_config=extra,
-                )
-            )
-        return out
 
     # -- lifecycle ----------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from bench.loadgen.ledger import KEY_DTYPE, id_key, read_ledger
 from courier.model import INVALID_TYPE
-from courier.storage import BucketReader, Layout, read_manifest
+from courier.storage import BucketReader, BucketStore, Layout, read_manifest
 
 _HEX = np.full(256, 255, dtype=np.uint8)
 for _i, _c in enumerate(b"0123456789abcdef"):
@@ -118,17 +118,24 @@ def infer_bucket_width(data_dir: Path) -> int | None:
 
 def verify(
     ledger_dir: Path,
-    data_dir: Path,
+    data_dir: Path | BucketStore,
     *,
     bucket_width_secs: int | None = None,
     event_types: list[str] | None = None,
 ) -> VerifyReport:
-    """Compare the closed buckets of ``data_dir`` (all types but ``_invalid`` unless
-    ``event_types`` is given) with the ledger in ``ledger_dir``."""
+    """Compare the closed buckets of ``data_dir`` or of a bucket store (all types but
+    ``_invalid`` unless ``event_types`` is given) with the ledger in ``ledger_dir``."""
     ledger = read_ledger(ledger_dir)
-    width = bucket_width_secs or infer_bucket_width(data_dir) or 3600
-    reader = BucketReader(Path(data_dir), width)
-    layout = Layout(Path(data_dir), width)
+    root: Path | BucketStore
+    if isinstance(data_dir, BucketStore):
+        if bucket_width_secs is None:
+            raise ValueError("verify needs bucket_width_secs to read a bucket store")
+        root, width = data_dir, bucket_width_secs
+    else:
+        root = Path(data_dir)
+        width = bucket_width_secs or infer_bucket_width(root) or 3600
+    reader = BucketReader(root, width)
+    layout = Layout(root, width)
     types = event_types or [t for t in layout.event_types() if t != INVALID_TYPE]
     parts: list[np.ndarray] = []
     closed = 0
