@@ -18,8 +18,13 @@ only their ``id`` column (all the exact check reads); ``index_bytes_per_id`` and
 With ``--table-commits N`` (0 = off), then the bucket's commit to its Iceberg
 table, as the closer runs it after the close (``bench._tables``).
 
+With ``--store s3`` (or ``gcs``) the staging files are uploaded to a moto_server
+(fake-gcs-server) process first, and the close reads them from there through scratch
+copies and writes its parts, index and ``_SUCCESS`` there: the closer on object storage.
+
 ``python -m bench.closer --rows 2000000``
 ``python -m bench.closer --rows 2000000 --horizon-ids 100000000``
+``python -m bench.closer --rows 2000000 --store s3``
 """
 
 from __future__ import annotations
@@ -185,12 +190,14 @@ def build_bucket(
     return key, total, distinct_count
 
 
-async def close_bucket(root: Path, key: BucketKey) -> float:
-    """Run the close protocol on ``key``; returns elapsed seconds."""
+async def close_bucket(root: Path | str, key: BucketKey, scratch: Path | None = None) -> float:
+    """Run the close protocol on ``key`` (a data dir or a store URL); returns elapsed seconds."""
     compiled = compiled_example()
     layout = Layout(root, WIDTH)
     catalog = Catalog(MemoryKeyValue(), "bench-closer", 600.0)
-    closer = BucketCloser(layout, catalog, load_settings().closer, lambda k, b: None)
+    closer = BucketCloser(
+        layout, catalog, load_settings().closer, lambda k, b: None, scratch_dir=scratch
+    )
     started = time.perf_counter()
     result = await closer.close(key, compiled, time.time())
     elapsed = time.perf_counter() - started
@@ -198,10 +205,13 @@ async def close_bucket(root: Path, key: BucketKey) -> float:
     return elapsed
 
 
-def _close_in_child(root: str, key: BucketKey) -> tuple[float, float, float]:
+def _close_in_child(
+    root: str, key: BucketKey, scratch: str | None = None
+) -> tuple[float, float, float]:
     """Close ``key`` in this (child) process: (elapsed s, CPU s, peak RSS MiB)."""
     cpu0 = time.process_time()
-    elapsed = asyncio.run(close_bucket(Path(root), key))
+    where = root if "://" in root else Path(root)
+    elapsed = asyncio.run(close_bucket(where, key, Path(scratch) if scratch else None))
     cpu = time.process_time() - cpu0
     return elapsed, cpu, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -289,6 +299,62 @@ def measure_closer(
     }
 
 
+def measure_closer_on_store(
+    rows: int, store: str, *, files: int = 20, duplicate_share: float = 0.01
+) -> dict[str, object]:
+    """Build a bucket's staging files, upload them to an emulator of ``store`` (``s3`` or
+    ``gcs``, a real process), and time the close there (a child process, as above)."""
+    import os
+
+    from bench._emulators import FakeGcs, MotoS3
+
+    with tempfile.TemporaryDirectory(prefix="courier-bench-closer-store-") as tmp:
+        root = Path(tmp)
+        emulator: MotoS3 | FakeGcs = (MotoS3 if store == "s3" else FakeGcs)(root / "emulator")
+        with emulator:
+            bucket = emulator.new_bucket()
+            url = f"{'s3' if store == 's3' else 'gs'}://{bucket}/courier"
+            saved = dict(os.environ)
+            os.environ.update(emulator.env())  # the spawned closer inherits it
+            try:
+                key, total, distinct = build_bucket(root / "local", rows, files, duplicate_share)
+                layout = Layout(url, WIDTH)
+                local = Layout(root / "local", WIDTH)
+                t0 = time.perf_counter()
+                staged = local.list_staging(key)
+                for o in staged:
+                    layout.store.put_file(o.key, root / "local" / o.key)
+                upload_secs = time.perf_counter() - t0
+                staged_mb = sum(o.size_bytes for o in staged) / 1e6
+                ctx = multiprocessing.get_context("spawn")
+                with ctx.Pool(1) as pool:
+                    elapsed, cpu, rss_mib = pool.apply(
+                        _close_in_child, (url, key, str(root / "scratch"))
+                    )
+                table = BucketReader(url, WIDTH, scratch_dir=root / "read").read(
+                    "PlaySong", key.start, key.start + 1, columns=["id"]
+                )
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+        out_rows = table.num_rows
+        out_distinct = len(pc.unique(table.column("id"))) if out_rows else 0
+    return {
+        "store": store,
+        "closer_rows_per_s": round(total / elapsed, 1),
+        "closer_secs": round(elapsed, 3),
+        "closer_cpu_secs": round(cpu, 3),
+        "closer_peak_rss_mib": round(rss_mib, 1),
+        "input_rows": total,
+        "staging_files": files,
+        "staging_mb": round(staged_mb, 1),
+        "upload_secs": round(upload_secs, 3),
+        "bucket_rows": out_rows,
+        "lost": distinct - out_distinct,
+        "duplicated": out_rows - out_distinct,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.closer", description=__doc__)
     p.add_argument("--rows", type=int, default=2_000_000)
@@ -306,8 +372,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--table-commits", type=int, default=0, help="then commit the bucket to its Iceberg table"
     )
+    p.add_argument(
+        "--store", choices=["local", "s3", "gcs"], default="local", help="where the bucket lives"
+    )
     p.add_argument("--duration", type=float, help="ignored (the suite passes it to every bench)")
     args = p.parse_args(argv)
+    if args.store != "local":
+        emit(
+            f"closer alone on {args.store}",
+            measure_closer_on_store(
+                args.rows, args.store, files=args.files, duplicate_share=args.duplicate_share
+            ),
+        )
+        return
     emit(
         "closer alone",
         measure_closer(

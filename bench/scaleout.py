@@ -45,7 +45,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ from bench.faults.harness import Child, nats_nodes, wait_for
 from bench.loadgen import LoadConfig, LoadResult, run_load, verify
 from bench.loadgen.events import BatchFactory
 from bench.tcpproxy import TcpProxy
-from courier.model import INVALID_TYPE, bucket_start
+from courier.model import INVALID_TYPE, BucketKey, bucket_start
 from courier.storage import BucketReader, Layout
 from courier.storage.store import BucketStore
 from courier.transport import EmbeddedNats, free_port
@@ -71,7 +71,8 @@ _SUCCESS_RE = re.compile(r"/_SUCCESS$")
 class Options:
     store: str = "s3"
     load_secs: float = 20.0
-    rate_events_per_s: float = 3000.0
+    #: None = closed loop: as fast as the gateways ack (the throughput runs).
+    rate_events_per_s: float | None = 3000.0
     types: int = 2
     bucket_width_secs: int = 2
     grace_secs: int = 1
@@ -329,6 +330,17 @@ class Topology:
             writes = self.emulator.successful_creates()
         return manifests, writes
 
+    def close_delays(self) -> list[float]:
+        """``close_delay_secs`` of the closed buckets that hold events (from the manifests)."""
+        layout = Layout(self.store(), self.opts.bucket_width_secs)
+        delays = []
+        for t in self.names:
+            for s in layout.closed_bucket_starts(t):
+                m = layout.read_manifest(BucketKey(t, s))
+                if m.events:
+                    delays.append(m.close_delay_secs)
+        return sorted(delays)
+
     def local_leftovers(self) -> list[str]:
         """Files under the hosts' data and scratch dirs: none may hold a bucket's data."""
         out = []
@@ -404,6 +416,7 @@ def run(opts: Options, *, workdir: Path | None = None, keep: bool = False) -> di
             drain = time.time() - last_ack
             gaps = top.bucket_gaps()
             manifests, writes = top.success_creates()
+            delays = top.close_delays()
             exists_races = top.log_count("was closed by someone else")
             own_retries = top.log_count("found its own earlier _SUCCESS")
             report = verify(
@@ -445,6 +458,9 @@ def run(opts: Options, *, workdir: Path | None = None, keep: bool = False) -> di
         "killed": faults.get("killed", []),
         "restart_secs": faults.get("restart_secs", []),
         "events_per_s": round(result.events_per_s, 1),
+        "p99_request_ms": round(result.percentile_ms(99), 1),
+        "close_delay_p50_secs": _quantile(delays, 0.5),
+        "close_delay_max_secs": delays[-1] if delays else None,
         "load_secs": round(last_ack - t0, 1),
         "drain_secs": round(drain, 1),
         "client_errors": result.errors,
@@ -453,22 +469,49 @@ def run(opts: Options, *, workdir: Path | None = None, keep: bool = False) -> di
     }
 
 
+def _quantile(values: list[float], q: float) -> float | None:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else None
+
+
+def compare(opts: Options) -> dict[str, Any]:
+    """Closed-loop throughput with 1 gateway, writer and closer, then with 2 of each (the
+    same 3-node cluster and store, no kills); the ratio of the two."""
+    one = run(replace(opts, gateways=1, writers=1, closers=1, kills=False))
+    two = run(replace(opts, gateways=2, writers=2, closers=2, kills=False))
+    keys = (
+        *("ok", "acked", "lost", "duplicated", "events_per_s", "p99_request_ms"),
+        *("close_delay_p50_secs", "close_delay_max_secs", "problems"),
+    )
+    return {
+        "store": opts.store,
+        "one_of_each": {k: one[k] for k in keys},
+        "two_of_each": {k: two[k] for k in keys},
+        "throughput_ratio_2_vs_1": round(two["events_per_s"] / max(1.0, one["events_per_s"]), 2),
+        "ok": bool(one["ok"] and two["ok"]),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.scaleout", description=__doc__.split("\n")[0])
     p.add_argument("--store", choices=["s3", "gcs"], default="s3")
     p.add_argument("--secs", type=float, default=20.0, help="load duration")
-    p.add_argument("--rate", type=float, default=3000.0, help="events/s offered")
+    p.add_argument("--rate", type=float, default=3000.0, help="events/s offered; 0 = closed loop")
     p.add_argument("--no-kills", action="store_true")
+    p.add_argument("--compare", action="store_true", help="1 vs 2 of each, closed loop, no kills")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, ledger)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     opts = Options(
         store=args.store,
         load_secs=args.secs,
-        rate_events_per_s=args.rate,
+        rate_events_per_s=args.rate or None,
         kills=not args.no_kills,
     )
-    row = run(opts, keep=args.keep)
+    row = (
+        compare(replace(opts, rate_events_per_s=None))
+        if args.compare
+        else run(opts, keep=args.keep)
+    )
     print(json.dumps(row, indent=2, default=str))
     return 0 if row["ok"] else 1
 

@@ -56,6 +56,16 @@ def segment_example_schemas_dir() -> Path:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", type=click.Path(path_type=Path), help="TOML settings file.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Root of buckets and staging.")
+@click.option(
+    "--store-url",
+    help="Bucket store: a path, file://, s3://bucket/prefix or gs://bucket/prefix "
+    "(default: --data-dir).",
+)
+@click.option(
+    "--scratch-dir",
+    type=click.Path(path_type=Path),
+    help="This process's own scratch directory (default: <data-dir>/_tmp).",
+)
 @click.option("--nats-url", help="NATS server URL (default: the embedded server's).")
 @click.option("--bucket-width-secs", type=int, help="Bucket width; must divide a day.")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
@@ -64,6 +74,8 @@ def cli(
     ctx: click.Context,
     config: Path | None,
     data_dir: Path | None,
+    store_url: str | None,
+    scratch_dir: Path | None,
     nats_url: str | None,
     bucket_width_secs: int | None,
     log_level: str | None,
@@ -73,6 +85,8 @@ def cli(
         config,
         {
             "data_dir": data_dir,
+            "store_url": store_url,
+            "scratch_dir": scratch_dir,
             "nats_url": nats_url,
             "bucket_width_secs": bucket_width_secs,
             "log_level": log_level,

@@ -123,12 +123,13 @@ def repair_replay_quarantine(
     only once it is stored, moves to _quarantine/EVENT_TYPE/_replayed/. Exits 1
     when a record could not be replayed (it stays in place; run again later).
     """
-    from courier.storage import Layout
+    from courier.storage.layout import open_layout
 
     s = c.settings()
     report = QuarantineReplay()
     with _client(c, gateway_url, api_key) as client:
-        layout = Layout(s.data_dir, s.bucket_width_secs)
+        # The quarantine of a local store (an object store's: ConfigError, not yet).
+        layout = open_layout(s)
         for step in replay_quarantine(client, layout, event_type, report, dry_run=dry_run):
             seq = step.record.stream_seq if step.record is not None else None
             if step.outcome == "unreadable":
