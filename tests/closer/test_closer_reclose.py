@@ -328,3 +328,21 @@ async def test_a_re_close_never_repeats_an_id_a_bucket_several_buckets_earlier_h
     finally:
         await p.stop()
         await p.transport.close()
+
+
+async def test_a_re_close_switches_nothing_when_the_manifest_changed_meanwhile(closed):
+    p, h = closed
+    key = BucketKey(T, h)
+    path = p.reader.layout.manifest_path(key)
+    theirs = read_manifest(path)
+    theirs.closed_at = "2000-01-01T00:00:00.000Z"  # what another repair wrote meanwhile
+
+    def someone_else_writes_the_manifest(step: int) -> None:
+        if step == 3:  # version 2's parts are written, the switch comes next
+            write_manifest(path, theirs)
+
+    recloser = await _recloser(p, after_step=someone_else_writes_the_manifest)
+    with pytest.raises(RepairRefusedError, match="changed while"):
+        await recloser.reclose(key, p.compiled[T], repair_id="r9", reason="x", now=time.time())
+    assert read_manifest(path) == theirs, "the compare-and-swap kept the other write"
+    assert len(_ids(p, h)) == 15
