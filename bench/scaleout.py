@@ -40,8 +40,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -51,7 +49,7 @@ from typing import Any
 
 from bench._emulators import FakeGcs, MotoS3
 from bench._stack import schema_dir
-from bench.faults.harness import Child, nats_nodes, wait_for
+from bench.faults.harness import Child, apply_schemas, nats_nodes, supervise, wait_for
 from bench.loadgen import LoadConfig, LoadResult, run_load, verify
 from bench.loadgen.events import BatchFactory
 from bench.tcpproxy import TcpProxy
@@ -240,34 +238,11 @@ class Topology:
         self.children[name] = child
 
     def _provision(self, base: dict[str, str], timeout_secs: float) -> None:
-        """``courier schema apply``, retried while the fresh cluster elects its leader."""
         schemas = schema_dir(self.root, self.opts.types, self.opts.grace_secs)
-        env = {**base, **self._host_env("provision")}
-        argv = [sys.executable, "-m", "courier.cli.main", "schema", "apply", str(schemas)]
-        deadline = time.monotonic() + timeout_secs
-        while True:
-            done = subprocess.run(argv, env=env, capture_output=True, text=True)
-            if done.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"schema apply failed: {done.stderr[-2000:]}")
-            time.sleep(1.0)
+        apply_schemas(schemas, {**base, **self._host_env("provision")}, timeout_secs)
 
     def _supervise(self) -> None:
-        while not self._stop.wait(0.05):
-            with self._lock:
-                for c in self.children.values():
-                    if c.proc is None:
-                        continue
-                    code = c.proc.poll()
-                    if code is None:
-                        continue
-                    now = time.monotonic()
-                    if c.exited_at is None:
-                        c.exited_at = now
-                        c.exits.append(code)
-                    if now - c.exited_at >= self.opts.restart_delay_secs:
-                        c.start()
+        supervise(self.children.values(), self._lock, self._stop, self.opts.restart_delay_secs)
 
     def close(self) -> None:
         """Stop every process this run started: balancer, Courier, NATS, the emulator."""

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +76,39 @@ def nats_nodes(root: Path, nodes: int, cluster: str = "courier-faults") -> list[
             EmbeddedNats(root / f"n{i}", port=free_port(), server_name=f"n{i}", extra_config=extra)
         )
     return out
+
+
+def apply_schemas(schemas: Path, env: dict[str, str], timeout_secs: float) -> None:
+    """``courier schema apply`` (retried: a fresh cluster elects its JetStream leader first)."""
+    argv = [sys.executable, "-m", "courier.cli.main", "schema", "apply", str(schemas)]
+    deadline = time.monotonic() + timeout_secs
+    while True:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"schema apply failed: {done.stderr[-2000:]}")
+        time.sleep(1.0)
+
+
+def supervise(
+    children: Iterable[Child], lock: threading.Lock, stop: threading.Event, delay_secs: float
+) -> None:
+    """Until ``stop``: restart a supervised child ``delay_secs`` after it exited."""
+    while not stop.wait(0.05):
+        with lock:
+            for c in children:
+                if c.proc is None or not c.supervised:
+                    continue
+                code = c.proc.poll()
+                if code is None:
+                    continue
+                now = time.monotonic()
+                if c.exited_at is None:
+                    c.exited_at = now
+                    c.exits.append(code)
+                if now - c.exited_at >= delay_secs:
+                    c.start()
 
 
 @dataclass
@@ -223,33 +256,10 @@ class Harness:
         return self
 
     def _provision(self, timeout_secs: float) -> None:
-        """``courier schema apply`` (retried: a fresh cluster elects its JetStream leader first)."""
-        schemas = schema_dir(self.root, self.types, self.grace_secs)
-        argv = [sys.executable, "-m", "courier.cli.main", "schema", "apply", str(schemas)]
-        deadline = time.monotonic() + timeout_secs
-        while True:
-            done = subprocess.run(argv, env=self.env, capture_output=True, text=True)
-            if done.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"schema apply failed: {done.stderr[-2000:]}")
-            time.sleep(1.0)
+        apply_schemas(schema_dir(self.root, self.types, self.grace_secs), self.env, timeout_secs)
 
     def _supervise(self) -> None:
-        while not self._stop.wait(0.05):
-            with self._lock:
-                for c in self.children.values():
-                    if c.proc is None or not c.supervised:
-                        continue
-                    code = c.proc.poll()
-                    if code is None:
-                        continue
-                    now = time.monotonic()
-                    if c.exited_at is None:
-                        c.exited_at = now
-                        c.exits.append(code)
-                    if now - c.exited_at >= self.restart_delay_secs:
-                        c.start()
+        supervise(self.children.values(), self._lock, self._stop, self.restart_delay_secs)
 
     @property
     def permissions_enforced(self) -> bool:

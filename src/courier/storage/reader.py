@@ -228,17 +228,11 @@ class BucketReader:
     # -- helpers -------------------------------------------------------------
 
     def _manifest(self, key: BucketKey) -> Manifest:
-        mkey = self.layout.manifest_key(key)
-        where = f"{self.store.url}/{mkey}"
         try:
-            data = self.store.get(mkey)
-        except ObjectNotFoundError as exc:
-            raise ManifestError(
-                f"manifest {where} does not exist: the bucket is not closed"
-            ) from exc
+            return self.layout.read_manifest(key)
         except StorageError as exc:
+            where = self.layout.where(self.layout.manifest_key(key))
             raise ManifestError(f"could not read manifest {where}: {exc}") from exc
-        return decode_manifest(data, where)
 
     def _manifest_or_none(self, key: BucketKey) -> Manifest | None:
         try:
