@@ -7,13 +7,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from closer_testing import compiled_play_song, stage
 
 from courier.closer import BucketCloser, Catalog
 from courier.model import BucketKey
 from courier.settings import CloserSettings
 from courier.storage import Layout, read_manifest, sha256_file
 from courier.transport import MemoryKeyValue
+from staging_testing import compiled_play_song, stage
 
 WIDTH = 10
 START = 1_795_000_000 - 1_795_000_000 % WIDTH

@@ -14,7 +14,6 @@ from pathlib import Path
 import msgspec
 import pytest
 from bench._emulators import FakeGcs, MotoS3
-from closer_testing import compiled_play_song, stage
 
 from courier.closer import BucketCloser, Catalog
 from courier.closer.horizon import DedupHorizon
@@ -25,6 +24,7 @@ from courier.storage import BucketReader, Layout
 from courier.storage.manifest import encode_manifest
 from courier.storage.store import BucketStore, LocalStore, MemoryStore
 from courier.transport import MemoryKeyValue
+from staging_testing import compiled_play_song, stage
 
 WIDTH = 10
 START = 1_795_000_000 - 1_795_000_000 % WIDTH

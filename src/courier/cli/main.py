@@ -328,7 +328,7 @@ def buckets(c: _Ctx, event_type: str | None, since: str | None) -> None:
     from courier.storage import BucketReader
 
     s = c.settings()
-    reader = BucketReader(s.resolved_store_url, s.bucket_width_secs)
+    reader = BucketReader(s.resolved_store_url, s.bucket_width_secs, scratch_dir=s.scratch_dir)
     states = reader.states(event_type, since=parse_when(since, 0) if since else None)
     click.echo(
         f"{'type':20} {'bucket_start':25} {'state':7} {'events':>9} {'files':>5} {'delay_s':>8}"
@@ -369,7 +369,7 @@ def read(
 
     s = c.settings()
     now = time.time()
-    table = BucketReader(s.resolved_store_url, s.bucket_width_secs).read(
+    table = BucketReader(s.resolved_store_url, s.bucket_width_secs, scratch_dir=s.scratch_dir).read(
         event_type, parse_when(from_, now - 86400), parse_when(to, now), include_open=include_open
     )
     if fmt == "parquet":
@@ -437,7 +437,9 @@ def sql(c: _Ctx, query: str) -> None:
     from courier.storage import BucketReader
 
     s = c.settings()
-    con = BucketReader(s.resolved_store_url, s.bucket_width_secs).duckdb()
+    con = BucketReader(
+        s.resolved_store_url, s.bucket_width_secs, scratch_dir=s.scratch_dir
+    ).duckdb()
     try:
         rel = con.sql(query)
     except Exception as exc:  # duckdb raises many error types; report them all the same way

@@ -186,7 +186,7 @@ def repair_replay_invalid(
 
     s = c.settings()
     start, end = parse_when(from_, 0), parse_when(to, 0)
-    table = BucketReader(s.resolved_store_url, s.bucket_width_secs).read(
+    table = BucketReader(s.resolved_store_url, s.bucket_width_secs, scratch_dir=s.scratch_dir).read(
         INVALID_TYPE, start, end, columns=["event_type", "raw"]
     )
     raws = [r["raw"] for r in table.to_pylist() if r.get("event_type") == event_type and r["raw"]]
