@@ -41,9 +41,12 @@ async def test_delivered_counts_come_from_the_store_and_a_lost_part_is_reported(
     stage(layout, KEY, ["a", "b", "c"], 1, "w1")
     stage(layout, KEY, ["c", "d"], 4, "w2")
     closer = BucketCloser(
-        layout, Catalog(MemoryKeyValue(), "c", 60.0), CloserSettings(), lambda k, b: None,
+        layout,
+        Catalog(MemoryKeyValue(), "c", 60.0),
+        CloserSettings(),
+        lambda k, b: None,
         scratch_dir=tmp_path / "closer",
-    )  # fmt: skip
+    )
     assert await closer.close(KEY, compiled_play_song(), START + WIDTH + 20) is not None
     got = scanner.check(KEY)
     assert got is not None and got.error is None
