@@ -59,7 +59,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from courier.closer.dedup import sql_list
-from courier.errors import ManifestError, ObjectNotFoundError, StorageError
+from courier.errors import ManifestError, StorageError
 from courier.model import INVALID_TYPE, BucketKey
 from courier.storage import Layout, write_bytes_atomic
 from courier.storage.copies import LocalCopies
@@ -197,12 +197,9 @@ class DedupHorizon:
         starts: list[int],
         copies: LocalCopies,
     ) -> ClosedIds:
-        files: dict[str, int] = {}
-        for s in starts:
-            try:
-                files[str(copies.path(self.index_key(BucketKey(key.event_type, s))))] = s
-            except ObjectNotFoundError:
-                continue  # deleted since the listing (by hand): nothing to look up there
+        by_key = {self.index_key(BucketKey(key.event_type, s)): s for s in starts}
+        # An index deleted since the listing (by hand) has nothing to look up: left out.
+        files = {str(path): by_key[k] for k, path in copies.fetch(by_key).items()}
         if not files:
             return ClosedIds()
         ps = [int(r[0]) for r in con.execute(f"SELECT DISTINCT p FROM {keys_table}").fetchall()]
@@ -294,14 +291,12 @@ class DedupHorizon:
         return present
 
     def _part_paths(self, keys: list[str], copies: LocalCopies) -> list[Path]:
-        paths = []
+        got = copies.fetch(keys)
         for k in keys:
-            try:
-                paths.append(copies.path(k))
-            except ObjectNotFoundError:
+            if k not in got:
                 # Deleted since the listing: as missing as above, and as harmless.
                 log.warning("part %s vanished while being read; not deduplicating against it", k)
-        return paths
+        return [got[k] for k in keys if k in got]
 
     def older_than_horizon(
         self, con: duckdb.DuckDBPyConnection, ids_table: str, key: BucketKey

@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 from courier.closer.catalog import Catalog, CatalogEntry
 from courier.closer.dedup import BucketDedup, conform, exact_chunks
 from courier.closer.horizon import ClosedIds, DedupHorizon, keys_query
-from courier.errors import ManifestError, ObjectExistsError, ObjectNotFoundError, StorageError
+from courier.errors import ManifestError, ObjectExistsError, StorageError
 from courier.model import BucketKey, iso_utc
 from courier.schema import CompiledType
 from courier.settings import CloserSettings
@@ -183,16 +183,14 @@ class BucketCloser:
     # -- steps 3-5 ----------------------------------------------------------------
 
     def _paths(self, rels: list[str], copies: LocalCopies) -> list[Path]:
-        paths = []
+        got = copies.fetch(rels)
         for rel in rels:
-            try:
-                paths.append(copies.path(rel))
-            except ObjectNotFoundError:
+            if rel not in got:
                 raise StorageError(
                     f"staging file {self.layout.where(rel)} listed in the claim is missing; the "
                     "close cannot be reproduced (was it deleted by hand?); bucket left open"
-                ) from None
-        return paths
+                )
+        return [got[rel] for rel in rels]
 
     def _write_bucket(
         self, key: BucketKey, compiled: CompiledType, entry: CatalogEntry

@@ -74,6 +74,7 @@ from courier.errors import (
     ObjectNotFoundError,
     RepairRefusedError,
     StaleVersionError,
+    StorageError,
 )
 from courier.model import BucketKey, iso_utc
 from courier.schema import CompiledType
@@ -362,14 +363,19 @@ class BucketRecloser:
         prefix = self.layout.bucket_prefix(key)
         scratch = self.scratch_dir / f"reclose-check-{secrets.token_hex(4)}"
         with LocalCopies(self.store, scratch) as copies:
-            old = []
-            for f in current.files:
-                with contextlib.suppress(ObjectNotFoundError):  # the lost part being repaired
-                    old.append(copies.path(f"{prefix}/{f.name}"))
+            # A missing part of version N is the lost part being repaired: left out.
+            old = list(copies.fetch(f"{prefix}/{f.name}" for f in current.files).values())
             if not old:
                 return
-            fresh = copies.paths([f"{prefix}/{f.name}" for f in new.files])
-            dropped = self._ids_dropped(old, fresh)
+            fresh_keys = [f"{prefix}/{f.name}" for f in new.files]
+            got = copies.fetch(fresh_keys)
+            if len(got) < len(fresh_keys):
+                raise StorageError(
+                    f"parts of version {new.version} of {key.label()} vanished right after "
+                    f"they were written under {self.layout.where(prefix)}; nothing was "
+                    "switched, run the repair again"
+                )
+            dropped = self._ids_dropped(old, list(got.values()))
         if dropped:
             for f in new.files:
                 self.store.delete(f"{prefix}/{f.name}")
