@@ -118,8 +118,8 @@ class DedupHorizon:
         self, layout: Layout, horizon_secs: int, *, scratch_dir: Path | None = None
     ) -> None:
         """``scratch_dir``: where this process copies index objects and parts of an
-        object store for a lookup (default ``<root>/_tmp`` of a local store, which copies
-        nothing)."""
+        object store for a lookup (default :meth:`Layout.default_scratch_dir`; a local
+        store copies nothing)."""
         self.layout = layout
         self.store = layout.store
         self.horizon_secs = horizon_secs
@@ -143,7 +143,7 @@ class DedupHorizon:
         return self.layout.root / self.index_key(key)
 
     def _copies(self) -> LocalCopies:
-        scratch = self.scratch_dir or self.layout.root / "_tmp"
+        scratch = self.scratch_dir or self.layout.default_scratch_dir()
         return LocalCopies(self.store, scratch / f"horizon-{secrets.token_hex(4)}")
 
     def lower_bound(self, key: BucketKey) -> int:

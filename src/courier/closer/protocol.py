@@ -101,7 +101,7 @@ class BucketCloser:
     ) -> None:
         """``scratch_dir``: this process's own directory for DuckDB's spill files and
         the local copies of an object store's staging objects (default
-        ``<root>/_tmp`` of a local store)."""
+        :meth:`Layout.default_scratch_dir`)."""
         self.layout = layout
         self.store = layout.store
         self.width = layout.width
@@ -109,7 +109,7 @@ class BucketCloser:
         self.cfg = cfg
         self._notify = notify
         self._after_step = after_step or _crash_hook_from_env()
-        self.scratch_dir = scratch_dir or layout.root / "_tmp"
+        self.scratch_dir = scratch_dir or layout.default_scratch_dir()
         self.horizon = DedupHorizon(layout, cfg.dedup_horizon_secs, scratch_dir=self.scratch_dir)
 
     async def close(

@@ -29,7 +29,7 @@ which produces the same bytes):
 
 1. read the current manifest (version N) and the stream: the messages of its
    sequence ranges and of the bucket's time range, decoded as the writer
-   decodes them, into temporary files under ``_tmp/reclose``;
+   decodes them, into temporary files under ``<scratch_dir>/reclose``;
 2. deduplicate as step 3 of a close (DuckDB, out of core);
 3. write the parts of version N+1 as ``part-vN+1-00000.parquet`` ...
    (new names: version N's files stay readable until step 5), then its id index

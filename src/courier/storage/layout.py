@@ -22,6 +22,7 @@ and fail with ConfigError on an object store. Listings go through the store.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -129,6 +130,13 @@ class Layout:
     def local_root(self) -> Path | None:
         """The directory of a local store; None on an object store."""
         return self._root
+
+    def default_scratch_dir(self) -> Path:
+        """Where a component given no scratch dir keeps its temporary files: ``<root>/_tmp``
+        of a local store, else a ``courier-scratch`` directory in the system's temp dir."""
+        if self._root is not None:
+            return self._root / "_tmp"
+        return Path(tempfile.gettempdir()) / "courier-scratch"
 
     def read_manifest(self, key: BucketKey) -> Manifest:
         """The bucket's current ``_SUCCESS``; ManifestError when the bucket is not closed
