@@ -244,16 +244,22 @@ class Topology:
     def _supervise(self) -> None:
         supervise(self.children.values(), self._lock, self._stop, self.opts.restart_delay_secs)
 
-    def close(self) -> None:
-        """Stop every process this run started: balancer, Courier, NATS, the emulator."""
+    def stop_courier(self) -> None:
+        """Stop the balancer and the Courier processes (SIGTERM, by PID), not restarted;
+        NATS and the store stay up. Afterwards the store no longer changes."""
         self._stop.set()
         if self._supervisor is not None and self._supervisor.is_alive():
             self._supervisor.join()
         if self.balancer is not None:
             self.balancer.close()
+            self.balancer = None
         with self._lock:
             for c in self.children.values():
                 c.stop()
+
+    def close(self) -> None:
+        """Stop every process this run started: balancer, Courier, NATS, the emulator."""
+        self.stop_courier()
         for n in self.nats:
             n.stop()
         self.emulator.stop()
@@ -291,19 +297,20 @@ class Topology:
             gaps[t] = expected - len(starts)
         return gaps
 
-    def success_creates(self) -> tuple[int, int]:
+    def success_creates(self) -> tuple[int, int, int | None]:
         """(``_SUCCESS`` objects of every type, ``_invalid`` included; successful writes of
         them that the store itself recorded: S3 object versions, GCS create-only uploads
-        answered 200). Equal means no ``_SUCCESS`` was ever written twice."""
+        answered 200; on S3 the most versions one ``_SUCCESS`` has). Equal counts (and at
+        most one version each) mean no ``_SUCCESS`` was ever written twice. Call it once
+        the closers are stopped, or a close between the two listings skews the counts."""
         layout = Layout(self.store(), self.opts.bucket_width_secs)
         types = [*self.names, INVALID_TYPE]
         manifests = sum(len(layout.closed_bucket_starts(t)) for t in types)
         if isinstance(self.emulator, MotoS3):
             versions = self.emulator.object_versions(self.bucket, PREFIX + "/")
-            writes = sum(v for k, v in versions.items() if _SUCCESS_RE.search(k))
-        else:
-            writes = self.emulator.successful_creates()
-        return manifests, writes
+            per_key = [v for k, v in versions.items() if _SUCCESS_RE.search(k)]
+            return manifests, sum(per_key), max(per_key, default=0)
+        return manifests, self.emulator.successful_creates(), None
 
     def close_delays(self) -> list[float]:
         """``close_delay_secs`` of the closed buckets that hold events (from the manifests)."""
@@ -389,8 +396,9 @@ def run(opts: Options, *, workdir: Path | None = None, keep: bool = False) -> di
             if not top.wait_all_closed(last_ack, CLOSE_TIMEOUT_SECS):
                 problems.append("not every bucket closed in time")
             drain = time.time() - last_ack
+            top.stop_courier()  # from here on the store holds still
             gaps = top.bucket_gaps()
-            manifests, writes = top.success_creates()
+            manifests, writes, max_versions = top.success_creates()
             delays = top.close_delays()
             exists_races = top.log_count("was closed by someone else")
             own_retries = top.log_count("found its own earlier _SUCCESS")
@@ -408,8 +416,11 @@ def run(opts: Options, *, workdir: Path | None = None, keep: bool = False) -> di
             shutil.rmtree(root, ignore_errors=True)
     if any(gaps.values()):
         problems.append(f"buckets without _SUCCESS between closed ones: {gaps}")
-    if writes != manifests:
-        problems.append(f"{manifests} _SUCCESS objects but {writes} successful writes of them")
+    if writes != manifests or (max_versions or 1) > 1:
+        problems.append(
+            f"{manifests} _SUCCESS objects but {writes} successful writes of them "
+            f"(at most {max_versions} versions of one)"
+        )
     if opts.kills and len(faults.get("killed", [])) < 3:
         problems.append(f"only {faults.get('killed')} were killed (the load ended first)")
     if leftovers:
@@ -428,6 +439,7 @@ def run(opts: Options, *, workdir: Path | None = None, keep: bool = False) -> di
         "open_buckets": report.open_buckets,
         "success_objects": manifests,
         "success_writes": writes,
+        "success_max_versions": max_versions,
         "create_found_own_write": own_retries,
         "create_found_other_closer": exists_races,
         "killed": faults.get("killed", []),
