@@ -1,4 +1,5 @@
-"""Quarantine records on disk: read for a replay, filed away only when asked, never lost."""
+"""Quarantine records in the bucket store: read for a replay, filed away only when asked,
+never lost; the same on a local directory and on S3 (a real moto_server)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,28 @@ import json
 from pathlib import Path
 
 import pytest
+from bench._emulators import MotoS3
 
 from courier.errors import StorageError
-from courier.repair import mark_replayed, quarantined_files, read_quarantined
+from courier.repair import mark_replayed, quarantined_keys, read_quarantined
 from courier.storage import Layout
+from courier.storage.store import LocalStore, MemoryStore
 
 
-def _record(layout: Layout, seq: int, body: bytes = b'{"id":"x"}\n', **extra: object) -> Path:
-    path = layout.quarantine_dir("PlaySong") / f"{seq:020d}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+@pytest.fixture(params=["local", "memory", "s3"])
+def layout(request: pytest.FixtureRequest, tmp_path: Path) -> Layout:
+    if request.param == "local":
+        return Layout(LocalStore(tmp_path / "root"), 3600)
+    if request.param == "memory":
+        return Layout(MemoryStore(), 3600)
+    from courier.storage.store.s3 import S3BucketStore
+
+    moto: MotoS3 = request.getfixturevalue("moto_s3")
+    return Layout(S3BucketStore(moto.new_bucket(), "courier", **moto.store_config()), 3600)
+
+
+def _record(layout: Layout, seq: int, body: bytes = b'{"id":"x"}\n', **extra: object) -> str:
+    key = layout.quarantine_key("PlaySong", seq)
     doc = {
         "format_version": 1,
         "event_type": "PlaySong",
@@ -27,13 +41,12 @@ def _record(layout: Layout, seq: int, body: bytes = b'{"id":"x"}\n', **extra: ob
         "body_base64": base64.b64encode(body).decode(),
         **extra,
     }
-    path.write_text(json.dumps(doc))
-    return path
+    layout.store.put(key, json.dumps(doc).encode())
+    return key
 
 
-def test_a_record_reads_back_as_the_republish_request_of_its_message(tmp_path: Path) -> None:
-    layout = Layout(tmp_path, 3600)
-    record = read_quarantined(_record(layout, 7, b"body\n"))
+def test_a_record_reads_back_as_the_republish_request_of_its_message(layout: Layout) -> None:
+    record = read_quarantined(layout, _record(layout, 7, b"body\n"))
     assert record.republish_request() == {
         "stream_seq": 7,
         "headers": {"Courier-Schema-Version": "1"},
@@ -41,15 +54,16 @@ def test_a_record_reads_back_as_the_republish_request_of_its_message(tmp_path: P
     }
 
 
-def test_replayed_records_move_aside_and_are_not_listed_again(tmp_path: Path) -> None:
-    layout = Layout(tmp_path, 3600)
+def test_replayed_records_move_aside_and_are_not_listed_again(layout: Layout) -> None:
     first, second = _record(layout, 2), _record(layout, 10)
-    assert quarantined_files(layout, "PlaySong") == [first, second]
-    moved = mark_replayed(read_quarantined(first))
-    assert moved == first.parent / "_replayed" / first.name and moved.exists()
-    assert not first.exists()
-    assert quarantined_files(layout, "PlaySong") == [second]
-    assert quarantined_files(layout, "Search") == []
+    assert quarantined_keys(layout, "PlaySong") == [first, second]
+    original = layout.store.get(first)
+    moved = mark_replayed(layout, read_quarantined(layout, first))
+    assert moved == "_quarantine/PlaySong/_replayed/" + first.rpartition("/")[2]
+    assert layout.store.get(moved) == original
+    assert layout.store.head(first) is None
+    assert quarantined_keys(layout, "PlaySong") == [second]
+    assert quarantined_keys(layout, "Search") == []
 
 
 @pytest.mark.parametrize(
@@ -57,9 +71,14 @@ def test_replayed_records_move_aside_and_are_not_listed_again(tmp_path: Path) ->
     [{"format_version": 2}, {"body_base64": "not base64!"}, {"headers": {"a": 1}}],
 )
 def test_an_unreadable_record_is_a_storage_error_and_stays_in_place(
-    tmp_path: Path, damage: dict[str, object]
+    layout: Layout, damage: dict[str, object]
 ) -> None:
-    path = _record(Layout(tmp_path, 3600), 3, **damage)
+    key = _record(layout, 3, **damage)
     with pytest.raises(StorageError, match="left in place"):
-        read_quarantined(path)
-    assert path.exists()
+        read_quarantined(layout, key)
+    assert layout.store.head(key) is not None
+
+
+def test_a_missing_record_is_a_storage_error_naming_it(layout: Layout) -> None:
+    with pytest.raises(StorageError, match=r"00000000000000000004\.json cannot be read"):
+        read_quarantined(layout, layout.quarantine_key("PlaySong", 4))

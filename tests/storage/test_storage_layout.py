@@ -50,7 +50,7 @@ def test_file_names_are_deterministic_and_sort_by_sequence(tmp_path: Path) -> No
     assert layout.part_name(12) == "part-00012.parquet"
     path = layout.staging_file(key, "host-1", 7, 120)
     assert path.name == "host-1-00000000000000000007-00000000000000000120.parquet"
-    assert layout.quarantine_dir("PlaySong") == tmp_path / "_quarantine" / "PlaySong"
+    assert layout.quarantine_key("PlaySong", 7) == "_quarantine/PlaySong/00000000000000000007.json"
 
 
 def test_staging_listings_skip_temp_files_and_sort_by_name(tmp_path: Path) -> None:

@@ -128,7 +128,6 @@ def repair_replay_quarantine(
     s = c.settings()
     report = QuarantineReplay()
     with _client(c, gateway_url, api_key) as client:
-        # The quarantine of a local store (an object store's: ConfigError, not yet).
         layout = open_layout(s)
         for step in replay_quarantine(client, layout, event_type, report, dry_run=dry_run):
             seq = step.record.stream_seq if step.record is not None else None

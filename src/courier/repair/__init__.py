@@ -9,7 +9,7 @@ from courier.repair.log import RepairLog, RepairRecord
 from courier.repair.quarantine import (
     QuarantinedMessage,
     mark_replayed,
-    quarantined_files,
+    quarantined_keys,
     read_quarantined,
 )
 from courier.repair.redeliver import RedeliverRequest, parse_redeliver, redeliver
@@ -28,7 +28,7 @@ __all__ = [
     "mark_replayed",
     "parse_redeliver",
     "parse_republish",
-    "quarantined_files",
+    "quarantined_keys",
     "read_quarantined",
     "redeliver",
     "republish",

@@ -12,7 +12,6 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +22,7 @@ from courier.model import iso_utc
 from courier.repair.quarantine import (
     QuarantinedMessage,
     mark_replayed,
-    quarantined_files,
+    quarantined_keys,
     read_quarantined,
 )
 from courier.repair.resubmit import ResubmitRequest
@@ -172,21 +171,27 @@ def replay_quarantine(
     (the remaining records stay in place) when the gateway fails other than by
     refusing one record.
     """
-    files = quarantined_files(layout, event_type)
-    report.files = len(files)
-    for path in files:
-        step = _replay_one(client, path, event_type, report, dry_run=dry_run)
+    keys = quarantined_keys(layout, event_type)
+    report.files = len(keys)
+    for key in keys:
+        step = _replay_one(client, layout, key, event_type, report, dry_run=dry_run)
         report.counts[step.outcome] += 1
         yield step
 
 
 def _replay_one(
-    client: RepairClient, path: Path, event_type: str, report: QuarantineReplay, *, dry_run: bool
+    client: RepairClient,
+    layout: Layout,
+    key: str,
+    event_type: str,
+    report: QuarantineReplay,
+    *,
+    dry_run: bool,
 ) -> QuarantineStep:
     try:
-        record = read_quarantined(path)
+        record = read_quarantined(layout, key)
         if record.event_type != event_type:
-            raise StorageError(f"{path} holds a {record.event_type!r} message")
+            raise StorageError(f"{layout.where(key)} holds a {record.event_type!r} message")
     except StorageError as exc:
         return QuarantineStep("unreadable", str(exc))
     if dry_run:
@@ -205,7 +210,7 @@ def _replay_one(
         )
     result = response.json()["result"]
     # Only now that the message is stored: a crash before this move replays it again.
-    mark_replayed(record)
+    mark_replayed(layout, record)
     if result["duplicate"]:
         return QuarantineStep("duplicate", "", record)
     return QuarantineStep("replayed", "", record, stored_seq=int(result["stream_seq"]))

@@ -239,10 +239,6 @@ class Layout:
         """The quarantine record of stream message ``seq`` of ``event_type``."""
         return f"{self.quarantine_prefix(event_type)}/{seq:020d}.json"
 
-    def quarantine_dir(self, event_type: str) -> Path:
-        """:meth:`quarantine_prefix` on a local store."""
-        return self.root / self.quarantine_prefix(event_type)
-
 
 def _partition_starts(type_prefix: str, dirs: Iterable[str]) -> list[int]:
     """Bucket starts of the partition directories ``dirs`` (keys under ``type_prefix``)."""
