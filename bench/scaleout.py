@@ -429,12 +429,7 @@ def run(opts: Options, *, workdir: Path | None = None, keep: bool = False) -> di
     return {
         **row,
         "ok": ok,
-        "acked": report.acked,
-        "delivered": report.distinct_delivered,
-        "lost": report.missing,
-        "duplicated": report.duplicated,
-        "unexpected": report.unexpected,
-        "unknown_outcome": report.unknown,
+        **report.ledger_row(),
         "closed_buckets": report.closed_buckets,
         "open_buckets": report.open_buckets,
         "success_objects": manifests,

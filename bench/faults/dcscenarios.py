@@ -429,12 +429,7 @@ def run_dc_scenario(
     return {
         **row,
         "ok": ok,
-        "acked": report.acked,
-        "delivered": report.distinct_delivered,
-        "lost": report.missing,
-        "duplicated": report.duplicated,
-        "unexpected": report.unexpected,
-        "unknown_outcome": report.unknown,
+        **report.ledger_row(),
         "faults": faults.injected,
         "recovery_max_secs": max(faults.recovery_secs) if faults.recovery_secs else None,
         "recovery_secs": faults.recovery_secs,

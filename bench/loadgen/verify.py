@@ -96,6 +96,17 @@ class VerifyReport:
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "ok": self.ok}
 
+    def ledger_row(self) -> dict[str, int]:
+        """The ledger check's columns of a fault or scale-out run's JSON row."""
+        return {
+            "acked": self.acked,
+            "delivered": self.distinct_delivered,
+            "lost": self.missing,
+            "duplicated": self.duplicated,
+            "unexpected": self.unexpected,
+            "unknown_outcome": self.unknown,
+        }
+
     def table(self) -> str:
         rows = [(k, v) for k, v in self.to_dict().items() if k not in ("samples", "event_types")]
         rows.append(("event_types", ",".join(self.event_types)))
