@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from bench._stack import schema_dir
-from bench.faults.harness import Child, Harness
+from bench.faults.harness import Child, Harness, apply_schemas
 from bench.topology import CENTRAL, Topology
 from courier.errors import CourierError
 from courier.settings import Settings, load_settings
@@ -95,8 +92,8 @@ class DcHarness(Harness):
         self.topology.start()
         schemas = schema_dir(self.root, self.types, self.grace_secs)
         for dc in DCS:  # each DC's own registry and streams, then the sourcing streams
-            self._apply(schemas, self.dc_env[dc], timeout_secs)
-        self._apply(schemas, self.env, timeout_secs)
+            apply_schemas(schemas, self.dc_env[dc], timeout_secs)
+        apply_schemas(schemas, self.env, timeout_secs)
         children = [
             *(
                 Child(
@@ -120,17 +117,6 @@ class DcHarness(Harness):
 
     def _log(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
-
-    def _apply(self, schemas: Path, env: dict[str, str], timeout_secs: float) -> None:
-        argv = [sys.executable, "-m", "courier.cli.main", "schema", "apply", str(schemas)]
-        deadline = time.monotonic() + timeout_secs
-        while True:
-            done = subprocess.run(argv, env=env, capture_output=True, text=True)
-            if done.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"schema apply failed: {done.stderr[-2000:]}")
-            time.sleep(1.0)
 
     def close(self) -> None:
         try:

@@ -28,8 +28,11 @@ from courier_testing import (
 TYPE = "PlaySong"
 
 
-async def provision(t: Topology, tmp_path: Path) -> None:
-    """Each DC's streams, then central's base buckets, schemas and sourcing streams."""
+async def provision(t: Topology, tmp_path: Path, central_only: tuple[str, ...] = ()) -> None:
+    """Each DC's streams, then central's base buckets, schemas and sourcing streams.
+
+    ``central_only`` types are registered and sourced at central but have no stream
+    in any DC (their sources never start)."""
     for name, server in t.dcs.items():
         conn = await Transport.connect(server.url)
         try:
@@ -41,8 +44,9 @@ async def provision(t: Topology, tmp_path: Path) -> None:
     central = await Transport.connect(t.central.url)
     try:
         await provision_base(central, settings)
-        await Registry(await central.key_value(SCHEMAS_KV)).apply(example_definitions(TYPE))
-        for ty in (INVALID_TYPE, TYPE):
+        registry = Registry(await central.key_value(SCHEMAS_KV))
+        await registry.apply(example_definitions(TYPE, *central_only))
+        for ty in (INVALID_TYPE, TYPE, *central_only):
             await provision_type(central, settings, ty)
     finally:
         await central.close()

@@ -12,33 +12,13 @@ from click.testing import CliRunner
 
 from courier.cli.main import cli
 from courier.model import INVALID_TYPE
-from courier.schema import Registry
-from courier.settings import load_settings
-from courier.transport import SCHEMAS_KV, Transport, provision_base, provision_type
-from courier_testing import example_definitions
+from multidc.dc_testing import provision, publish
 
 
 async def _setup(t: Topology, tmp_path: Path) -> None:
-    for name, server in t.dcs.items():
-        conn = await Transport.connect(server.url)
-        try:
-            for ty in (INVALID_TYPE, "PlaySong"):
-                await provision_type(conn, load_settings(data_dir=tmp_path / name), ty)
-            for i in range(5 if name == "dcA" else 3):
-                await conn.publish_events(
-                    "PlaySong", b"{}", msg_id=f"{name}-{i}", headers={}, timeout_secs=5
-                )
-        finally:
-            await conn.close()
-    settings = load_settings(data_dir=tmp_path / "central", dc={"domains": list(t.domains)})
-    central = await Transport.connect(t.central.url)
-    try:
-        await provision_base(central, settings)
-        await Registry(await central.key_value(SCHEMAS_KV)).apply(example_definitions("PlaySong"))
-        for ty in (INVALID_TYPE, "PlaySong"):
-            await provision_type(central, settings, ty)
-    finally:
-        await central.close()
+    await provision(t, tmp_path)
+    await publish(t.dcs["dcA"].url, 5, "dcA")
+    await publish(t.dcs["dcB"].url, 3, "dcB")
 
 
 def test_dc_status_shows_each_dc_caught_up_then_one_cut_off(tmp_path: Path):

@@ -14,35 +14,9 @@ from pathlib import Path
 
 from bench.topology import CENTRAL, Topology
 
-from courier.model import INVALID_TYPE
-from courier.schema import Registry
-from courier.settings import load_settings
-from courier.transport import SCHEMAS_KV, Transport, provision_base, provision_type
-from courier_testing import example_definitions
+from multidc.dc_testing import provision
 
 NUDGED = "nudged the source of Search"
-
-
-async def _setup(t: Topology, tmp_path: Path) -> None:
-    # The DCs have no Search stream: central's Search sources never start, so the
-    # watch re-adds them every nudge interval, a heartbeat this test can read.
-    for name, server in t.dcs.items():
-        conn = await Transport.connect(server.url)
-        try:
-            for ty in (INVALID_TYPE, "PlaySong"):
-                await provision_type(conn, load_settings(data_dir=tmp_path / name), ty)
-        finally:
-            await conn.close()
-    settings = load_settings(data_dir=tmp_path / "central", dc={"domains": list(t.domains)})
-    central = await Transport.connect(t.central.url)
-    try:
-        await provision_base(central, settings)
-        registry = Registry(await central.key_value(SCHEMAS_KV))
-        await registry.apply(example_definitions("PlaySong", "Search"))
-        for ty in (INVALID_TYPE, "PlaySong", "Search"):
-            await provision_type(central, settings, ty)
-    finally:
-        await central.close()
 
 
 def _wait(cond: Callable[[], bool], what: str, timeout_secs: float) -> None:
@@ -55,7 +29,9 @@ def _wait(cond: Callable[[], bool], what: str, timeout_secs: float) -> None:
 def test_dc_watch_keeps_nudging_after_a_central_kill_and_stops_on_sigterm(tmp_path: Path):
     log_path = tmp_path / "watch.log"
     with Topology(tmp_path / "topology") as t:
-        asyncio.run(_setup(t, tmp_path))
+        # The DCs have no Search stream: central's Search sources never start, so the
+        # watch re-adds them every nudge interval, a heartbeat this test can read.
+        asyncio.run(provision(t, tmp_path, central_only=("Search",)))
         env = {
             **os.environ,
             "COURIER_NATS_URL": t.central.url,
