@@ -137,19 +137,28 @@ def write_parquet_atomic(
     close after a crash rewrites identical files.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     def fill(f: BinaryIO) -> None:
-        pq.write_table(
-            table,
-            f,
-            compression=compression,
-            row_group_size=row_group_rows,
-            write_statistics=True,
-        )
+        write_parquet(f, table, compression=compression, row_group_rows=row_group_rows)
 
     _write_atomic(path, fill, (OSError, pa.ArrowException))
     return _file_info(path, table.num_rows)
+
+
+def write_parquet(
+    f: BinaryIO,
+    table: pa.Table,
+    *,
+    compression: str = "zstd",
+    row_group_rows: int = 128 * 1024,
+) -> None:
+    """``table`` as Parquet into ``f``, the way every staging and bucket file is written
+    (deterministic bytes for the same table and options; raises pa.ArrowException)."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        table, f, compression=compression, row_group_size=row_group_rows, write_statistics=True
+    )
 
 
 def write_parquet_chunks_atomic(

@@ -42,7 +42,6 @@ import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from courier.errors import CourierError, StorageError, TransportError
 from courier.model import BucketKey, bucket_start
@@ -55,6 +54,7 @@ from courier.schema.stored import (
     schema_version_of,
 )
 from courier.settings import Settings
+from courier.storage.atomic import write_parquet
 from courier.storage.layout import open_layout
 from courier.transport import Delivery, PullConsumer, Transport
 from courier.writer.metrics import WriterMetrics
@@ -444,9 +444,7 @@ class Writer:
     def _stage(self, skey: str, table: pa.Table) -> None:
         buf = io.BytesIO()
         try:
-            pq.write_table(
-                table, buf, compression="zstd", row_group_size=128 * 1024, write_statistics=True
-            )
+            write_parquet(buf, table)
         except pa.ArrowException as exc:
             raise StorageError(f"could not encode staging file {skey}: {exc}") from exc
         self.store.put(skey, buf.getvalue())
