@@ -158,14 +158,10 @@ class DedupHorizon:
         return key.start - self.horizon_secs
 
     def indexed_starts(self, event_type: str) -> list[int]:
-        prefix = self.index_prefix(event_type) + "/"
         starts = []
-        for o in self.store.list_objects(self.index_prefix(event_type)):
-            name = o.key[len(prefix) :]
-            if "/" in name or not name.endswith(".parquet"):
-                continue
+        for o in self.layout.objects_in(self.index_prefix(event_type), ".parquet"):
             try:
-                starts.append(int(name.removesuffix(".parquet")))
+                starts.append(int(o.key.rsplit("/", 1)[-1].removesuffix(".parquet")))
             except ValueError:
                 continue
         return sorted(starts)

@@ -90,12 +90,7 @@ def read_quarantined(layout: Layout, key: str) -> QuarantinedMessage:
 
 def quarantined_keys(layout: Layout, event_type: str) -> list[str]:
     """The store keys of ``event_type``'s records not yet replayed, by stream sequence."""
-    prefix = layout.quarantine_prefix(event_type) + "/"
-    return sorted(
-        o.key
-        for o in layout.store.list_objects(layout.quarantine_prefix(event_type))
-        if o.key.endswith(".json") and "/" not in o.key[len(prefix) :]
-    )
+    return [o.key for o in layout.objects_in(layout.quarantine_prefix(event_type), ".json")]
 
 
 def mark_replayed(layout: Layout, record: QuarantinedMessage) -> str:

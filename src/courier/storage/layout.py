@@ -104,15 +104,24 @@ class Layout:
         """Deterministic name of the ``index``-th final file: ``part-00000.parquet``."""
         return f"part-{index:05d}{PARQUET_SUFFIX}"
 
+    def objects_in(self, prefix: str, suffix: str) -> list[ObjectInfo]:
+        """The objects directly under the directory ``prefix`` (not in its subdirectories)
+        whose names end in ``suffix``, sorted by key."""
+        start = len(prefix) + 1
+        return [
+            o
+            for o in self.store.list_objects(prefix)
+            if o.key.endswith(suffix) and "/" not in o.key[start:]
+        ]
+
     def part_keys(self, key: BucketKey) -> list[str]:
         """Every ``part-*.parquet`` object of a bucket, listed or not by its manifest, sorted."""
         prefix = self.bucket_prefix(key)
-        keys = []
-        for o in self.store.list_objects(prefix):
-            name = o.key[len(prefix) + 1 :]
-            if "/" not in name and name.startswith("part-") and name.endswith(PARQUET_SUFFIX):
-                keys.append(o.key)
-        return keys
+        return [
+            o.key
+            for o in self.objects_in(prefix, PARQUET_SUFFIX)
+            if o.key[len(prefix) + 1 :].startswith("part-")
+        ]
 
     def bucket_dir(self, key: BucketKey) -> Path:
         """:meth:`bucket_prefix` on a local store."""
@@ -208,12 +217,7 @@ class Layout:
 
     def list_staging(self, key: BucketKey) -> list[ObjectInfo]:
         """Complete staging objects of a bucket, sorted by key."""
-        prefix = self.staging_prefix(key)
-        return [
-            o
-            for o in self.store.list_objects(prefix)
-            if o.key.endswith(PARQUET_SUFFIX) and "/" not in o.key[len(prefix) + 1 :]
-        ]
+        return self.objects_in(self.staging_prefix(key), PARQUET_SUFFIX)
 
     def list_staging_files(self, key: BucketKey) -> list[Path]:
         """:meth:`list_staging` on a local store, as paths."""
