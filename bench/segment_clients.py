@@ -43,9 +43,9 @@ import httpx
 import psutil
 
 from bench._report import emit
-from courier.auth import hash_key, new_key
 from courier.gateway.segment import CALL_TYPES
 from courier.model import INVALID_TYPE
+from courier.service.auth import hash_key, new_key
 from courier.storage import BucketReader
 from courier.transport import free_port
 

@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.faults.harness import Harness, wait_for
-from courier.closer.protocol import CRASH_AFTER_STEP_ENV
-from courier.closer.service import CLOCK_OFFSET_ENV
 from courier.model import BucketKey, bucket_start
+from courier.service.faults import (
+    CLOCK_OFFSET_ENV,
+    CLOSER_CRASH_AFTER_STEP_ENV,
+    WRITER_CRASH_AFTER_STAGING_ENV,
+)
 from courier.storage import Layout
-from courier.writer.service import CRASH_AFTER_STAGING_ENV
 
 RECOVERY_TIMEOUT_SECS = 90.0
 
@@ -124,7 +126,7 @@ def writer_kill(h: Harness, o: Options) -> Faults:
     kills = _count(o, 2, 6)
     for i in _fault_times(o, kills):
         t0 = time.monotonic()
-        crash_env = {CRASH_AFTER_STAGING_ENV: "1"} if i % 2 == 0 else {}
+        crash_env = {WRITER_CRASH_AFTER_STAGING_ENV: "1"} if i % 2 == 0 else {}
         h.kill9("writer", next_env=crash_env)
         wait_for(lambda: h.metric("writer", "courier_writer_flushes_total") is None, 5, 0.02)
         f.recovered(_writer_recovery(h, t0), "a writer kill")
@@ -143,7 +145,7 @@ def closer_steps(h: Harness, o: Options) -> Faults:
     f = Faults()
     crashed: list[int] = []
     for step in range(1, 8):
-        proc = h.restart_with("closer", {CRASH_AFTER_STEP_ENV: str(step)})
+        proc = h.restart_with("closer", {CLOSER_CRASH_AFTER_STEP_ENV: str(step)})
         try:
             code = proc.wait(RECOVERY_TIMEOUT_SECS)
         except subprocess.TimeoutExpired:

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 
-from courier.auth import hash_key, new_key
 from courier.model import BucketKey
+from courier.service.auth import hash_key, new_key
 from courier.settings import Settings, settings_env
 from courier.storage import Layout
 from courier.transport import free_port

@@ -80,7 +80,7 @@ async def test_an_unacked_message_holds_its_bucket_open_while_other_types_keep_c
 async def test_a_closer_clock_behind_by_the_fault_offset_holds_its_watermark_back(
     pipeline, monkeypatch
 ):
-    from courier.closer.service import CLOCK_OFFSET_ENV
+    from courier.service.faults import CLOCK_OFFSET_ENV
 
     monkeypatch.setenv(CLOCK_OFFSET_ENV, "-30")
     closer = await pipeline.start_closer()

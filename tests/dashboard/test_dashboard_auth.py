@@ -6,8 +6,8 @@ import base64
 
 import httpx
 
-from courier.auth import hash_key, new_key
 from courier.dashboard.app import create_app
+from courier.service.auth import hash_key, new_key
 from courier.settings import load_settings
 
 KEY = new_key()

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from courier.auth import KeyRing, hash_key, new_key, presented_key
 from courier.errors import ConfigError
+from courier.service.auth import KeyRing, hash_key, new_key, presented_key
 from courier.settings import load_settings
 
 PLAYER_KEY = new_key()
@@ -218,7 +218,7 @@ async def test_gateway_auth_the_require_key_middleware_guards_another_apps_route
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
-    from courier.auth import RequireKey
+    from courier.service.auth import RequireKey
 
     async def page(request):
         return PlainTextResponse(request.scope["state"]["principal"].name)

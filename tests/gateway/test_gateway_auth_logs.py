@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from courier.auth import hash_key, new_key
+from courier.service.auth import hash_key, new_key
 
 PAYLOAD_MARK = "payload-secret-7f3a9c"
 

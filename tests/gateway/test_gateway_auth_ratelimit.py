@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from courier.auth import Principal, hash_key, new_key
 from courier.errors import RateLimitedError
 from courier.gateway.ratelimit import RateLimiter
+from courier.service.auth import Principal, hash_key, new_key
 
 SLOW_KEY = new_key()
 FAST_KEY = new_key()

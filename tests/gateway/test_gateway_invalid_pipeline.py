@@ -8,9 +8,9 @@ import time
 
 import httpx
 
-from courier.auth import hash_key, new_key
 from courier.gateway import create_app
 from courier.model import INVALID_TYPE, bucket_start
+from courier.service.auth import hash_key, new_key
 from courier.settings import Settings
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from courier.auth import hash_key, new_key
 from courier.gateway import create_app
+from courier.service.auth import hash_key, new_key
 from courier.settings import Settings
 from courier.transport import stream_name
 

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from courier.auth import KeyRing, hash_key
 from courier.errors import TransportUnavailableError
 from courier.examples import SCHEMAS_DIR
 from courier.gateway import MemorySink, create_app
@@ -23,6 +22,7 @@ from courier.gateway.segment import CALL_TYPES, write_key
 from courier.gateway.segment import SCHEMAS_DIR as SEGMENT_SCHEMAS
 from courier.gateway.segment.mapping import Translator, parse
 from courier.schema import Registry, compile_type, load_definitions
+from courier.service.auth import KeyRing, hash_key
 from courier.settings import AuthSettings, SegmentSettings, load_settings
 from courier.transport.kv import MemoryKeyValue
 

@@ -7,7 +7,7 @@ import signal
 import time
 
 from courier.model import bucket_start
-from courier.writer.service import CRASH_AFTER_STAGING_ENV
+from courier.service.faults import WRITER_CRASH_AFTER_STAGING_ENV
 from courier_testing import courier_process, stop_process
 
 
@@ -19,7 +19,7 @@ async def test_kill_9_after_staging_before_ack_means_redelivery_not_loss(pipelin
         await pipeline.publish("PlaySong", [{"track_id": i, "ms_played": 1} for i in part], part)
     last_bucket = bucket_start(time.time(), settings.bucket_width_secs)
 
-    crashing = courier_process(settings, "writer", env={CRASH_AFTER_STAGING_ENV: "1"})
+    crashing = courier_process(settings, "writer", env={WRITER_CRASH_AFTER_STAGING_ENV: "1"})
     try:
         for _ in range(300):
             if crashing.poll() is not None:

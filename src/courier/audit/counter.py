@@ -44,8 +44,8 @@ from courier.audit.report import BucketAudit, DeliveredScanner, build_report, ga
 from courier.audit.store import AuditStore, StreamCounts
 from courier.errors import ConcurrentUpdateError, CourierError, TransportError
 from courier.model import bucket_start
-from courier.pertype import PerTypeTasks
 from courier.schema import Registry
+from courier.service.pertype import PerTypeTasks
 from courier.settings import Settings
 from courier.storage.layout import PARQUET_SUFFIX, STAGING_DIR, open_layout
 from courier.transport import (

@@ -6,7 +6,7 @@ from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from courier.telemetry import consumer_pending_gauge
+from courier.service.telemetry import consumer_pending_gauge
 
 #: Which SLO a breach is about; the ``slo`` label.
 Slo = Literal["timeliness", "completeness", "skewness"]

@@ -21,7 +21,7 @@ from courier.audit import (
 )
 from courier.audit.dc import DcAudit, audit_dcs
 from courier.cli.params import parse_when
-from courier.runtime import Connected, connect_service, run_component
+from courier.service.runtime import Connected, connect_service, run_component
 from courier.settings import Settings
 from courier.storage.layout import open_layout
 from courier.tables import TableStatus

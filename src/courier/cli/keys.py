@@ -7,8 +7,8 @@ import re
 
 import click
 
-from courier.auth import hash_key, new_key
 from courier.model import is_valid_type_name
+from courier.service.auth import hash_key, new_key
 
 
 @click.group()

@@ -13,7 +13,7 @@ import click
 
 from courier.cli.params import parse_when
 from courier.errors import CourierError
-from courier.runtime import configure_logging
+from courier.service.runtime import configure_logging
 from courier.settings import Settings, load_settings
 
 
@@ -127,7 +127,7 @@ def up(
 ) -> None:
     """Start the whole local stack: embedded NATS, gateway, writer, closer, auditor, dashboard."""
     from courier.cli.admin import apply_schemas, provision_all, sync
-    from courier.supervisor import Supervisor
+    from courier.service.supervisor import Supervisor
 
     if data_dir is not None:
         c.overrides["data_dir"] = data_dir

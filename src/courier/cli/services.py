@@ -7,7 +7,7 @@ import signal
 import time
 
 from courier.closer import Catalog, Closer, default_closer_id
-from courier.runtime import Connected, run_component
+from courier.service.runtime import Connected, run_component
 from courier.settings import Settings
 from courier.transport import CATALOG_KV, EmbeddedNats
 from courier.transport.server import describe_store

@@ -43,9 +43,9 @@ def tail(
     """
     from prometheus_client import CollectorRegistry
 
+    from courier.service.telemetry import metrics_endpoint
     from courier.tailer import Tailer, TailerCollector, TailerSettings
     from courier.tailer.tailer import glob_patterns
-    from courier.telemetry import metrics_endpoint
 
     s = obj.settings()  # the group's _Ctx (also when run as ``python -m courier.cli.main``)
     settings = TailerSettings(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from courier.telemetry import consumer_pending_gauge
+from courier.service.telemetry import consumer_pending_gauge
 
 
 class CloserMetrics:

@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import shutil
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -63,21 +61,6 @@ from courier.storage.copies import LocalCopies
 from courier.storage.manifest import decode_manifest, encode_manifest
 
 log = logging.getLogger("courier.closer")
-
-#: Fault injection for the crash tests and the fault suite: SIGKILL ourselves
-#: right after the given step (1-7). Never set in production.
-CRASH_AFTER_STEP_ENV = "COURIER_FAULT_CLOSER_CRASH_AFTER_STEP"
-
-
-def _crash_hook_from_env() -> Callable[[int], None]:
-    target = os.environ.get(CRASH_AFTER_STEP_ENV)
-
-    def hook(step: int) -> None:
-        if target is not None and int(target) == step:
-            log.warning("fault injection: killing the closer after step %d", step)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook
 
 
 @dataclass(frozen=True)
@@ -108,7 +91,7 @@ class BucketCloser:
         self.catalog = catalog
         self.cfg = cfg
         self._notify = notify
-        self._after_step = after_step or _crash_hook_from_env()
+        self._after_step = after_step or (lambda step: None)
         self.scratch_dir = scratch_dir or layout.default_scratch_dir()
         self.horizon = DedupHorizon(layout, cfg.dedup_horizon_secs, scratch_dir=self.scratch_dir)
 

@@ -32,17 +32,13 @@ from courier.closer.protocol import BucketCloser, CloseResult
 from courier.errors import ConfigError, CourierError, StorageError
 from courier.model import INVALID_TYPE, BucketKey, bucket_start
 from courier.schema import CompiledType, Registry
+from courier.service.faults import FaultHooks
 from courier.settings import Settings
 from courier.storage.layout import open_layout
 from courier.tables import TableMetrics, TableSync
 from courier.transport import WRITER_CONSUMER, Transport
 
 log = logging.getLogger("courier.closer")
-
-#: Fault injection for the fault suite: seconds added to this closer's wall clock
-#: (a host whose clock is ahead, or behind when negative). Read once per Closer.
-#: Never set in production.
-CLOCK_OFFSET_ENV = "COURIER_FAULT_CLOCK_OFFSET_SECS"
 
 
 def default_closer_id() -> str:
@@ -78,12 +74,14 @@ class Closer:
                 f"store, but the store is {self.layout.store.url}; set tables.enabled = false "
                 "(COURIER_TABLES__ENABLED=false) to close buckets on an object store"
             )
+        self.faults = FaultHooks.from_env()
         self.bucket_closer = BucketCloser(
             self.layout,
             catalog,
             settings.closer,
             self._publish_closed,
             scratch_dir=settings.resolved_scratch_dir,
+            after_step=self.faults.closer_after_step,
         )
         self.tables = (
             TableSync(settings, self.layout, metrics=TableMetrics(self.metrics.registry))
@@ -92,15 +90,10 @@ class Closer:
         )
         self._backoff_secs: dict[str, float] = {}
         self._retry_at: dict[str, float] = {}
-        self._clock_offset_secs = float(os.environ.get(CLOCK_OFFSET_ENV) or 0.0)
-        if self._clock_offset_secs:
-            log.warning(
-                "fault injection: this closer's clock is off by %+.3fs", self._clock_offset_secs
-            )
 
     def _now(self) -> float:
         """This host's wall clock (with the fault suite's offset, if any)."""
-        return time.time() + self._clock_offset_secs
+        return time.time() + self.faults.clock_offset_secs
 
     async def _publish_closed(self, key: BucketKey, body: bytes) -> None:
         await self.transport.publish_closed(key.event_type, body, msg_id=f"closed.{key.label()}")

@@ -26,13 +26,13 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from courier.audit import AuditStore, DeliveredScanner, build_report
-from courier.auth import KeyRing, RequireKey
 from courier.dashboard.data import Sources, grid, types
 from courier.dashboard.dcs import DcPanel
 from courier.dashboard.page import render_page
 from courier.errors import CourierError
 from courier.model import parse_time
-from courier.runtime import connect_service
+from courier.service.auth import KeyRing, RequireKey
+from courier.service.runtime import connect_service
 from courier.settings import Settings
 from courier.storage.layout import open_layout
 from courier.transport import AUDIT_KV

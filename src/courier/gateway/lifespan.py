@@ -26,9 +26,9 @@ from courier.gateway.routes import GatewayRoutes
 from courier.gateway.service import EventService
 from courier.gateway.storeguard import StoreGuard
 from courier.model import INVALID_TYPE
-from courier.pertype import cancel_and_wait
 from courier.repair import NatsRepairTarget, RepairTarget
 from courier.schema import Registry
+from courier.service.pertype import cancel_and_wait
 from courier.settings import Settings
 from courier.transport.client import Transport
 from courier.transport.names import AUDIT_KV, SCHEMAS_KV

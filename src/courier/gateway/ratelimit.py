@@ -20,8 +20,8 @@ import math
 import time
 from collections.abc import Callable
 
-from courier.auth import Principal
 from courier.errors import RateLimitedError
+from courier.service.auth import Principal
 
 
 class TokenBucket:

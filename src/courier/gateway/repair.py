@@ -32,7 +32,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from courier.auth import KeyRing, Principal
 from courier.errors import (
     ConflictError,
     MalformedRequestError,
@@ -64,6 +63,7 @@ from courier.repair.republish import (
 from courier.repair.resubmit import RECORDED_REJECTIONS, parse_resubmit
 from courier.repair.target import RepairTarget
 from courier.schema import Registry
+from courier.service.auth import KeyRing, Principal
 from courier.settings import Settings
 
 log = logging.getLogger("courier.gateway")

@@ -17,7 +17,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from courier.auth import KeyRing, Principal
 from courier.errors import ForbiddenError, RequestError, SchemaError, TransportError
 from courier.gateway.admin import Provision, apply_schema
 from courier.gateway.body import body_format, content_encoding, read_body
@@ -43,6 +42,7 @@ from courier.gateway.responses import (
 from courier.gateway.segment import SegmentRoutes
 from courier.gateway.service import EventService
 from courier.schema import record_to_json
+from courier.service.auth import KeyRing, Principal
 from courier.settings import Settings
 
 _Failures = tuple[type[Exception], ...]

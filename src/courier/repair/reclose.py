@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from courier.errors import RepairRefusedError
 from courier.model import BucketKey, iso_utc
 from courier.repair.log import RepairLog
-from courier.runtime import connect_service
+from courier.service.runtime import connect_service
 from courier.settings import Settings
 from courier.transport import CATALOG_KV, REPAIRS_KV
 

@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -45,7 +44,6 @@ import pyarrow as pa
 
 from courier.errors import CourierError, StorageError, TransportError
 from courier.model import BucketKey, bucket_start
-from courier.pertype import PerTypeTasks, cancel_and_wait
 from courier.schema import CompiledType, Registry
 from courier.schema.stored import (
     EVENTS_HEADER,
@@ -53,6 +51,8 @@ from courier.schema.stored import (
     decode_batch,
     schema_version_of,
 )
+from courier.service.faults import FaultHooks
+from courier.service.pertype import PerTypeTasks, cancel_and_wait
 from courier.settings import Settings
 from courier.storage.atomic import write_parquet
 from courier.storage.layout import open_layout
@@ -60,11 +60,6 @@ from courier.transport import Delivery, PullConsumer, Transport
 from courier.writer.metrics import WriterMetrics
 
 log = logging.getLogger("courier.writer")
-
-#: Fault injection for crash tests and the fault suite: SIGKILL the writer right
-#: after its first staging file is durable and before the ack. Never set in production.
-CRASH_AFTER_STAGING_ENV = "COURIER_FAULT_WRITER_CRASH_AFTER_STAGING"
-
 
 #: Bodies a buffer collects before they are decoded in one call. pyarrow's JSON
 #: reader costs about twice the CPU per row on one 100-event message as on a few
@@ -163,7 +158,7 @@ class Writer:
         self._flush_lock = asyncio.Lock()
         self._fetch_slots = asyncio.Semaphore(max(1, self.cfg.max_concurrent_fetches))
         self._avg_message_bytes: dict[str, float] = {}
-        self._crash_after_staging = bool(os.environ.get(CRASH_AFTER_STAGING_ENV))
+        self.faults = FaultHooks.from_env()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -428,9 +423,7 @@ class Writer:
                 )
                 return False
             self._backoff_secs = 0.0
-            if self._crash_after_staging:
-                log.warning("fault injection: killing the writer before acking %s", path)
-                os.kill(os.getpid(), signal.SIGKILL)
+            self.faults.writer_staged(str(path))
             # Step 4: ack only now that the rows are durable.
             try:
                 await self.transport.ack(buf.deliveries)

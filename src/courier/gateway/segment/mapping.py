@@ -35,7 +35,6 @@ from typing import Any, Literal
 
 import msgspec
 
-from courier.auth import Principal
 from courier.errors import MalformedRequestError, RequestTooLargeError
 from courier.gateway.body import BodyFormat
 from courier.gateway.ingest import (
@@ -47,6 +46,7 @@ from courier.gateway.ingest import (
     mark_lone_surrogates,
 )
 from courier.model import MAX_ID_BYTES
+from courier.service.auth import Principal
 from courier.settings import GatewaySettings, SegmentSettings
 
 Call = Literal["identify", "track", "page", "screen", "group", "alias"]

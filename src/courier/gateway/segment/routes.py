@@ -36,7 +36,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from courier.auth import KeyRing, Principal, presented_key
 from courier.errors import RequestError, TransportError, UnauthorizedError, UnsupportedMediaError
 from courier.gateway.body import content_encoding, read_body
 from courier.gateway.metrics import GatewayMetrics
@@ -44,6 +43,7 @@ from courier.gateway.ratelimit import RateLimiter
 from courier.gateway.responses import error_response, json_response, refused, unavailable
 from courier.gateway.segment.mapping import CALL_TYPES, SHORT_PATHS, Call, Translator, parse
 from courier.gateway.service import EventService
+from courier.service.auth import KeyRing, Principal, presented_key
 from courier.settings import Settings
 
 #: Media types Segment's clients send: analytics.js uses text/plain to avoid a CORS preflight.

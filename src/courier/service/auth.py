@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from courier.errors import ForbiddenError, UnauthorizedError
 from courier.settings import AuthSettings
 
-log = logging.getLogger("courier.auth")
+log = logging.getLogger("courier.service.auth")
 
 KEY_PREFIX = "ck_"
 ALL_TYPES = "*"

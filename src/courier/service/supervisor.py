@@ -22,7 +22,7 @@ from courier.settings import Settings
 from courier.transport import EmbeddedNats
 from courier.transport.server import describe_store
 
-log = logging.getLogger("courier.supervisor")
+log = logging.getLogger("courier.service.supervisor")
 
 COMPONENTS = ("gateway", "writer", "closer", "auditor", "dashboard")
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-log = logging.getLogger("courier.telemetry")
+log = logging.getLogger("courier.service.telemetry")
 
 
 @contextlib.contextmanager

@@ -12,12 +12,12 @@ from typing import Any, Protocol
 
 from courier.errors import CourierError
 from courier.schema import Registry
+from courier.service.telemetry import metrics_endpoint
 from courier.settings import Settings
-from courier.telemetry import metrics_endpoint
 from courier.transport import CATALOG_KV, SCHEMAS_KV, Transport
 from courier.transport.client import NatsKeyValue
 
-log = logging.getLogger("courier.runtime")
+log = logging.getLogger("courier.service.runtime")
 
 
 def configure_logging(level: str) -> None:
