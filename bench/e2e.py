@@ -17,7 +17,11 @@ One run:
    stop the stack;
 5. verify the closed buckets against the ledger (lost, duplicated, unexpected);
 6. close delay per bucket from the manifests; the closer alone on a bucket of
-   ``--closer-rows`` rows (``bench.closer``) for its rows/s.
+   ``--closer-rows`` rows (``bench.closer``) for its rows/s and CPU per row, and on a
+   1,000-row bucket (with its table commits) for the cost of a close that does not grow
+   with its rows. This run's short buckets pay that cost every few seconds per type;
+   ``closer_hourly_core_s_per_m`` projects the closer's CPU per million events with
+   hourly buckets at this run's rate: per-row cost + fixed cost per type-hour.
 
 ``python -m bench.e2e --duration 30``
 """
@@ -131,6 +135,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         stack.stop()
         stack.cleanup()
     closer = measure_closer(args.closer_rows)
+    # A close's cost that does not grow with its rows (claims, queries, index lookups, the
+    # manifest): this run closes a bucket per type every few seconds, production one an hour.
+    small_close = measure_closer(1_000, files=4, table_commits=3)
     e2e = result.events_per_s
     raw_eps = float(raw["raw_jetstream_events_per_s"])
     stack_cpu = per_million(cpu, result.acked_events, _CPU_COMPONENTS)
@@ -151,6 +158,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "close_delay_p99_s": round(percentile(delays, 99), 3),
         "close_delay_max_s": round(max(delays), 3) if delays else None,
         "closer_rows_per_s": closer["closer_rows_per_s"],
+        "closer_alone_core_s_per_m_rows": closer["closer_core_s_per_m_rows"],
+        "closer_fixed_cpu_s_per_bucket": small_close["closer_cpu_secs"],
+        "table_commit_cpu_s_per_bucket": small_close["table_commit_cpu_p50_secs"],
+        "closer_hourly_core_s_per_m": _closer_hourly(closer, small_close, args.types, e2e),
         **stack_cpu,
         "cpu_loadgen_core_s_per_m": loadgen_cpu[f"cpu_{LOADGEN}_core_s_per_m"],
         "cpu_window_secs": round(cpu_window_secs, 1),
@@ -181,6 +192,25 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "processes": args.processes,
         "types": args.types,
     }
+
+
+def _closer_hourly(
+    large: dict[str, object], small: dict[str, object], types: int, events_per_s: float
+) -> float | None:
+    """The closer's core-s per million events with hourly buckets of ``types`` types at
+    ``events_per_s``: the large close's CPU per row plus, per type and hour, one close's
+    fixed CPU and one table commit."""
+    if events_per_s <= 0:
+        return None
+    per_row = _number(large, "closer_core_s_per_m_rows")
+    fixed = _number(small, "closer_cpu_secs") + _number(small, "table_commit_cpu_p50_secs")
+    return round(per_row + fixed * types / (3600 * events_per_s) * 1e6, 3)
+
+
+def _number(summary: dict[str, object], key: str) -> float:
+    value = summary[key]
+    assert isinstance(value, int | float), (key, value)
+    return float(value)
 
 
 def parser() -> argparse.ArgumentParser:

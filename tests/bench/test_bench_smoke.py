@@ -31,6 +31,9 @@ def test_the_end_to_end_bench_delivers_every_acked_event_exactly_once():
     )
     assert out["lost"] == 0 and out["duplicated"] == 0 and out["unexpected"] == 0
     assert out["acked_events"] and out["e2e_events_per_s"] and out["raw_jetstream_events_per_s"]
+    # The closer's cost split: per row (a large close) and per bucket (a small one).
+    assert float(out["closer_fixed_cpu_s_per_bucket"]) > 0  # type: ignore[arg-type]
+    assert float(out["closer_hourly_core_s_per_m"]) >= float(out["closer_alone_core_s_per_m_rows"])  # type: ignore[arg-type]
 
 
 @pytest.mark.timeout(120)
