@@ -10,6 +10,10 @@ nats-py pitfalls owned here (DESIGN §5):
   means "outcome unknown" and becomes :class:`PublishOutcomeUnknownError`.
 * Reconnect attempts are finite by default; services connect with unlimited
   reconnects (``max_reconnect_attempts=-1``).
+* ``JetStreamContext.publish`` spends more Python per message than the
+  exchange needs; :meth:`Transport.publish` goes through
+  :class:`courier.transport.publish.AckedPublisher` (one reply subscription,
+  msgspec PubAck) and maps the same nats-py errors as before.
 * ``pull_subscribe`` silently creates or keeps a consumer with another
   config; services bind with ``pull_subscribe_bind`` after verifying the live
   configuration (see :mod:`courier.transport.provision`).
@@ -48,6 +52,7 @@ from courier.transport.names import (
     events_subject,
     stream_name,
 )
+from courier.transport.publish import AckedPublisher
 
 log = logging.getLogger("courier.transport")
 
@@ -165,6 +170,7 @@ class Transport:
         self.js: JetStreamContext = nc.jetstream(timeout=request_timeout_secs)
         self.request_timeout_secs = request_timeout_secs
         self._kvs: dict[str, NatsKV] = {}
+        self._publisher = AckedPublisher(nc)
 
     @classmethod
     async def connect(
@@ -269,13 +275,13 @@ class Transport:
         if msg_id is not None:
             hdrs["Nats-Msg-Id"] = msg_id
         try:
-            ack = await self.js.publish(subject, body, timeout=timeout_secs, headers=hdrs or None)
+            stream, seq, duplicate = await self._publisher.publish(
+                subject, body, hdrs or None, timeout_secs
+            )
         except nats.js.errors.NoStreamResponseError as exc:
             raise TransportUnavailableError(
                 f"publish to {subject}: no stream answered (stream missing or NATS down)"
             ) from exc
-        except nats.errors.NoRespondersError as exc:
-            raise TransportUnavailableError(f"publish to {subject}: no responders") from exc
         except nats.errors.TimeoutError as exc:
             raise PublishOutcomeUnknownError(
                 f"publish to {subject} timed out after {timeout_secs}s; it may have been stored"
@@ -291,7 +297,7 @@ class Transport:
             raise TransportUnavailableError(f"publish to {subject}: connection lost") from exc
         except nats.errors.Error as exc:
             raise PublishOutcomeUnknownError(f"publish to {subject} failed: {exc}") from exc
-        return PublishResult(ack.stream, ack.seq, bool(ack.duplicate))
+        return PublishResult(stream, seq, duplicate)
 
     async def publish_events(
         self,
