@@ -12,9 +12,15 @@ through:
 2. ``EventService.ingest`` alone (everything but the HTTP layer);
 3. validation alone and the stored-form encode alone.
 
+4. ``Transport.publish_events`` of a message as the group commit builds it
+   (one request's stored events and its headers) to a real, fsync'd
+   nats-server of its own, with one publish in flight and with
+   ``publishes_in_flight_per_type`` (4) in flight: the client's CPU per
+   stored ack, the nats-py share of a request (``publish_us_per_message_*``).
+
 Each figure is the median of ``--rounds`` rounds of ``--requests`` requests, in
-µs per request of ``--batch-events`` events. It says what Courier's Python costs;
-the uvicorn and nats-py shares are measured by ``bench.e2e`` (issue 13).
+µs per request of ``--batch-events`` events. It says what Courier's Python and
+its NATS client cost; the uvicorn share is measured by ``bench.e2e`` (issue 13).
 
 ``python -m bench.gateway_cpu``
 """
@@ -31,14 +37,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench._nats import bench_settings, provision
 from bench._report import emit
 from bench.loadgen.events import BatchFactory
 from courier.examples import SCHEMAS_DIR
 from courier.gateway import MemorySink, create_app
 from courier.gateway.body import BodyFormat
 from courier.gateway.ingest import Validator
+from courier.gateway.publisher import EVENTS_HEADER, SCHEMA_VERSION_HEADER, message_id
 from courier.schema import Registry, load_definitions
 from courier.settings import load_settings
+from courier.transport import EmbeddedNats, Transport
 from courier.transport.kv import MemoryKeyValue
 
 
@@ -136,11 +145,68 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                     r, n, lambda i: validator.decode(bodies[i % len(bodies)], BodyFormat.JSON)
                 ),
                 "encode_us_per_request": await _median_us(r, n, encode),
+                **await measure_publishes(args, _stored_body(service, batches[0], now)),
                 "batch_events": args.batch_events,
                 "body_bytes_mean": round(statistics.mean(len(b) for b in bodies)),
                 "requests": n,
                 "rounds": r,
             }
+
+
+async def measure_publish(
+    url: str, event_type: str, body: bytes, rounds: int, messages: int, in_flight: int
+) -> float:
+    """Median µs of this process's CPU per stored ack, ``in_flight`` publishes at a time."""
+    transport = await Transport.connect(url)
+    sent = 0
+
+    async def publisher(n: int) -> None:
+        nonlocal sent
+        for _ in range(n):
+            sent += 1  # a new message id each time: every message is stored, none dropped
+            await transport.publish_events(
+                event_type,
+                body,
+                msg_id=message_id(event_type, [str(sent)]),
+                headers={SCHEMA_VERSION_HEADER: "1", EVENTS_HEADER: "100"},
+                timeout_secs=30,
+            )
+
+    async def one_round() -> None:
+        await asyncio.gather(*(publisher(messages // in_flight) for _ in range(in_flight)))
+
+    try:
+        await one_round()  # warm up
+        per_message = []
+        for _ in range(rounds):
+            start = time.process_time()
+            await one_round()
+            per_message.append((time.process_time() - start) / (messages // in_flight * in_flight))
+        return round(statistics.median(per_message) * 1e6, 1)
+    finally:
+        await transport.close()
+
+
+async def measure_publishes(args: argparse.Namespace, body: bytes) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="courier-bench-gwcpu-nats-") as tmp:
+        root = Path(tmp)
+        with EmbeddedNats(root / "nats", port=0) as server:
+            settings = bench_settings(root, server.url)
+            event_type = (await provision(settings, root, 1))[0]
+            n = max(4, args.requests // 4)  # fsync'd: a few thousand a second
+            return {
+                f"publish_us_per_message_{k}_in_flight": await measure_publish(
+                    server.url, event_type, body, args.rounds, n, k
+                )
+                for k in (1, settings.gateway.publishes_in_flight_per_type)
+            }
+
+
+def _stored_body(service: Any, batch: Any, now: dt.datetime) -> bytes:
+    """The stored NDJSON of one request's events: what one message carries."""
+    ((name, events),) = batch.valid.items()
+    ids = [e.id for e in events]
+    return bytes(service.types[name].encode_stored(events, ids, batch.sent_at, now))
 
 
 def parser() -> argparse.ArgumentParser:

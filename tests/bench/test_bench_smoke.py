@@ -50,3 +50,5 @@ def test_the_in_process_gateway_cpu_bench_runs():
     out = _last_json("bench.gateway_cpu", "--requests", "20", "--rounds", "1")
     for key in ("post", "ingest", "validate", "encode"):
         assert float(out[f"{key}_us_per_request"]) > 0  # type: ignore[arg-type]
+    for in_flight in (1, 4):
+        assert float(out[f"publish_us_per_message_{in_flight}_in_flight"]) > 0  # type: ignore[arg-type]
