@@ -21,7 +21,16 @@ SECONDS_PER_DAY = 86_400
 
 #: Envelope columns present in every bucket; schemas may not use these names.
 RESERVED_FIELDS: frozenset[str] = frozenset(
-    {"id", "type", "time", "sent_at", "received_at", "published_at", "schema_version"}
+    {
+        "id",
+        "type",
+        "time",
+        "sent_at",
+        "received_at",
+        "published_at",
+        "received_dc",
+        "schema_version",
+    }
 )
 
 #: The built-in dataset that keeps events the gateway rejected, with the reason.

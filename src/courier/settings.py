@@ -305,6 +305,10 @@ class SegmentSettings(_Section):
         return v
 
 
+#: A DC's name: its JetStream domain, or ``dc.local_name``.
+_DC_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
 class DcSettings(_Section):
     """Several data centres (DESIGN §13), as seen from the delivery region.
 
@@ -315,8 +319,13 @@ class DcSettings(_Section):
     adding its domain here and running ``courier provision``.
     """
 
-    #: JetStream domains of the DCs whose streams the delivery region sources.
+    #: JetStream domains of the DCs whose streams the delivery region sources. A DC's
+    #: name in the ``received_dc`` column and in manifests is its domain.
     domains: tuple[str, ...] = ()
+    #: The ``received_dc`` of events stored straight into this region's streams, not
+    #: sourced from a DC (a single-DC deployment that names itself, so its buckets
+    #: read like those of several DCs); None leaves ``received_dc`` null for them.
+    local_name: str | None = None
     #: Direct client URLs of DC servers (domain -> URL), read when a DC's leaf link is
     #: down, so its progress shows how far behind it is; optional.
     nats_urls: dict[str, str] = Field(default_factory=dict)
@@ -334,11 +343,18 @@ class DcSettings(_Section):
     @field_validator("domains")
     @classmethod
     def _domains_are_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [d for d in v if not re.match(r"^[A-Za-z0-9_-]{1,64}$", d)]
+        bad = [d for d in v if not _DC_NAME.match(d)]
         if bad:
             raise ValueError(f"not JetStream domain names: {', '.join(map(repr, bad))}")
         if len(set(v)) != len(v):
             raise ValueError("a DC domain is listed twice")
+        return v
+
+    @field_validator("local_name")
+    @classmethod
+    def _local_name_is_a_name(cls, v: str | None) -> str | None:
+        if v is not None and not _DC_NAME.match(v):
+            raise ValueError(f"not a DC name (letters, digits, _ and -, at most 64): {v!r}")
         return v
 
 

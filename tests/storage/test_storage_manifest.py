@@ -9,6 +9,7 @@ import pytest
 from courier.errors import ManifestError
 from courier.model import iso_utc, parse_time
 from courier.storage.manifest import (
+    DcTransfer,
     Manifest,
     ManifestFile,
     SeqRange,
@@ -46,7 +47,7 @@ def test_a_manifest_reads_back_equal_to_what_was_written(tmp_path: Path) -> None
     path = tmp_path / "PlaySong" / "date=2026-11-26" / "hour=10" / "_SUCCESS"
     write_manifest(path, _manifest())
     assert read_manifest(path) == _manifest()
-    assert read_manifest(path).format_version == 1
+    assert read_manifest(path).format_version == 2
 
 
 def test_identical_manifests_are_identical_bytes_with_sorted_keys(tmp_path: Path) -> None:
@@ -75,9 +76,37 @@ def test_a_corrupt_manifest_is_a_manifest_error_naming_the_path(tmp_path: Path) 
 
 def test_a_manifest_of_an_unknown_format_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "_SUCCESS"
-    path.write_text('{"format_version": 2, "something": "new"}')
-    with pytest.raises(ManifestError, match=r"_SUCCESS has format_version 2"):
+    path.write_text('{"format_version": 3, "something": "new"}')
+    with pytest.raises(ManifestError, match=r"_SUCCESS has format_version 3.*reads versions 1, 2"):
         read_manifest(path)
+
+
+def test_a_format_1_manifest_still_reads_with_no_dcs(tmp_path: Path) -> None:
+    older = msgspec.json.decode(msgspec.json.encode(_manifest()))
+    older["format_version"] = 1
+    del older["dcs"]
+    (tmp_path / "_SUCCESS").write_bytes(msgspec.json.encode(older))
+    m = read_manifest(tmp_path / "_SUCCESS")
+    assert (m.format_version, m.events, m.dcs) == (1, 3, {})
+
+
+def test_per_dc_counts_and_transfer_delays_read_back(tmp_path: Path) -> None:
+    dcs = {
+        "dcA": DcTransfer(
+            events=2,
+            transfer_delay_p50_secs=0.012,
+            transfer_delay_p99_secs=0.5,
+            transfer_delay_max_secs=0.51,
+        ),
+        "dcB": DcTransfer(
+            events=1,
+            transfer_delay_p50_secs=31.0,
+            transfer_delay_p99_secs=31.0,
+            transfer_delay_max_secs=31.0,
+        ),
+    }
+    write_manifest(tmp_path / "_SUCCESS", msgspec.structs.replace(_manifest(), dcs=dcs))
+    assert read_manifest(tmp_path / "_SUCCESS").dcs == dcs
 
 
 def test_seq_ranges_compress_unsorted_sequences_with_gaps_and_duplicates() -> None:

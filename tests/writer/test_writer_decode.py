@@ -18,9 +18,9 @@ async def test_a_buffer_decodes_its_messages_in_one_call_and_stages_every_row_on
     calls: list[int] = []
     real = service.decode_batch
 
-    def counting(compiled, deliveries):  # type: ignore[no-untyped-def]
+    def counting(compiled, deliveries, dc_of):  # type: ignore[no-untyped-def]
         calls.append(len(deliveries))
-        return real(compiled, deliveries)
+        return real(compiled, deliveries, dc_of)
 
     monkeypatch.setattr(service, "decode_batch", counting)
     ids = [[f"m{m}-{i}" for i in range(50)] for m in range(20)]
@@ -53,10 +53,10 @@ async def test_a_flush_waits_for_a_decode_in_flight_and_never_acks_rows_it_lacks
     started = threading.Event()
     real = service.decode_batch
 
-    def slow(compiled, deliveries):  # type: ignore[no-untyped-def]
+    def slow(compiled, deliveries, dc_of):  # type: ignore[no-untyped-def]
         started.set()
         release.wait(10)
-        return real(compiled, deliveries)
+        return real(compiled, deliveries, dc_of)
 
     monkeypatch.setattr(service, "decode_batch", slow)
     monkeypatch.setattr(service, "_DECODE_BATCH_BYTES", 1)  # decode on arrival

@@ -332,12 +332,19 @@ def buckets(c: _Ctx, event_type: str | None, since: str | None) -> None:
     states = reader.states(event_type, since=parse_when(since, 0) if since else None)
     click.echo(
         f"{'type':20} {'bucket_start':25} {'state':7} {'events':>9} {'files':>5} {'delay_s':>8}"
+        "  per DC: events, transfer delay p50/p99/max s"
     )
     for b in states:
         events = "" if b.events is None else str(b.events)
         delay = "" if b.close_delay_secs is None else f"{b.close_delay_secs:.1f}"
+        dcs = "  ".join(
+            f"{name} {t.events} {t.transfer_delay_p50_secs:.3f}/{t.transfer_delay_p99_secs:.3f}"
+            f"/{t.transfer_delay_max_secs:.3f}"
+            for name, t in b.dcs.items()
+        )
         click.echo(
-            f"{b.event_type:20} {iso_utc(b.start):25} {b.state:7} {events:>9} {b.files:>5} {delay:>8}"
+            f"{b.event_type:20} {iso_utc(b.start):25} {b.state:7} {events:>9} {b.files:>5} "
+            f"{delay:>8}  {dcs}".rstrip()
         )
 
 

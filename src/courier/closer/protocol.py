@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 from courier.closer.catalog import Catalog, CatalogEntry
 from courier.closer.dedup import BucketDedup, conform, exact_chunks
 from courier.closer.horizon import ClosedIds, DedupHorizon, keys_query
+from courier.closer.transfer import TransferStats
 from courier.errors import ManifestError, ObjectExistsError, StorageError
 from courier.model import BucketKey, iso_utc
 from courier.schema import CompiledType
@@ -333,6 +334,7 @@ class BucketStats:
         self.rows = 0
         self.skewed = 0
         self.versions: set[int] = set()
+        self.transfer = TransferStats()
         self._start = pa.scalar(bucket_start * 1_000_000, type=pa.int64()).cast(
             pa.timestamp("us", tz="UTC")
         )
@@ -344,6 +346,7 @@ class BucketStats:
         self.versions.update(
             v for v in pc.unique(t.column("schema_version")).to_pylist() if v is not None
         )
+        self.transfer.observe(t)
         return t
 
 
@@ -390,6 +393,7 @@ class WrittenParts:
             "stream_seq_ranges": self.stream_seq_ranges,
             "files": self.files,
             "schema_versions": sorted(self.stats.versions),
+            "dcs": self.stats.transfer.result(),
         }
 
 

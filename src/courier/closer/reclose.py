@@ -83,9 +83,10 @@ from courier.settings import Settings
 from courier.storage import Manifest, ManifestRepair, write_parquet_atomic
 from courier.storage.copies import LocalCopies
 from courier.storage.layout import open_layout
-from courier.storage.manifest import decode_manifest, encode_manifest
+from courier.storage.manifest import FORMAT_VERSION, decode_manifest, encode_manifest
 from courier.tables import BucketTables
 from courier.transport import StoredMessage, Transport
+from courier.transport.sources import AcceptingDc
 
 log = logging.getLogger("courier.closer")
 
@@ -182,8 +183,9 @@ class BucketRecloser:
             # Never give up an event version N still holds (e.g. one that no longer
             # decodes with the current schema): refuse, and version N stays.
             await asyncio.to_thread(self._check_keeps_every_id, key, current, new)
-            # Step 4: keep version N, then switch (compare-and-swap on version N's token).
-            self.store.put(self._kept_key(key, current.version), encode_manifest(current))
+            # Step 4: keep version N as it was stored (an older format stays that format),
+            # then switch (compare-and-swap on version N's token).
+            self.store.put(self._kept_key(key, current.version), stored.data)
             try:
                 self.store.replace(mkey, encode_manifest(new), version=stored.version)
             except StaleVersionError as exc:
@@ -274,12 +276,13 @@ class BucketRecloser:
         """Decode ``batch`` into ``path``; returns how many messages could not be decoded."""
         tables: list[pa.Table] = []
         bad = 0
+        dc_of = AcceptingDc(self.settings, compiled.name)
         try:
-            tables.append(decode_batch(compiled, batch))
+            tables.append(decode_batch(compiled, batch, dc_of))
         except UndecodableError:
             for m in batch:
                 try:
-                    tables.append(decode_batch(compiled, [m]))
+                    tables.append(decode_batch(compiled, [m], dc_of))
                 except UndecodableError as exc:
                     log.warning(
                         "re-close %s: seq %d does not decode (%s); skipped",
@@ -346,6 +349,7 @@ class BucketRecloser:
         self._after_step(3)
         return msgspec.structs.replace(
             current,
+            format_version=FORMAT_VERSION,
             **written.manifest_fields(),
             staging_files=[],
             renamed_columns=compiled.renamed_columns,

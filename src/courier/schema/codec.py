@@ -15,7 +15,9 @@ as RFC 3339 text; ``time-*``, ``timestamp-nanos`` and ``local-timestamp-*`` as
 integers; unions other than ``["null", T]`` as ``{"<branch>": value}``. Keys are
 the field names of the version that accepted the event: the decoder reads a
 renamed field under each of its names into one column. ``published_at`` is not in the line: it
-is the transport's clock and is given to :meth:`CompiledType.decode_stored`.
+is the transport's clock and is given to :meth:`CompiledType.decode_stored`. Nor is
+``received_dc``, the DC that accepted the event: the delivery region derives it from the
+message (:mod:`courier.transport.sources`), so a producer cannot write it.
 Any other key in a line (such as ``type``) is ignored on decode.
 """
 
@@ -119,6 +121,7 @@ class CompiledType:
             [
                 *_ENVELOPE,
                 pa.field("published_at", _arrow.UTC_US),
+                pa.field("received_dc", pa.string()),
                 pa.field("schema_version", pa.int32()),
                 *payload_fields,
             ]
@@ -175,10 +178,13 @@ class CompiledType:
             ]
         return self._encoder.encode_lines(lines)
 
-    def decode_stored(self, body: bytes, published_at: pa.Array) -> pa.Table:
+    def decode_stored(
+        self, body: bytes, published_at: pa.Array, received_dc: pa.Array | None = None
+    ) -> pa.Table:
         """Bulk-decode stored NDJSON (possibly many bodies concatenated) into a table
         with exactly :attr:`arrow_schema`, in line order. ``published_at`` holds one
-        ``timestamp[us, UTC]`` value per line."""
+        ``timestamp[us, UTC]`` value per line, ``received_dc`` one string (or null) per
+        line; None: all null."""
         if not body or body.isspace():  # not strip(): that copies a many-MB body
             if len(published_at):
                 raise ValueError(f"{len(published_at)} published_at values for an empty body")
@@ -208,6 +214,7 @@ class CompiledType:
             table.column("sent_at"),
             table.column("received_at"),
             published_at.cast(_arrow.UTC_US),
+            pa.nulls(len(published_at), pa.string()) if received_dc is None else received_dc,
             table.column("schema_version"),
             *payload,
         ]

@@ -7,7 +7,7 @@ isolate a message that raises :class:`UndecodableError` by decoding one at a tim
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,7 @@ from courier.transport import MessageLike
 __all__ = [
     "EVENTS_HEADER",
     "SCHEMA_VERSION_HEADER",
+    "DcOf",
     "UndecodableError",  # what decode_batch raises (declared in errors.py)
     "decode_batch",
     "message_body",
@@ -28,6 +29,9 @@ __all__ = [
 
 _TS = pa.timestamp("us", tz="UTC")
 SCHEMA_VERSION_HEADER = "Courier-Schema-Version"
+#: Names the DC that accepted a message from its headers (None: unknown), such as
+#: :class:`courier.transport.sources.AcceptingDc`.
+DcOf = Callable[[Mapping[str, str]], str | None]
 EVENTS_HEADER = "Courier-Events"
 
 
@@ -47,10 +51,13 @@ def schema_version_of(d: MessageLike) -> int:
         return 0
 
 
-def decode_batch(compiled: CompiledType, deliveries: Sequence[MessageLike]) -> pa.Table:
+def decode_batch(
+    compiled: CompiledType, deliveries: Sequence[MessageLike], dc_of: DcOf
+) -> pa.Table:
     """Decode the bodies of ``deliveries`` (same type) in one pyarrow call.
 
-    ``published_at`` comes from the transport's timestamp of each message;
+    ``published_at`` comes from the transport's timestamp of each message and
+    ``received_dc`` from ``dc_of`` of its headers (once per message, not per row);
     ``_seq`` is the stream sequence and ``_idx`` the line within the message,
     which together give every row a stable, total order for the closer.
     """
@@ -67,8 +74,10 @@ def decode_batch(compiled: CompiledType, deliveries: Sequence[MessageLike]) -> p
     starts = np.repeat(np.cumsum(counts) - counts, counts)
     idx = (np.arange(total, dtype=np.int64) - starts).astype(np.uint32)
     published = pa.array(np.repeat(ts_us, counts), type=pa.int64()).cast(_TS)
+    dcs = pa.array([dc_of(d.headers) for d in deliveries], type=pa.string())
+    received_dc = dcs.take(pa.array(np.repeat(np.arange(len(bodies)), counts)))
     try:
-        table = compiled.decode_stored(b"".join(bodies), published)
+        table = compiled.decode_stored(b"".join(bodies), published, received_dc)
     except (StoredBodyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError, KeyError) as exc:
         raise UndecodableError(str(exc)) from exc
     if table.num_rows != total:

@@ -1,4 +1,4 @@
-"""The ``_SUCCESS`` manifest of a closed bucket (JSON, ``format_version`` 1).
+"""The ``_SUCCESS`` manifest of a closed bucket (JSON, ``format_version`` 2; 1 still reads).
 
 Its existence is the definition of "closed": the closer writes it last, after
 every final file is durable, so a reader that finds it can trust the files it
@@ -23,6 +23,13 @@ Fields (times are RFC 3339 UTC, :func:`courier.model.iso_utc`):
 - ``stream_seq_ranges``: the JetStream sequences covered, as maximal ranges;
 - ``files``: the final Parquet files; ``staging_files``: the inputs consumed;
 - ``schema_versions``, ``watermark``, ``closed_at``, ``close_delay_secs``;
+- ``dcs`` (format 2): per DC that accepted events of the bucket (the ``received_dc``
+  column), its ``events`` and their transfer delay (delivery-region store time minus DC
+  receive time, ``published_at - received_at``) ``transfer_delay_p50_secs``, ``_p99_``
+  and ``_max_``. Rows with no DC (``received_dc`` null: a deployment without DC names,
+  or staged before format 2) are in ``events`` but in no DC, so the DCs' events sum to
+  ``events`` exactly when every row has one. A format 1 manifest reads with ``dcs``
+  empty: it was closed before the column existed;
 - ``version`` (1 as closed; each ``courier repair reclose`` adds one) and ``repair``
   (null, or what the re-close that wrote this version did; the previous version is
   kept beside it as ``_SUCCESS.v<N>``).
@@ -40,7 +47,9 @@ import pyarrow.compute as pc
 from courier.errors import ManifestError
 from courier.storage.atomic import write_bytes_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this Courier decodes (1: before ``dcs``).
+READABLE_VERSIONS = (1, 2)
 
 
 class ManifestFile(msgspec.Struct):
@@ -57,6 +66,15 @@ class SeqRange(msgspec.Struct):
 
     first: int
     last: int
+
+
+class DcTransfer(msgspec.Struct, kw_only=True):
+    """Events of a bucket one DC accepted, and their transfer delay (see the module doc)."""
+
+    events: int
+    transfer_delay_p50_secs: float
+    transfer_delay_p99_secs: float
+    transfer_delay_max_secs: float
 
 
 class ManifestRepair(msgspec.Struct, kw_only=True):
@@ -100,6 +118,8 @@ class Manifest(msgspec.Struct, kw_only=True):
     #: Fields whose column keeps an earlier name (a rename through Avro ``aliases``):
     #: ``{"field.path": "column.path"}``, from ``CompiledType.renamed_columns``.
     renamed_columns: dict[str, str] = msgspec.field(default_factory=dict)
+    #: Per accepting DC, by name (format 2; a format 1 manifest has none).
+    dcs: dict[str, DcTransfer] = msgspec.field(default_factory=dict)
 
 
 class _Versioned(msgspec.Struct):
@@ -134,10 +154,10 @@ def decode_manifest(data: bytes, where: str) -> Manifest:
         version = msgspec.json.decode(data, type=_Versioned).format_version
     except msgspec.DecodeError as exc:
         raise ManifestError(f"manifest {where} is corrupt: {exc}") from exc
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ManifestError(
-            f"manifest {where} has format_version {version}; this Courier reads only "
-            f"version {FORMAT_VERSION} (upgrade Courier to read it)"
+            f"manifest {where} has format_version {version}; this Courier reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))} (upgrade Courier to read it)"
         )
     try:
         return msgspec.json.decode(data, type=Manifest)

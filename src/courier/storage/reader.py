@@ -20,7 +20,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -36,7 +36,7 @@ from courier.errors import (
 )
 from courier.model import INVALID_TYPE, BucketKey, bucket_start, iso_utc
 from courier.storage.layout import Layout
-from courier.storage.manifest import Manifest, decode_manifest
+from courier.storage.manifest import DcTransfer, Manifest, decode_manifest
 from courier.storage.store import BucketStore, LocalStore
 
 #: Columns staging files carry on top of the bucket columns.
@@ -58,6 +58,8 @@ class BucketState:
     close_delay_secs: float | None
     #: Staging files present (normally 0 once closed).
     staging_files: int
+    #: Per accepting DC: events and transfer delay (the manifest's ``dcs``; empty while open).
+    dcs: dict[str, DcTransfer] = field(default_factory=dict)
 
 
 class BucketReader:
@@ -318,6 +320,7 @@ class BucketReader:
             files=len(m.files),
             close_delay_secs=m.close_delay_secs,
             staging_files=staging,
+            dcs=m.dcs,
         )
 
     def _empty(self, event_type: str, columns: list[str] | None) -> pa.Table:

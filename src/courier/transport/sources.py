@@ -17,6 +17,10 @@ Here:
   (provisioning calls it, so creation and verification agree);
 * :func:`provision_sources` / :func:`verify_sources`: the live sources equal the
   settings' DCs (idempotent; services refuse to run on a mismatch);
+* :class:`AcceptingDc`: the DC that accepted a message, from its ``Nats-Stream-Source``
+  (set by the server when it sources, never by a producer: the gateway publishes
+  no ``Nats-*`` header it did not make, and a replay drops them), for the
+  ``received_dc`` column;
 * :func:`dc_progress`: per DC, how far the delivery region is behind, from what it
   has actually stored (the newest ``Nats-Stream-Source`` sequence per DC) against
   the DC stream's last sequence. The server's own ``lag`` of a source is stale
@@ -36,7 +40,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import nats.errors
@@ -76,6 +80,30 @@ def parse_source_header(value: str) -> tuple[str, int] | None:
     if len(parts) < 2 or not parts[1].isdigit():
         return None
     return parts[0], int(parts[1])
+
+
+class AcceptingDc:
+    """Names the DC that accepted a message of one type in the delivery region's stream.
+
+    A sourced message is named by its ``Nats-Stream-Source`` key (one per domain in
+    ``settings.dc.domains``); one stored straight into this stream (no DCs, or stored
+    before the stream sourced any) by ``settings.dc.local_name``. A source key of no
+    configured domain (a DC removed from the settings) names nothing: null, not a
+    guess.
+    """
+
+    __slots__ = ("_by_key", "_local")
+
+    def __init__(self, settings: Settings, event_type: str) -> None:
+        self._by_key = {source_key(event_type, d): d for d in settings.dc.domains}
+        self._local = settings.dc.local_name
+
+    def __call__(self, headers: Mapping[str, str]) -> str | None:
+        value = headers.get(SOURCE_HEADER)
+        if value is None:
+            return self._local
+        parsed = parse_source_header(value)
+        return None if parsed is None else self._by_key.get(parsed[0])
 
 
 def dc_sources(settings: Settings, event_type: str) -> list[StreamSource]:

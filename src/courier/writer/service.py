@@ -6,7 +6,9 @@ The protocol, per (type, bucket) buffer (DESIGN §6):
 2. buffer the messages per (type, bucket, schema version) and decode them
    into Arrow in bulk, many messages per call (once a buffer holds
    ``_DECODE_BATCH_BYTES`` of bodies, and at its flush), adding
-   ``published_at`` (the transport's timestamp), ``_seq`` and ``_idx``;
+   ``published_at`` (the transport's timestamp), ``received_dc`` (the DC that
+   accepted each message, from its source header: exact, set by NATS, never by
+   a producer), ``_seq`` and ``_idx``;
 3. flush a buffer on rows, bytes, age
    or memory pressure: write ``_staging/<type>/<bucket>/<writer>-<first>-<last>-<flush>.parquet``
    as one ``put`` to the bucket store (atomic: on a local store temp, fsync, rename,
@@ -57,6 +59,7 @@ from courier.settings import Settings
 from courier.storage.atomic import write_parquet
 from courier.storage.layout import open_layout
 from courier.transport import Delivery, PullConsumer, Transport
+from courier.transport.sources import AcceptingDc
 from courier.writer.metrics import WriterMetrics
 
 log = logging.getLogger("courier.writer")
@@ -158,6 +161,7 @@ class Writer:
         self._flush_lock = asyncio.Lock()
         self._fetch_slots = asyncio.Semaphore(max(1, self.cfg.max_concurrent_fetches))
         self._avg_message_bytes: dict[str, float] = {}
+        self._accepting_dc: dict[str, AcceptingDc] = {}
         self.faults = FaultHooks.from_env()
 
     # -- lifecycle ----------------------------------------------------------------
@@ -284,16 +288,23 @@ class Writer:
             if run:
                 await self._decode_taken(buf, run)
 
+    def _dc_of(self, event_type: str) -> AcceptingDc:
+        dc_of = self._accepting_dc.get(event_type)
+        if dc_of is None:
+            dc_of = self._accepting_dc[event_type] = AcceptingDc(self.settings, event_type)
+        return dc_of
+
     async def _decode_taken(self, buf: _Buffer, run: list[Delivery]) -> None:
         compiled = buf.compiled
+        dc_of = self._dc_of(compiled.name)
         poisoned: list[Delivery] = []
         try:
-            table = await asyncio.to_thread(decode_batch, compiled, run)
+            table = await asyncio.to_thread(decode_batch, compiled, run, dc_of)
         except UndecodableError:
             tables = []
             for d in run:
                 try:
-                    tables.append(await asyncio.to_thread(decode_batch, compiled, [d]))
+                    tables.append(await asyncio.to_thread(decode_batch, compiled, [d], dc_of))
                 except UndecodableError as exc:
                     poisoned.append(d)
                     await self._poison(compiled.name, d, str(exc))
