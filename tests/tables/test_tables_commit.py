@@ -148,6 +148,25 @@ def test_a_new_schema_version_adds_a_column_and_keeps_every_field_id(env):
     assert "skipped" not in table.scan(snapshot_id=first.snapshot_id).to_arrow().column_names
 
 
+def test_a_table_made_before_received_dc_takes_the_column_on_the_next_commit(env):
+    tables, layout = env
+    old_schema = V1.arrow_schema.remove(V1.arrow_schema.get_field_index("received_dc"))
+    k1, k2 = BucketKey(T, H), BucketKey(T, H + WIDTH)
+    before = rows(V1, ["a"], H + 1).drop_columns(["received_dc"])
+    close(layout, k1, [before], closed_at=time.time())
+    tables.sync(k1, old_schema)
+    assert "received_dc" not in tables.table(T).schema().column_names
+    now = rows(V1, ["b"], H + WIDTH + 1)
+    now = now.set_column(
+        now.schema.get_field_index("received_dc"), "received_dc", pa.array(["dcA"])
+    )
+    close(layout, k2, [now], closed_at=time.time())
+    tables.sync(k2, V1.arrow_schema)
+
+    got = {r["id"]: r["received_dc"] for r in tables.table(T).scan().to_arrow().to_pylist()}
+    assert got == {"a": None, "b": "dcA"}
+
+
 def test_a_file_whose_field_ids_point_at_other_columns_is_refused_loudly(env):
     tables, layout = env
     k1, k2 = BucketKey(T, H), BucketKey(T, H + WIDTH)

@@ -60,10 +60,13 @@ def evolve(table: Table, schemas: list[pa.Schema]) -> Table:
     """Merge ``schemas`` into the table's schema by name when they add anything."""
     from pyiceberg.exceptions import ValidationError
     from pyiceberg.io.pyarrow import _pyarrow_to_schema_without_ids
+    from pyiceberg.schema import assign_fresh_schema_ids
 
     current = table.schema()
     for schema in schemas:
-        wanted = _pyarrow_to_schema_without_ids(schema)
+        # Fresh ids: without ids every field is -1, and the id walk of _adds_anything
+        # would see only one column (a new column anywhere but last went unnoticed).
+        wanted = assign_fresh_schema_ids(_pyarrow_to_schema_without_ids(schema))
         if not _adds_anything(current, wanted):
             continue
         try:
