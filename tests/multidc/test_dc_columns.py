@@ -4,6 +4,7 @@ manifest counts events and transfer delay per DC; a DC whose link was cut is lat
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from click.testing import CliRunner
 from courier.cli.main import cli
 from courier.closer.catalog import Catalog
 from courier.closer.service import Closer
+from courier.model import iso_utc
 from courier.schema import Registry
+from courier.settings import Settings
 from courier.transport import CATALOG_KV, SCHEMAS_KV, Transport, stream_name
 from courier.transport.sources import SourceNudger, dc_progress
 from courier.writer import Writer
@@ -25,7 +28,7 @@ async def _stored(central: Transport, n: int) -> bool:
     return (await central.js.stream_info(stream_name(TYPE))).state.messages == n
 
 
-async def _run(t: Topology, tmp_path: Path) -> None:
+async def _run(t: Topology, tmp_path: Path) -> tuple[Settings, dict[str, int], float]:
     # FAST, but the writer consumer as dc_testing.provision made it (default ack_wait).
     fast = {**FAST, "writer": {"flush_interval_secs": 0.3, "fetch_wait_secs": 0.2}}
     settings = settings_for(
@@ -109,12 +112,7 @@ async def _run(t: Topology, tmp_path: Path) -> None:
         assert worst["dcB"] >= 3.0 > worst["dcA"], worst
         cut_rows = [r for r in rows if r["id"].startswith("c-")]
         assert all((r["published_at"] - r["received_at"]).total_seconds() >= 3 for r in cut_rows)
-        out = CliRunner().invoke(
-            cli,
-            ["--data-dir", str(settings.data_dir), "buckets", "--type", TYPE],
-            env={"COURIER_BUCKET_WIDTH_SECS": str(settings.bucket_width_secs)},
-        )
-        assert out.exit_code == 0 and "dcA " in out.output and "dcB " in out.output, out.output
+        return settings, totals, now
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -125,4 +123,25 @@ async def _run(t: Topology, tmp_path: Path) -> None:
 def test_each_event_keeps_its_dc_and_manifests_count_transfer_delay_per_dc(tmp_path: Path):
     with Topology(tmp_path / "topology") as t:
         asyncio.run(provision(t, tmp_path))
-        asyncio.run(_run(t, tmp_path))
+        settings, totals, now = asyncio.run(_run(t, tmp_path))
+        out = CliRunner().invoke(
+            cli,
+            ["--data-dir", str(settings.data_dir), "buckets", "--type", TYPE],
+            env={"COURIER_BUCKET_WIDTH_SECS": str(settings.bucket_width_secs)},
+        )
+        assert out.exit_code == 0 and "dcA " in out.output and "dcB " in out.output, out.output
+        # courier audit --json carries each closed bucket's per-DC counts from its manifest.
+        args = ["--nats-url", t.central.url, "--data-dir", str(settings.data_dir)]
+        out = CliRunner().invoke(
+            cli,
+            [*args, "audit", "--json", "--type", TYPE, "--from", iso_utc(now - 60)],
+            env={
+                "COURIER_BUCKET_WIDTH_SECS": str(settings.bucket_width_secs),
+                "COURIER_DC__DOMAINS": json.dumps(list(t.domains)),
+            },
+        )
+        audited = {"dcA": 0, "dcB": 0}
+        for b in json.loads(out.output)["buckets"]:
+            for name, d in b["dcs"].items():
+                audited[name] += d["events"]
+        assert audited == totals, out.output

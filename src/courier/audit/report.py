@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -159,6 +160,8 @@ class BucketAudit:
     #: unknown: open, tables off, catalog unreachable (None). Not a verdict: the bucket
     #: is complete either way; the table catches up.
     in_table: bool | None = None
+    #: Per accepting DC, the manifest's events and transfer delay p50/p99/max (closed).
+    dcs: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def mismatch(self) -> bool:
@@ -461,6 +464,7 @@ def _check_closed(b: BucketAudit, d: Delivered, counted: bool) -> int:
     b.duplicates_removed = m.duplicates_dropped
     b.skewed = m.skewed_in
     b.close_delay_secs = m.close_delay_secs
+    b.dcs = {name: msgspec.structs.asdict(t) for name, t in m.dcs.items()}
     missing = 0
     from_stream = m.input_events - m.skewed_in
     if counted and b.in_stream > from_stream:
