@@ -400,6 +400,7 @@ def run_dc_scenario(
         finally:
             h.close()
         delays = transfer_delays(h)
+        per_dc = manifest_dcs(h)
         report = verify(h.ledger_dir, h.data_dir, bucket_width_secs=h.width, event_types=h.names)
     finally:
         if not keep:
@@ -422,6 +423,13 @@ def run_dc_scenario(
         faults.problems.append(f"the auditor never saw every DC caught up: {auditor}")
     if faults.expect_dc_alert and not auditor["delay_breaches"]:
         faults.problems.append("the auditor raised no DC transfer delay alert during the fault")
+    for dc, d in delays.items():
+        if d["wrong_received_dc"]:
+            faults.problems.append(f"{d['wrong_received_dc']} events {dc} accepted name another DC")
+    if sum(d["events"] for d in per_dc.values()) != report.delivered_rows:
+        faults.problems.append(
+            f"the manifests' per-DC events {per_dc} do not add up to the buckets'"
+        )
     for key, c in exact.items():
         if c["missing"] or c["repeated"]:
             faults.problems.append(f"{key}: DC sequences missing or repeated at central: {c}")
@@ -446,6 +454,7 @@ def run_dc_scenario(
             "nudges": nudges,
             "auditor": auditor,
             "transfer_delays": delays,
+            "manifest_dcs": per_dc,
             "dc_sequences": exact,
         },
         "problems": faults.problems,
@@ -471,7 +480,8 @@ def _auditor_view(h: DcHarness) -> dict[str, float | None]:
 def transfer_delays(h: DcHarness) -> dict[str, dict[str, float]]:
     """Per DC, ``published_at - received_at`` (delivery-region store time minus the DC
     gateway's receive time) of the events its own load generator sent, read back from
-    the closed buckets: p50, p99 and max in seconds. The failover producer's events are
+    the closed buckets: p50, p99 and max in seconds, and how many of them name another
+    DC (or none) in ``received_dc`` (must be 0). The failover producer's events are
     left out (they are in either DC)."""
     import numpy as np
     import pyarrow as pa
@@ -483,11 +493,14 @@ def transfer_delays(h: DcHarness) -> dict[str, dict[str, float]]:
 
     layout = Layout(h.data_dir, h.width)
     reader = BucketReader(h.data_dir, h.width)
-    keys, delays = [], []
+    keys, delays, dcs = [], [], []
     for t in h.names:
         for start in layout.closed_bucket_starts(t):
             table = reader.read(
-                t, start, start + h.width, columns=["id", "received_at", "published_at"]
+                t,
+                start,
+                start + h.width,
+                columns=["id", "received_at", "published_at", "received_dc"],
             )
             if not table.num_rows:
                 continue
@@ -500,21 +513,44 @@ def transfer_delays(h: DcHarness) -> dict[str, dict[str, float]]:
                 1e6,
             )
             delays.append(secs.to_numpy())
+            dcs.append(pc.fill_null(table.column("received_dc"), "").to_numpy(zero_copy_only=False))
     if not keys:
         return {}
     all_keys, all_delays = np.concatenate(keys), np.concatenate(delays)
+    all_dcs = np.concatenate(dcs)
     out = {}
     for dc in h.gateway_urls:
         files = sorted(h.ledger_dir.glob(f"acked-{dc}-*.ids"))
         mine = np.concatenate([read_keys(f) for f in files]) if files else all_keys[:0]
-        d = all_delays[np.isin(all_keys, mine)]
+        found = np.isin(all_keys, mine)
+        d = all_delays[found]
         if len(d):
             out[dc] = {
                 "events": len(d),
                 "p50_secs": round(float(np.percentile(d, 50)), 3),
                 "p99_secs": round(float(np.percentile(d, 99)), 3),
                 "max_secs": round(float(d.max()), 3),
+                "wrong_received_dc": int((all_dcs[found] != dc).sum()),
             }
+    return out
+
+
+def manifest_dcs(h: DcHarness) -> dict[str, dict[str, float]]:
+    """Per DC, what the closed buckets' manifests say: events (all of them, the failover
+    producer's included), the largest per-bucket p50/p99 and the max transfer delay."""
+    from courier.storage import BucketReader
+
+    reader = BucketReader(h.data_dir, h.width)
+    out: dict[str, dict[str, float]] = {}
+    for b in (b for t in h.names for b in reader.states(t) if b.state == "closed"):
+        for name, d in b.dcs.items():
+            row = out.setdefault(
+                name, {"events": 0, "worst_p50_secs": 0.0, "worst_p99_secs": 0.0, "max_secs": 0.0}
+            )
+            row["events"] += d.events
+            row["worst_p50_secs"] = max(row["worst_p50_secs"], d.transfer_delay_p50_secs)
+            row["worst_p99_secs"] = max(row["worst_p99_secs"], d.transfer_delay_p99_secs)
+            row["max_secs"] = max(row["max_secs"], d.transfer_delay_max_secs)
     return out
 
 
