@@ -376,4 +376,12 @@ def _check_renamed(table: pa.Table, con: Any) -> None:
     }
 
 
-_ENVELOPE = {"id", "time", "sent_at", "received_at", "published_at", "schema_version"}
+_ENVELOPE = {
+    "id",
+    "time",
+    "sent_at",
+    "received_at",
+    "published_at",
+    "received_dc",
+    "schema_version",
+}

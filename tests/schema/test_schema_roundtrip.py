@@ -146,6 +146,7 @@ def test_every_supported_type_round_trips(rich: CompiledType) -> None:
         "sent_at": SENT,
         "received_at": RECEIVED,
         "published_at": PUBLISHED,
+        "received_dc": None,  # decode_stored alone names no DC
         "schema_version": 7,
         **expect(rich.record, payload),
     }
@@ -170,13 +171,14 @@ def test_nulls_and_defaults_round_trip(rich: CompiledType) -> None:
 
 def test_the_bucket_columns_have_the_documented_types(rich: CompiledType) -> None:
     schema = rich.arrow_schema
-    assert schema.names[:6] == [
-        "id", "time", "sent_at", "received_at", "published_at", "schema_version"
+    assert schema.names[:7] == [
+        "id", "time", "sent_at", "received_at", "published_at", "received_dc", "schema_version"
     ]  # fmt: skip
     utc_us = pa.timestamp("us", tz="UTC")
-    assert [schema.field(n).type for n in schema.names[:6]] == [
+    assert [schema.field(n).type for n in schema.names[:7]] == [
         pa.string(),
         *[utc_us] * 4,
+        pa.string(),
         pa.int32(),
     ]
     assert schema.field("ms").type == pa.timestamp("ms", tz="UTC")
@@ -232,7 +234,7 @@ def test_the_type_tag_in_a_stored_line_is_ignored(rich: CompiledType) -> None:
 def test_a_type_with_no_fields_round_trips() -> None:
     t = compile_type("Ping", {"type": "record", "name": "Ping", "fields": []}, 1, TypeSettings())
     [row] = roundtrip(t, [{}])
-    assert row["id"] == "id-0" and len(row) == 6
+    assert row["id"] == "id-0" and len(row) == 7
 
 
 # --- property test over generated payloads ------------------------------------
