@@ -35,6 +35,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: A DC's name: its JetStream domain, or ``dc.local_name``.
+_DC_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
 class NatsSettings(_Section):
     """The embedded server and the client connection."""
 
@@ -61,6 +65,37 @@ class NatsSettings(_Section):
     stream_max_bytes: int | None = Field(default=None, gt=0)
     duplicate_window_secs: int = 120
     replicas: int = 1
+    #: Several DCs (README "Several data centres"), for the embedded server of
+    #: ``courier nats`` / ``courier up``: its JetStream domain (a DC's name, or the
+    #: delivery region's); None = no domain (one place).
+    domain: str | None = None
+    #: The delivery region's server accepts the DCs' leaf node connections here
+    #: (``host:port``), with ``no_advertise`` and ``isolate_leafnode_interest`` set.
+    leaf_listen: str | None = None
+    #: A DC's server connects to the delivery region's leaf listener at this URL
+    #: (``nats-leaf://user:password@hub:7422``; ``tls://`` for TLS).
+    leaf_remote_url: str | None = None
+
+    @field_validator("domain")
+    @classmethod
+    def _domain_is_a_name(cls, v: str | None) -> str | None:
+        if v is not None and not _DC_NAME.match(v):
+            raise ValueError(f"not a JetStream domain name: {v!r}")
+        return v
+
+    @field_validator("leaf_listen")
+    @classmethod
+    def _leaf_listen_is_host_port(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.:\[\]-]+:\d{1,5}", v):
+            raise ValueError(f"leaf_listen must be host:port, got {v!r}")
+        return v
+
+    @field_validator("leaf_remote_url")
+    @classmethod
+    def _leaf_remote_is_a_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"(nats-leaf|tls|nats|ws|wss)://[^\s\"]+", v):
+            raise ValueError(f"leaf_remote_url must be a nats-leaf:// (or tls://) URL, got {v!r}")
+        return v
 
 
 class GatewaySettings(_Section):
@@ -303,10 +338,6 @@ class SegmentSettings(_Section):
         if bad:
             raise ValueError(f"not event type names: {', '.join(map(repr, bad))}")
         return v
-
-
-#: A DC's name: its JetStream domain, or ``dc.local_name``.
-_DC_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class DcSettings(_Section):

@@ -9,8 +9,8 @@ import time
 from courier.closer import Catalog, Closer, default_closer_id
 from courier.service.runtime import Connected, run_component
 from courier.settings import Settings
-from courier.transport import CATALOG_KV, EmbeddedNats
-from courier.transport.server import describe_store
+from courier.transport import CATALOG_KV
+from courier.transport.server import describe_store, embedded_nats
 from courier.writer import Writer
 
 log = logging.getLogger("courier.cli")
@@ -36,13 +36,7 @@ def run_closer(settings: Settings) -> None:
 
 
 def run_nats(settings: Settings) -> None:
-    server = EmbeddedNats(
-        settings.nats_store_dir,
-        host=settings.nats.host,
-        port=settings.nats.port,
-        max_payload_bytes=settings.nats.max_payload_bytes,
-        max_store_bytes=settings.nats.store_max_bytes,
-    )
+    server = embedded_nats(settings)
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -60,6 +54,8 @@ def run_nats(settings: Settings) -> None:
     )
     print(f"nats-server running at {server.url} (store {settings.nats_store_dir}); Ctrl-C stops it")
     print(f"NATS store: {store}")
+    if server.leaf is not None and (leaf := server.leaf.describe()):
+        print(f"Several DCs: {leaf}")
     try:
         while not stopping and server.process and server.process.poll() is None:
             time.sleep(0.2)

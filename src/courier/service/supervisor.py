@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from courier.settings import Settings
-from courier.transport import EmbeddedNats
-from courier.transport.server import describe_store
+from courier.transport.server import describe_store, embedded_nats
 
 log = logging.getLogger("courier.service.supervisor")
 
@@ -63,13 +62,7 @@ class Supervisor:
     def __init__(self, settings: Settings, *, config: Path | None = None) -> None:
         self.settings = settings
         self.config = config
-        self.nats = EmbeddedNats(
-            settings.nats_store_dir,
-            host=settings.nats.host,
-            port=settings.nats.port,
-            max_payload_bytes=settings.nats.max_payload_bytes,
-            max_store_bytes=settings.nats.store_max_bytes,
-        )
+        self.nats = embedded_nats(settings)
         self.children: list[_Child] = []
         self._stopping = False
 

@@ -23,9 +23,14 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from courier.errors import ConfigError, PortInUseError, TransportUnavailableError
+
+if TYPE_CHECKING:
+    from courier.settings import Settings
 
 log = logging.getLogger("courier.transport.server")
 
@@ -86,6 +91,49 @@ def default_store_limit_bytes(store_dir: Path) -> int:
     return int((free + _bytes_under(Path(store_dir))) * DEFAULT_STORE_SHARE)
 
 
+@dataclass(frozen=True)
+class LeafConfig:
+    """Several DCs (DESIGN §13): the server's JetStream domain and leaf node links.
+
+    The delivery region's server listens for the DCs' leaf connections
+    (``leaf_listen``) with ``no_advertise`` (else a leaf learns the hub's own address
+    and bypasses the configured one) and ``isolate_leafnode_interest`` (else one DC's
+    stream subscription reaches another DC, whose publishes it then stores too); a DC's
+    server connects to it (``leaf_remote_url``), retrying every second.
+    """
+
+    domain: str | None = None
+    leaf_listen: str | None = None
+    leaf_remote_url: str | None = None
+
+    def describe(self) -> str | None:
+        """One start-up line, None when none of it is set."""
+        parts = [f"JetStream domain {self.domain}"] if self.domain else []
+        if self.leaf_listen is not None:
+            parts.append(f"leaf node listener {self.leaf_listen}")
+        if self.leaf_remote_url is not None:
+            host = self.leaf_remote_url.rsplit("@", 1)[-1].split("://")[-1]
+            parts.append(f"leaf node of {host}")
+        return ", ".join(parts) or None
+
+    def render(self) -> tuple[str, str]:
+        """(lines inside the ``jetstream`` block, blocks after it)."""
+        js = f"  domain: {self.domain}\n" if self.domain else ""
+        leaf = []
+        if self.leaf_listen is not None:
+            leaf += [
+                f'  listen: "{self.leaf_listen}"',
+                "  no_advertise: true",
+                "  isolate_leafnode_interest: true",
+            ]
+        if self.leaf_remote_url is not None:
+            leaf += [
+                '  reconnect_interval: "1s"',
+                f'  remotes: [{{ url: "{self.leaf_remote_url}" }}]',
+            ]
+        return js, ("leafnodes {\n" + "\n".join(leaf) + "\n}\n") if leaf else ""
+
+
 def render_config(
     *,
     host: str,
@@ -94,9 +142,11 @@ def render_config(
     max_payload_bytes: int,
     max_store_bytes: int,
     server_name: str = "courier",
+    leaf: LeafConfig | None = None,
     extra: str = "",
 ) -> str:
     """The server configuration file text."""
+    js, leafnodes = (leaf or LeafConfig()).render()
     return (
         f'server_name: "{server_name}"\n'
         f'listen: "{host}:{port}"\n'
@@ -105,7 +155,9 @@ def render_config(
         f'  store_dir: "{store_dir}"\n'
         f"  max_file_store: {max_store_bytes}\n"
         "  sync_interval: always\n"
+        f"{js}"
         "}\n"
+        f"{leafnodes}"
         f"{extra}"
     )
 
@@ -145,6 +197,7 @@ class EmbeddedNats:
         max_payload_bytes: int = 8 * 1024 * 1024,
         max_store_bytes: int | None = None,
         server_name: str = "courier",
+        leaf: LeafConfig | None = None,
         extra_config: str = "",
     ) -> None:
         self.store_dir = Path(store_dir)
@@ -155,6 +208,7 @@ class EmbeddedNats:
         #: The store limit the running server was given (set by :meth:`start`).
         self.store_limit_bytes: int | None = None
         self.server_name = server_name
+        self.leaf = leaf
         self.extra_config = extra_config
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -194,6 +248,7 @@ class EmbeddedNats:
                 max_payload_bytes=self.max_payload_bytes,
                 max_store_bytes=self.store_limit_bytes,
                 server_name=self.server_name,
+                leaf=self.leaf,
                 extra=self.extra_config,
             )
         )
@@ -264,3 +319,16 @@ class EmbeddedNats:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def embedded_nats(settings: Settings) -> EmbeddedNats:
+    """The embedded server of ``courier nats`` and ``courier up``, from ``settings.nats``."""
+    n = settings.nats
+    return EmbeddedNats(
+        settings.nats_store_dir,
+        host=n.host,
+        port=n.port,
+        max_payload_bytes=n.max_payload_bytes,
+        max_store_bytes=n.store_max_bytes,
+        leaf=LeafConfig(n.domain, n.leaf_listen, n.leaf_remote_url),
+    )
