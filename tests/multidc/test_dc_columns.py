@@ -130,6 +130,17 @@ def test_each_event_keeps_its_dc_and_manifests_count_transfer_delay_per_dc(tmp_p
             env={"COURIER_BUCKET_WIDTH_SECS": str(settings.bucket_width_secs)},
         )
         assert out.exit_code == 0 and "dcA " in out.output and "dcB " in out.output, out.output
+        out = CliRunner().invoke(
+            cli,
+            [
+                "--data-dir",
+                str(settings.data_dir),
+                "sql",
+                f"select received_dc || '=' || count(*) from {TYPE} group by received_dc",
+            ],
+            env={"COURIER_BUCKET_WIDTH_SECS": str(settings.bucket_width_secs)},
+        )
+        assert out.exit_code == 0 and "dcA=30" in out.output and "dcB=25" in out.output, out.output
         # courier audit --json carries each closed bucket's per-DC counts from its manifest.
         args = ["--nats-url", t.central.url, "--data-dir", str(settings.data_dir)]
         out = CliRunner().invoke(
