@@ -20,8 +20,18 @@ def compiled_play_song() -> CompiledType:
     return compile_type(d.name, d.avro, 1, d.settings)
 
 
-def stage(layout: Layout, key: BucketKey, ids: list[str], first_seq: int, writer: str) -> None:
-    """Stage PlaySong events ``ids`` (stream sequences from ``first_seq``) in ``key``."""
+def stage(
+    layout: Layout,
+    key: BucketKey,
+    ids: list[str],
+    first_seq: int,
+    writer: str,
+    *,
+    received_dc: str | None = None,
+    without_received_dc: bool = False,
+) -> None:
+    """Stage PlaySong events ``ids`` (stream sequences from ``first_seq``) in ``key``,
+    accepted by ``received_dc``; ``without_received_dc``: as a writer before that column."""
     ct = compiled_play_song()
     dec = msgspec.json.Decoder(ct.event_struct)
     events = [
@@ -36,7 +46,9 @@ def stage(layout: Layout, key: BucketKey, ids: list[str], first_seq: int, writer
     published = pa.array([(key.start + 1) * 1_000_000] * len(ids), pa.int64()).cast(
         pa.timestamp("us", tz="UTC")
     )
-    table = ct.decode_stored(body, published)
+    table = ct.decode_stored(body, published, pa.array([received_dc] * len(ids), pa.string()))
+    if without_received_dc:
+        table = table.drop_columns(["received_dc"])
     table = table.append_column(
         "_seq", pa.array(range(first_seq, first_seq + len(ids)), pa.uint64())
     )

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+from courier.closer import BucketCloser, Catalog
 from courier.model import BucketKey
-from courier.settings import Settings
+from courier.settings import CloserSettings, Settings
+from courier.storage import BucketReader, Layout
+from courier.storage.store import LocalStore
+from courier.transport import MemoryKeyValue
 from courier_testing import FAST, Pipeline, example_definitions, open_pipeline
+from staging_testing import compiled_play_song, stage
 
 
 async def _close_three(p: Pipeline) -> tuple[list[str | None], BucketKey]:
@@ -51,3 +57,30 @@ async def test_without_dc_names_events_have_no_dc_and_manifests_count_none(
     assert dcs == [None] * 3
     manifest = pipeline.reader.manifest("PlaySong", key.start)
     assert manifest is not None and manifest.events == 3 and manifest.dcs == {}
+
+
+async def test_staging_files_from_before_received_dc_close_beside_new_ones(tmp_path: Path) -> None:
+    width = 10
+    key = BucketKey("PlaySong", 1_795_000_000)
+    layout = Layout(LocalStore(tmp_path / "root"), width)
+    stage(layout, key, ["old-1", "old-2"], 1, "w1", without_received_dc=True)
+    stage(layout, key, ["new-1", "new-2", "new-3"], 3, "w1", received_dc="dcA")
+    closer = BucketCloser(
+        layout,
+        Catalog(MemoryKeyValue(), "closer-1", 60.0),
+        CloserSettings(),
+        lambda k, b: None,
+        scratch_dir=tmp_path / "scratch",
+    )
+    result = await closer.close(key, compiled_play_song(), key.start + width + 5)
+    assert result is not None
+    m = result.manifest
+    assert (m.format_version, m.events, list(m.dcs), m.dcs["dcA"].events) == (2, 5, ["dcA"], 3)
+    rows = BucketReader(layout.store, width).read("PlaySong", key.start, key.start + 1)
+    assert dict(zip(rows["id"].to_pylist(), rows["received_dc"].to_pylist(), strict=True)) == {
+        "old-1": None,
+        "old-2": None,
+        "new-1": "dcA",
+        "new-2": "dcA",
+        "new-3": "dcA",
+    }
