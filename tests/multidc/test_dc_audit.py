@@ -11,10 +11,11 @@ from bench.topology import Topology
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
-from courier.audit.dc import DcAuditor
+from courier.audit.dc import DcAudit, DcAuditor, DcChecker
 from courier.cli.main import cli
 from courier.settings import load_settings
 from courier.transport import Transport, stream_name
+from courier_testing import eventually
 from multidc.dc_testing import TYPE, provision, publish
 
 
@@ -98,3 +99,38 @@ def test_audit_shows_each_dc_exact_then_a_cut_off_dc_behind_and_late(tmp_path: P
 
         # Without dc.nats_urls the auditor cannot reach the cut-off DC: that alerts too.
         assert asyncio.run(alert()) == (1.0, 0.0)
+
+
+def test_a_dc_down_when_the_checker_started_is_reached_directly_once_it_is_back(
+    tmp_path: Path,
+):
+    with Topology(tmp_path / "topology") as t:
+        asyncio.run(provision(t, tmp_path))
+        asyncio.run(publish(t.dcs["dcA"].url, 4, "a"))
+        t.cut("dcA")
+        t.kill("dcA")
+        settings = load_settings(
+            data_dir=tmp_path / "c",
+            dc={"domains": list(t.domains), "nats_urls": {"dcA": t.dcs["dcA"].url}},
+        )
+
+        async def run() -> None:
+            central = await Transport.connect(t.central.url)
+            checker = DcChecker(settings, central)
+            try:
+
+                async def dc_a() -> DcAudit:
+                    return next(r for r in await checker.check([TYPE]) if r.domain == "dcA")
+
+                assert (await dc_a()).dc_last_seq is None  # down: no link, no direct answer
+                t.restart("dcA")  # its link stays cut: only a direct connection reaches it
+
+                async def reached() -> bool:
+                    return (await dc_a()).dc_last_seq == 4
+
+                await eventually(reached, what="dcA's last sequence, asked directly")
+            finally:
+                await checker.close()
+                await central.close()
+
+        asyncio.run(run())

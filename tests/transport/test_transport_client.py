@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import pytest
 
@@ -106,6 +107,21 @@ async def test_kv_create_and_update_are_compare_and_set(make_settings):
         assert await kv.get("T.2") is None
     finally:
         await t.close()
+
+
+async def test_no_server_there_is_a_clear_error_within_the_connect_timeout_not_a_hang():
+    from courier.transport import free_port
+
+    url = f"nats://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(TransportUnavailableError, match=rf"cannot connect to NATS at {url}"):
+        await Transport.connect(url, connect_timeout_secs=1)
+    assert time.monotonic() - started < 10
+    # A service waiting for NATS gets its whole wait, then the same error.
+    started = time.monotonic()
+    with pytest.raises(TransportUnavailableError, match="within 3s"):
+        await Transport.connect(url, connect_timeout_secs=1, wait_for_server_secs=3)
+    assert 3 <= time.monotonic() - started < 12
 
 
 async def test_a_comma_separated_url_list_connects_to_any_live_server(make_settings, nats_server):

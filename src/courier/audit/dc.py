@@ -32,7 +32,8 @@ metrics and alerts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Sequence
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -340,10 +341,16 @@ class DcAuditMetrics:
         )
 
 
-async def connect_direct(settings: Settings) -> dict[str, Transport]:
-    """Connections to the DCs' own servers (``dc.nats_urls``) that answer now."""
+#: How often a checker tries again to reach a DC's own server (``dc.nats_urls``) that
+#: did not answer, so a DC down when the checker started is seen once it is back, and a
+#: down DC costs a connection attempt at most this often.
+DIRECT_RETRY_SECS = 10.0
+
+
+async def connect_direct(urls: Mapping[str, str]) -> dict[str, Transport]:
+    """Connections to the DCs' own servers (domain -> URL) that answer now."""
     out = {}
-    for domain, url in settings.dc.nats_urls.items():
+    for domain, url in urls.items():
         try:
             out[domain] = await Transport.connect(url, name="courier-audit-dc")
         except CourierError as exc:
@@ -355,7 +362,7 @@ async def audit_dcs(
     settings: Settings, transport: Transport, event_types: Sequence[str]
 ) -> list[DcAudit]:
     """:func:`audit_dc_sources` of every type, asking a DC directly when its link is down."""
-    direct = await connect_direct(settings)
+    direct = await connect_direct(settings.dc.nats_urls)
     try:
         unlinked = await _unlinked(transport, settings)
         return [
@@ -377,20 +384,29 @@ class DcChecker:
         self.settings = settings
         self.transport = transport
         self.direct: dict[str, Transport] | None = None
+        self._direct_retry_at = 0.0
         self._states: dict[str, _TypeState] = {}
+
+    async def _connect_missing(self) -> dict[str, Transport]:
+        """The direct connections, after trying again (at most every
+        :data:`DIRECT_RETRY_SECS`) the DCs that did not answer before."""
+        direct = self.direct if self.direct is not None else {}
+        self.direct = direct
+        missing = {d: u for d, u in self.settings.dc.nats_urls.items() if d not in direct}
+        if missing and time.monotonic() >= self._direct_retry_at:
+            direct.update(await connect_direct(missing))
+            self._direct_retry_at = time.monotonic() + DIRECT_RETRY_SECS
+        return direct
 
     async def check(self, event_types: Sequence[str]) -> list[DcAudit]:
         """Read what is new; per type and DC, exact completeness and delay."""
-        if self.direct is None:
-            self.direct = await connect_direct(self.settings)
+        direct = await self._connect_missing()
         rows: list[DcAudit] = []
         unlinked = await _unlinked(self.transport, self.settings)
         for t in event_types:
             state = self._states.setdefault(t, _TypeState())
             try:
-                rows += await _audit_type(
-                    self.transport, self.settings, t, state, self.direct, unlinked
-                )
+                rows += await _audit_type(self.transport, self.settings, t, state, direct, unlinked)
             except CourierError as exc:
                 log.warning("per-DC audit of %s failed (%s); retrying next check", t, exc)
         return rows

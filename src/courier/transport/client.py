@@ -189,11 +189,15 @@ class Transport:
         others when its server goes away.
 
         The first connection is retried for ``wait_for_server_secs`` (services
-        started before NATS wait for it); after that, TransportUnavailableError.
+        started before NATS wait for it), at least one connect timeout; after that,
+        TransportUnavailableError.
         """
         servers = [u.strip() for u in url.split(",") if u.strip()]
 
+        errors: list[Exception] = []
+
         async def _on_error(exc: Exception) -> None:
+            errors.append(exc)
             log.warning("NATS connection error: %s", exc)
 
         async def _on_disconnect() -> None:
@@ -206,11 +210,12 @@ class Transport:
             log.info("reconnected to NATS at %s", where.netloc if where else url)
 
         nc_ref: list[NatsClient] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_for_server_secs
-        while True:
-            try:
-                nc = await nats.connect(
+        # nats-py retries a first connection forever when reconnects are unlimited (it
+        # never raises): bound it by the wait, and by at least one connect timeout.
+        budget_secs = max(float(max(1, connect_timeout_secs)), wait_for_server_secs)
+        try:
+            nc = await asyncio.wait_for(
+                nats.connect(
                     servers=servers,
                     name=name,
                     connect_timeout=int(max(1, connect_timeout_secs)),
@@ -220,16 +225,17 @@ class Transport:
                     error_cb=_on_error,
                     disconnected_cb=_on_disconnect,
                     reconnected_cb=_on_reconnect,
-                )
-                nc_ref.append(nc)
-                return cls(nc, request_timeout_secs)
-            except (TimeoutError, OSError, nats.errors.Error) as exc:
-                if loop.time() >= deadline:
-                    raise TransportUnavailableError(
-                        f"cannot connect to NATS at {url}: {exc}"
-                    ) from exc
-                log.warning("NATS at %s not reachable yet (%s); retrying", url, exc)
-                await asyncio.sleep(0.5)
+                ),
+                budget_secs,
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            last = errors[-1] if errors else exc
+            raise TransportUnavailableError(
+                f"cannot connect to NATS at {url} within {budget_secs:g}s: {last or 'timed out'}; "
+                "is nats-server running there (courier nats / courier up)?"
+            ) from exc
+        nc_ref.append(nc)
+        return cls(nc, request_timeout_secs)
 
     @property
     def is_connected(self) -> bool:
