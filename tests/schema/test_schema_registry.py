@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import courier.schema.avro
 from courier.errors import IncompatibleSchemaError, SchemaError
 from courier.examples import SCHEMAS_DIR
 from courier.model import INVALID_TYPE
@@ -254,3 +255,25 @@ async def test_a_namespaced_record_registers_under_its_short_name(
     [definition] = load_definitions(tmp_path)
     [result] = await registry.apply([definition])
     assert (result.name, result.version) == ("PlaySong", 1)
+
+
+async def test_a_stored_type_that_no_longer_compiles_is_left_out_not_every_type(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A schema registered before a field name became reserved (``received_dc`` did in
+    this version) must not stop the registry serving every other type."""
+    kv = MemoryKeyValue()
+    old = Registry(kv)
+    await old.apply(load_definitions(SCHEMAS_DIR))
+    await old.apply([define(avro({"name": "legacy_dc", "type": "string", "default": ""}))])
+    monkeypatch.setattr(
+        "courier.schema.avro.RESERVED_FIELDS",
+        frozenset({*courier.schema.avro.RESERVED_FIELDS, "legacy_dc"}),
+    )
+    upgraded = Registry(kv)
+    compiled = await upgraded.compiled()
+    assert sorted(compiled) == ["AdImpression", "Search", INVALID_TYPE]
+    assert "type PlaySong v2 no longer compiles" in caplog.text
+    caplog.clear()
+    await upgraded.compiled()
+    assert "no longer compiles" not in caplog.text  # logged once per version

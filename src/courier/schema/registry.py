@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
+import logging
 import time
 import tomllib
 from collections.abc import Callable, Sequence
@@ -32,6 +33,8 @@ from courier.schema.codec import CompiledType, TypeSettings, compile_type, inval
 from courier.schema.compat import assign_columns, check_backward_compatible
 from courier.schema.compat import renamed_columns as renamed_in
 from courier.transport.kv import KeyValue
+
+log = logging.getLogger("courier.schema")
 
 KEY_PREFIX = "type."
 FORMAT_VERSION = 1
@@ -202,6 +205,7 @@ class Registry:
         self._kv = kv
         self._clock = clock
         self._cache: dict[tuple[str, int, str, TypeSettings], CompiledType] = {}
+        self._uncompilable: set[tuple[str, int, str, TypeSettings]] = set()
 
     async def apply(
         self, definitions: Sequence[TypeDefinition], *, force: bool = False
@@ -301,14 +305,33 @@ class Registry:
         return sorted(records, key=lambda r: r.name)
 
     async def compiled(self) -> dict[str, CompiledType]:
-        """The latest version of every type, plus the built-in ``_invalid`` type."""
+        """The latest version of every type, plus the built-in ``_invalid`` type.
+
+        A stored type that no longer compiles (a schema registered before this
+        Courier reserved one of its field names, such as ``received_dc``) is left
+        out, with one error in the log per version: the other types keep working,
+        and that type's events are refused as unknown (nothing is acknowledged)
+        until a new version of its schema is applied."""
         out: dict[str, CompiledType] = {}
         for record in await self.list():
             latest = record.latest
             key = (record.name, latest.version, latest.fingerprint, record.settings)
             compiled = self._cache.get(key)
             if compiled is None:
-                compiled = self._cache[key] = compile_record(record)
+                if key in self._uncompilable:
+                    continue
+                try:
+                    compiled = self._cache[key] = compile_record(record)
+                except SchemaError as exc:
+                    self._uncompilable.add(key)
+                    log.error(
+                        "type %s v%d no longer compiles and is left out (its events are "
+                        "refused as unknown until a new version is applied): %s",
+                        record.name,
+                        latest.version,
+                        exc,
+                    )
+                    continue
             out[record.name] = compiled
         out[INVALID_TYPE] = invalid_type()
         return out
