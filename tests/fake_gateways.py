@@ -8,25 +8,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import zstandard
 
-from courier.transport.server import free_port
-
 
 class FakeGateway:
     """A local HTTP server answering ``POST /v1/events`` like a gateway."""
 
     def __init__(self) -> None:
-        self.port = free_port()
         self.status = 200
         self.retry_after: str | None = None
         self.ids: list[str] = []
         self.requests = 0
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> FakeGateway:
         gw = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,12 +42,29 @@ class FakeGateway:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # Bound here, on a port the kernel picks: no other test or xdist worker can take it
+        # between choosing the port and listening on it.
+        self._server: ThreadingHTTPServer | None = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self._server.server_address[1])
+        self._serving = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeGateway:
+        assert self._server is not None, "a stopped FakeGateway cannot start again"
+        # A short poll: stop() waits for the serving loop to notice (0.5 s by default).
+        server = self._server
+        threading.Thread(
+            target=lambda: server.serve_forever(poll_interval=0.05), daemon=True
+        ).start()
+        self._serving = True
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            if self._serving:
+                self._server.shutdown()
             self._server.server_close()
             self._server = None

@@ -36,6 +36,9 @@ def test_the_end_to_end_bench_delivers_every_acked_event_exactly_once():
     assert float(out["closer_hourly_core_s_per_m"]) >= float(out["closer_alone_core_s_per_m_rows"])  # type: ignore[arg-type]
 
 
+#: One component at a time (nats-server and a gateway, or a writer), no whole stack: these
+#: run beside the whole-stack tests in a parallel run (tests/conftest.py).
+@pytest.mark.xdist_group("component-benches")
 @pytest.mark.timeout(120)
 def test_the_component_benches_run_and_lose_nothing():
     gateway = _last_json("bench.gateway", "--duration", "2", "--concurrency", "8")
@@ -45,6 +48,7 @@ def test_the_component_benches_run_and_lose_nothing():
         assert out["lost"] == 0 and out["duplicated"] == 0
 
 
+@pytest.mark.xdist_group("component-benches")
 @pytest.mark.timeout(120)
 def test_the_in_process_gateway_cpu_bench_runs():
     out = _last_json("bench.gateway_cpu", "--requests", "20", "--rounds", "1")
