@@ -48,19 +48,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+#: Why the tests of this worker must not run (see ``pytest_collection_finish``).
+_UNGROUPED = pytest.StashKey[str]()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Refuse to run when ``--dist loadgroup`` ignored the groups (pytest-xdist 3.8 with
+    """Fail every test when ``--dist loadgroup`` ignored the groups (pytest-xdist 3.8 with
     pytest 9.2 drops them silently: pytest-xdist issue 1386), rather than run two whole
     stacks at once."""
     if not getattr(session.config.option, "loadgroup", False):
         return
     lost = [item.nodeid for item in session.items if "@" not in item.nodeid.rpartition("]")[2]]
     if lost:
-        raise pytest.UsageError(
+        session.config.stash[_UNGROUPED] = (
             f"--dist loadgroup did not group {len(lost)} tests (e.g. {lost[0]}): this "
-            "pytest-xdist does not support this pytest; see the pin in pyproject.toml"
+            "pytest-xdist does not group tests on this pytest; see the pin in pyproject.toml"
         )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _UNGROUPED in item.config.stash:
+        pytest.fail(item.config.stash[_UNGROUPED], pytrace=False)
 
 
 @pytest.fixture
