@@ -162,3 +162,45 @@ async def test_a_scan_streams_a_range_skips_deleted_messages_and_leaves_no_consu
         assert await t.message_at_or_after("PlaySong", 2501) is None
     finally:
         await t.close()
+
+
+async def test_a_scan_yields_every_message_when_a_batch_is_lost_on_the_way(
+    make_settings, monkeypatch, caplog
+):
+    """Batches of large messages can outgrow what the server buffers for a client: it
+    drops the connection and, without acks, never sends those messages again. The scan
+    must notice (the consumer delivered past what it yielded) and read them again."""
+    import asyncio
+
+    import courier.transport.client as client
+
+    settings = make_settings()
+    t = await _connected(settings)
+    try:
+        big = b"x" * 150_000
+        await asyncio.gather(
+            *(
+                t.publish_events(
+                    "PlaySong", big + f"#{i}".encode(), msg_id=f"b{i}", headers={}, timeout_secs=30
+                )
+                for i in range(1, 601)
+            )
+        )
+        # One fetch of every message (90 MB) is more than the server's 64 MB per client,
+        # and a client whose loop stalls now and then (a busy CPU) cannot drain it in time.
+        monkeypatch.setattr(client, "SCAN_BATCH_BYTES", 1 << 40, raising=False)
+
+        async def stall_the_loop() -> None:
+            while True:
+                time.sleep(0.3)  # blocking on purpose: nothing reads the socket meanwhile
+                await asyncio.sleep(0.05)
+
+        stalls = asyncio.create_task(stall_the_loop())
+        try:
+            seqs = [m.seq async for m in t.scan("PlaySong", 1, 600)]
+        finally:
+            stalls.cancel()
+        assert seqs == list(range(1, 601))
+        assert "lost on the way" in caplog.text  # the loss happened and was made good
+    finally:
+        await t.close()

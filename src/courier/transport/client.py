@@ -56,6 +56,12 @@ from courier.transport.publish import AckedPublisher
 
 log = logging.getLogger("courier.transport")
 
+#: About this many bytes of messages per fetch of :meth:`Transport.scan`: a batch of
+#: large messages (several requests grouped in one) must not outgrow what the server
+#: will buffer for a client (a slow consumer is disconnected, and its messages are
+#: gone for a consumer without acks).
+SCAN_BATCH_BYTES = 8 * 1024 * 1024
+
 #: JetStream API error codes of a publish refused for want of room, nothing stored:
 #: the stream's own cap (10077 "maximum bytes exceeded", discard=new), the server's
 #: store limit (10023 "insufficient resources") or the account's (10002), as measured
@@ -439,17 +445,67 @@ class Transport:
         """The retained messages of a type with ``first_seq <= seq <= last_seq``, in order.
 
         Reads through a short-lived consumer of its own (ephemeral, in memory, no
-        acks), so no other consumer is moved, and it streams: one request per
-        ``batch_messages`` messages, not per message. Deleted and expired messages
-        are skipped. ``headers_only`` leaves the bodies on the server (``data`` is
-        empty). The consumer is deleted when the iteration ends (close the
-        iterator, e.g. ``contextlib.aclosing``, when stopping early); if this
-        process dies, the server drops it after 30 s of inactivity. Meant for
-        recounts and repairs, not for the data path.
+        acks), so no other consumer is moved, and it streams: one request per batch of
+        messages, not per message. Deleted and expired messages are skipped.
+        ``headers_only`` leaves the bodies on the server (``data`` is empty). The
+        consumer is deleted when the iteration ends (close the iterator, e.g.
+        ``contextlib.aclosing``, when stopping early); if this process dies, the server
+        drops it after 30 s of inactivity. Meant for recounts and repairs, not for the
+        data path.
+
+        Every message is yielded exactly once even when some are lost on the way: a
+        consumer without acks never redelivers, so when the server says it delivered a
+        sequence this scan has not seen (a batch larger than the connection could take,
+        a reconnect), the scan goes on from the first sequence it has not yielded with a
+        new consumer. A batch holds at most ``batch_messages`` messages and about
+        :data:`SCAN_BATCH_BYTES` (from the stream's average message size).
         """
-        first_seq = max(1, first_seq)
-        if last_seq < first_seq:
-            return
+        next_seq = max(1, first_seq)
+        stalls = 0
+        batch = await self._scan_batch(event_type, batch_messages, headers_only)
+        while next_seq <= last_seq:
+            before, lost = next_seq, False
+            part = self._scan_from(event_type, next_seq, last_seq, batch, headers_only)
+            async with contextlib.aclosing(part):
+                async for m in part:
+                    if m is None:
+                        lost = True  # messages were lost on the way: again from next_seq
+                        break
+                    next_seq = m.seq + 1
+                    yield m
+            if not lost:
+                return  # the consumer has nothing more up to last_seq
+            stalls = 0 if next_seq > before else stalls + 1
+            if stalls >= 3:
+                raise TransportError(
+                    f"scanning {stream_name(event_type)}: no message from seq {next_seq} "
+                    "reached this client in 3 attempts"
+                )
+            batch = max(1, batch // 4)
+            log.warning(
+                "scanning %s: messages were lost on the way to this client; "
+                "reading again from seq %d, %d per batch",
+                stream_name(event_type),
+                next_seq,
+                batch,
+            )
+
+    async def _scan_batch(self, event_type: str, batch_messages: int, headers_only: bool) -> int:
+        if headers_only:
+            return max(1, batch_messages)
+        stream = stream_name(event_type)
+        try:
+            state = (await self.js.stream_info(stream)).state
+        except nats.errors.Error as exc:
+            raise TransportError(f"stream info {stream}: {exc}") from exc
+        avg = (state.bytes or 0) / max(1, state.messages or 0)
+        return max(1, min(batch_messages, int(SCAN_BATCH_BYTES // max(1.0, avg))))
+
+    async def _scan_from(
+        self, event_type: str, first_seq: int, last_seq: int, batch: int, headers_only: bool
+    ) -> AsyncGenerator[StoredMessage | None, None]:
+        """One consumer's messages from ``first_seq``; None once the consumer delivered
+        a message this client never received (then it stops)."""
         stream = stream_name(event_type)
         subject = events_subject(event_type)
         config = ConsumerConfig(
@@ -465,20 +521,31 @@ class Transport:
             sub = await self.js.pull_subscribe(subject, stream=stream, config=config)
         except nats.errors.Error as exc:
             raise TransportError(f"cannot scan {stream} from seq {first_seq}: {exc}") from exc
+        # Without acks every delivery takes the consumer's next sequence, so a gap in it
+        # (or a delivered sequence past the last one received) is a message lost on the way.
+        received = 0
         try:
             while True:
                 try:
-                    msgs = await sub.fetch(batch_messages, timeout=1.0)
+                    msgs = await sub.fetch(batch, timeout=1.0)
                 except (TimeoutError, nats.errors.TimeoutError):
-                    # Nothing came within the wait: the end of the stream, or a slow
-                    # server. Only the consumer's own count tells which.
-                    if await self._scan_drained(sub, stream):
+                    # Nothing came within the wait: the end of the stream, a slow server,
+                    # or messages lost on the way. Only the consumer's own state tells.
+                    delivered, pending = await self._scan_state(sub, stream)
+                    if delivered > received:
+                        yield None
+                        return
+                    if not pending:
                         return
                     continue
                 except nats.errors.Error as exc:
                     raise TransportError(f"scanning {stream}: {exc}") from exc
                 for m in msgs:
                     md = m.metadata
+                    if md.sequence.consumer != received + 1:
+                        yield None
+                        return
+                    received += 1
                     seq = md.sequence.stream
                     if seq > last_seq:
                         return
@@ -494,12 +561,13 @@ class Transport:
                 await self.js.delete_consumer(stream, config.name or "")
 
     @staticmethod
-    async def _scan_drained(sub: Any, stream: str) -> bool:
+    async def _scan_state(sub: Any, stream: str) -> tuple[int, int]:
+        """(deliveries the consumer made, messages it has still to deliver)."""
         try:
             info = await sub.consumer_info()
         except nats.errors.Error as exc:
             raise TransportError(f"scanning {stream}: {exc}") from exc
-        return not (info.num_pending or 0)
+        return int(info.delivered.consumer_seq or 0), int(info.num_pending or 0)
 
     # -- key-value --------------------------------------------------------------
 
