@@ -36,6 +36,15 @@ from courier.writer import Writer
 T = TypeVar("T")
 
 
+async def provisioned_transport(settings: Settings, event_type: str = "PlaySong") -> Transport:
+    """A connection to the settings' NATS with the base resources and ``event_type``'s
+    stream and consumers provisioned (close it when done)."""
+    t = await Transport.connect(settings.resolved_nats_url)
+    await provision_base(t, settings)
+    await provision_type(t, settings, event_type)
+    return t
+
+
 async def eventually(
     check: Callable[[], T | Awaitable[T]],
     *,

@@ -1,17 +1,22 @@
-"""Staging objects for closer tests, written the way the writer writes them (one put)."""
+"""Staging objects for closer tests, written the way the writer writes them (one put),
+and the close of a bucket staged so."""
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+from pathlib import Path
 
 import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from courier.closer import BucketCloser, Catalog, CloseResult
 from courier.model import BucketKey
 from courier.schema import CompiledType, compile_type
+from courier.settings import CloserSettings
 from courier.storage import Layout
+from courier.transport import MemoryKeyValue
 from courier_testing import example_definitions
 
 
@@ -57,3 +62,19 @@ def stage(
     pq.write_table(table, buf, compression="zstd")
     skey = layout.staging_key(key, writer, first_seq, first_seq + len(ids) - 1)
     layout.store.put(skey, buf.getvalue())
+
+
+async def close_staged(
+    layout: Layout, key: BucketKey, watermark: float, scratch_dir: Path
+) -> CloseResult:
+    """Close ``key`` from what is staged, as a closer with default settings does."""
+    closer = BucketCloser(
+        layout,
+        Catalog(MemoryKeyValue(), "closer-1", 60.0),
+        CloserSettings(),
+        lambda k, b: None,
+        scratch_dir=scratch_dir,
+    )
+    result = await closer.close(key, compiled_play_song(), watermark)
+    assert result is not None, f"{key.label()} did not close"
+    return result

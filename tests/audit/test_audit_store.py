@@ -9,13 +9,10 @@ import pytest
 from bench._emulators import MotoS3
 
 from courier.audit.report import DeliveredScanner
-from courier.closer import BucketCloser, Catalog
 from courier.model import BucketKey
-from courier.settings import CloserSettings
 from courier.storage import Layout
 from courier.storage.store import BucketStore, MemoryStore
-from courier.transport import MemoryKeyValue
-from staging_testing import compiled_play_song, stage
+from staging_testing import close_staged, stage
 
 WIDTH = 3600
 START = 1_795_000_000 - 1_795_000_000 % WIDTH
@@ -40,14 +37,7 @@ async def test_delivered_counts_come_from_the_store_and_a_lost_part_is_reported(
     assert scanner.check(KEY) is None  # open: no _SUCCESS yet
     stage(layout, KEY, ["a", "b", "c"], 1, "w1")
     stage(layout, KEY, ["c", "d"], 4, "w2")
-    closer = BucketCloser(
-        layout,
-        Catalog(MemoryKeyValue(), "c", 60.0),
-        CloserSettings(),
-        lambda k, b: None,
-        scratch_dir=tmp_path / "closer",
-    )
-    assert await closer.close(KEY, compiled_play_song(), START + WIDTH + 20) is not None
+    await close_staged(layout, KEY, START + WIDTH + 20, tmp_path / "closer")
     got = scanner.check(KEY)
     assert got is not None and got.error is None
     assert (got.rows_found, got.distinct_ids, got.missing_files) == (4, 4, [])

@@ -10,13 +10,10 @@ from bench._emulators import MotoS3
 from click.testing import CliRunner
 
 from courier.cli.main import cli
-from courier.closer import BucketCloser, Catalog
 from courier.model import BucketKey, iso_utc
-from courier.settings import CloserSettings
 from courier.storage import Layout
 from courier.storage.store.s3 import S3BucketStore
-from courier.transport import MemoryKeyValue
-from staging_testing import compiled_play_song, stage
+from staging_testing import close_staged, stage
 
 WIDTH = 3600
 START = 1_795_000_000 - 1_795_000_000 % WIDTH
@@ -30,14 +27,7 @@ async def test_buckets_read_and_sql_see_the_closed_buckets_of_an_s3_store(
     key = BucketKey("PlaySong", START)
     stage(layout, key, ["a", "b", "c"], 1, "w1")
     stage(layout, key, ["c", "d"], 4, "w2")  # a redelivered id
-    closer = BucketCloser(
-        layout,
-        Catalog(MemoryKeyValue(), "c", 60.0),
-        CloserSettings(),
-        lambda k, b: None,
-        scratch_dir=tmp_path / "closer-scratch",
-    )
-    assert await closer.close(key, compiled_play_song(), START + WIDTH + 20) is not None
+    await close_staged(layout, key, START + WIDTH + 20, tmp_path / "closer-scratch")
 
     env = {**moto_s3.env(), "COURIER_TABLES__ENABLED": "false"}
     base = [

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from courier.closer import BucketCloser, Catalog
 from courier.model import BucketKey
-from courier.settings import CloserSettings, Settings
+from courier.settings import Settings
 from courier.storage import BucketReader, Layout
 from courier.storage.store import LocalStore
-from courier.transport import MemoryKeyValue
 from courier_testing import FAST, Pipeline, example_definitions, open_pipeline
-from staging_testing import compiled_play_song, stage
+from staging_testing import close_staged, stage
 
 
 async def _close_three(p: Pipeline) -> tuple[list[str | None], BucketKey]:
@@ -65,15 +63,7 @@ async def test_staging_files_from_before_received_dc_close_beside_new_ones(tmp_p
     layout = Layout(LocalStore(tmp_path / "root"), width)
     stage(layout, key, ["old-1", "old-2"], 1, "w1", without_received_dc=True)
     stage(layout, key, ["new-1", "new-2", "new-3"], 3, "w1", received_dc="dcA")
-    closer = BucketCloser(
-        layout,
-        Catalog(MemoryKeyValue(), "closer-1", 60.0),
-        CloserSettings(),
-        lambda k, b: None,
-        scratch_dir=tmp_path / "scratch",
-    )
-    result = await closer.close(key, compiled_play_song(), key.start + width + 5)
-    assert result is not None
+    result = await close_staged(layout, key, key.start + width + 5, tmp_path / "scratch")
     m = result.manifest
     assert (m.format_version, m.events, list(m.dcs), m.dcs["dcA"].events) == (2, 5, ["dcA"], 3)
     rows = BucketReader(layout.store, width).read("PlaySong", key.start, key.start + 1)

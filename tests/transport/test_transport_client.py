@@ -20,18 +20,12 @@ from courier.transport import (
     provision_type,
     verify_type,
 )
-
-
-async def _connected(settings):
-    t = await Transport.connect(settings.resolved_nats_url)
-    await provision_base(t, settings)
-    await provision_type(t, settings, "PlaySong")
-    return t
+from courier_testing import provisioned_transport
 
 
 async def test_provisioning_is_idempotent_and_verify_detects_a_changed_config(make_settings):
     settings = make_settings()
-    t = await _connected(settings)
+    t = await provisioned_transport(settings)
     try:
         await provision_type(t, settings, "PlaySong")
         await verify_type(t, settings, "PlaySong")
@@ -46,7 +40,7 @@ async def test_provisioning_is_idempotent_and_verify_detects_a_changed_config(ma
 
 async def test_a_retried_publish_with_the_same_msg_id_is_stored_once(make_settings):
     settings = make_settings()
-    t = await _connected(settings)
+    t = await provisioned_transport(settings)
     try:
         first = await t.publish_events("PlaySong", b"{}\n", msg_id="m1", headers={}, timeout_secs=2)
         again = await t.publish_events("PlaySong", b"{}\n", msg_id="m1", headers={}, timeout_secs=2)
@@ -57,7 +51,7 @@ async def test_a_retried_publish_with_the_same_msg_id_is_stored_once(make_settin
 
 
 async def test_publishing_to_an_unprovisioned_type_is_unavailable_not_stored(make_settings):
-    t = await _connected(make_settings())
+    t = await provisioned_transport(make_settings())
     try:
         with pytest.raises(TransportUnavailableError):
             await t.publish_events("Nope", b"x", msg_id="a", headers={}, timeout_secs=1)
@@ -66,7 +60,7 @@ async def test_publishing_to_an_unprovisioned_type_is_unavailable_not_stored(mak
 
 
 async def test_the_oldest_unacked_message_pins_progress_until_it_is_acked(make_settings):
-    t = await _connected(make_settings())
+    t = await provisioned_transport(make_settings())
     try:
         assert (await t.progress("PlaySong")).oldest_unacked_at is None
         await t.publish_events("PlaySong", b"a\n", msg_id="1", headers={}, timeout_secs=2)
@@ -88,7 +82,7 @@ async def test_the_oldest_unacked_message_pins_progress_until_it_is_acked(make_s
 
 
 async def test_kv_create_and_update_are_compare_and_set(make_settings):
-    t = await _connected(make_settings())
+    t = await provisioned_transport(make_settings())
     try:
         kv = await t.key_value(CATALOG_KV)
         rev = await kv.create("T.1", b"a")
@@ -140,7 +134,7 @@ async def test_a_scan_streams_a_range_skips_deleted_messages_and_leaves_no_consu
     make_settings,
 ):
     settings = make_settings()
-    t = await _connected(settings)
+    t = await provisioned_transport(settings)
     try:
         for i in range(1, 2501):
             await t.publish_events(
@@ -175,7 +169,7 @@ async def test_a_scan_yields_every_message_when_a_batch_is_lost_on_the_way(
     import courier.transport.client as client
 
     settings = make_settings()
-    t = await _connected(settings)
+    t = await provisioned_transport(settings)
     try:
         big = b"x" * 150_000
         await asyncio.gather(

@@ -12,19 +12,13 @@ from courier.errors import (
     TransportError,
     TransportUnavailableError,
 )
-from courier.transport import Transport, provision_base, provision_type, stream_name
+from courier.transport import stream_name
 from courier.transport.server import EmbeddedNats
-
-
-async def _connected(settings):
-    t = await Transport.connect(settings.resolved_nats_url)
-    await provision_base(t, settings)
-    await provision_type(t, settings, "PlaySong")
-    return t
+from courier_testing import provisioned_transport
 
 
 async def test_concurrent_publishes_each_get_the_ack_of_their_own_message(make_settings):
-    t = await _connected(make_settings())
+    t = await provisioned_transport(make_settings())
     try:
         bodies = [b"message %d\n" % i for i in range(200)]
         results = await asyncio.gather(
@@ -44,7 +38,7 @@ async def test_concurrent_publishes_each_get_the_ack_of_their_own_message(make_s
 
 
 async def test_headers_and_the_message_id_are_stored_with_the_message(make_settings):
-    t = await _connected(make_settings())
+    t = await provisioned_transport(make_settings())
     try:
         r = await t.publish_events(
             "PlaySong", b"x\n", msg_id="id-1", headers={"Courier-Events": "1"}, timeout_secs=5
@@ -58,7 +52,7 @@ async def test_headers_and_the_message_id_are_stored_with_the_message(make_setti
 
 
 async def test_a_publish_no_stream_listens_to_is_unavailable_and_says_so(make_settings):
-    t = await _connected(make_settings())
+    t = await provisioned_transport(make_settings())
     try:
         with pytest.raises(TransportUnavailableError, match="no stream answered"):
             await t.publish("courier.nowhere", b"x", msg_id="a", timeout_secs=2)
@@ -67,7 +61,7 @@ async def test_a_publish_no_stream_listens_to_is_unavailable_and_says_so(make_se
 
 
 async def test_a_refused_publish_names_the_jetstream_error_and_is_not_stored(make_settings):
-    t = await _connected(make_settings())
+    t = await provisioned_transport(make_settings())
     try:
         await t.publish_events("PlaySong", b"a\n", msg_id="1", headers={}, timeout_secs=5)
         with pytest.raises(TransportError, match=r"refused: .*err_code=10071") as caught:
@@ -87,7 +81,7 @@ async def test_a_refused_publish_names_the_jetstream_error_and_is_not_stored(mak
 async def test_an_unanswered_publish_times_out_as_outcome_unknown_and_a_late_reply_is_ignored(
     make_settings,
 ):
-    t = await _connected(make_settings())
+    t = await provisioned_transport(make_settings())
     timed_out = asyncio.Event()
     requests = []
 
@@ -119,7 +113,7 @@ async def test_an_unanswered_publish_times_out_as_outcome_unknown_and_a_late_rep
 async def test_a_reply_that_is_not_a_pub_ack_is_outcome_unknown_never_an_ack(
     make_settings, reply, error
 ):
-    t = await _connected(make_settings())
+    t = await provisioned_transport(make_settings())
 
     async def answer(msg):
         await t.nc.publish(msg.reply, reply)
@@ -137,7 +131,7 @@ async def test_publishing_resumes_after_the_server_restarts(
     make_settings, nats_server: EmbeddedNats
 ):
     settings = make_settings()
-    t = await _connected(settings)
+    t = await provisioned_transport(settings)
     try:
         await t.publish_events("PlaySong", b"a\n", msg_id="1", headers={}, timeout_secs=5)
         nats_server.stop()
