@@ -34,7 +34,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamState
 from nats.js.kv import KeyValue as NatsKV
 
 from courier.errors import (
@@ -409,12 +409,16 @@ class Transport:
 
     async def stream_bounds(self, event_type: str) -> tuple[int, int]:
         """(first, last) sequence retained in the type's stream; (0, 0) when it never held one."""
+        state = await self._stream_state(event_type)
+        return int(state.first_seq or 0), int(state.last_seq or 0)
+
+    async def _stream_state(self, event_type: str) -> StreamState:
+        """The live state of a type's stream."""
         stream = stream_name(event_type)
         try:
-            info = await self.js.stream_info(stream)
+            return (await self.js.stream_info(stream)).state
         except nats.errors.Error as exc:
             raise TransportError(f"stream info {stream}: {exc}") from exc
-        return int(info.state.first_seq or 0), int(info.state.last_seq or 0)
 
     async def message_at_or_after(self, event_type: str, seq: int) -> StoredMessage | None:
         """The first retained message of a type with sequence ``>= seq`` (one direct get),
@@ -493,11 +497,7 @@ class Transport:
     async def _scan_batch(self, event_type: str, batch_messages: int, headers_only: bool) -> int:
         if headers_only:
             return max(1, batch_messages)
-        stream = stream_name(event_type)
-        try:
-            state = (await self.js.stream_info(stream)).state
-        except nats.errors.Error as exc:
-            raise TransportError(f"stream info {stream}: {exc}") from exc
+        state = await self._stream_state(event_type)
         avg = (state.bytes or 0) / max(1, state.messages or 0)
         return max(1, min(batch_messages, int(SCAN_BATCH_BYTES // max(1.0, avg))))
 
