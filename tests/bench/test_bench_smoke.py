@@ -56,3 +56,11 @@ def test_the_in_process_gateway_cpu_bench_runs():
         assert float(out[f"{key}_us_per_request"]) > 0  # type: ignore[arg-type]
     for in_flight in (1, 4):
         assert float(out[f"publish_us_per_message_{in_flight}_in_flight"]) > 0  # type: ignore[arg-type]
+
+
+@pytest.mark.xdist_group("component-benches")
+@pytest.mark.timeout(120)
+def test_the_auditor_bench_reads_a_closed_bucket_right():
+    out = _last_json("bench.auditor", "--rows", "20000", "--rounds", "2", "--rechecks", "2")
+    assert out["rows"] == out["distinct_ids"] and out["rows"]
+    assert float(out["audit_check_core_s_per_m_rows"]) > 0  # type: ignore[arg-type]
