@@ -1,6 +1,16 @@
-"""The auditor's check of a closed bucket: what it costs per delivered row and per check.
+"""The auditor alone: counting a pre-filled stream, and checking a closed bucket.
 
-The auditor reads every closed bucket once (the ``id`` column of each part, its row
+**Counting** (``--count-events``, 0 = skip): an embedded NATS (``sync_interval:
+always``) with PlaySong provisioned, its stream filled with gateway-style messages
+(``--events-per-message`` events, the ``Courier-Events`` header set), then ``courier
+auditor`` as a child process; its CPU (``/proc``, threads and children) from its first
+fetch until the ``audit`` consumer's ack floor reaches the last message, per million
+events (``audit_count_core_s_per_m_events``). That includes what the auditor does
+meanwhile besides counting (its checks every ``audit.check_interval_secs``, its
+``/metrics``), so short runs weigh those more. ``counted_events`` must equal the
+events published.
+
+**Checking.** The auditor reads every closed bucket once (the ``id`` column of each part, its row
 count and its distinct ids: loss and duplicates in the bucket) and then, on every
 check (``audit.check_interval_secs``), reads the manifest again and lists the parts
 (a part deleted later is found). This bench closes a bucket of ``--rows`` rows (built
@@ -11,22 +21,31 @@ as ``bench.closer`` builds it) and measures, in CPU of this process (every threa
 - ``audit_recheck_cpu_ms_per_bucket``: a later check of the same bucket (the cached
   result: manifest, listing, sizes), per bucket and check.
 
-``python -m bench.auditor --rows 1000000``
+``python -m bench.auditor --rows 1000000 --count-events 2000000``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench._cpu import cpu_between, cpu_snapshot
+from bench._nats import bench_settings, provision
 from bench._report import emit
 from bench.closer import build_bucket, close_bucket
+from bench.writer import TYPE, fill
 from courier.audit.report import DeliveredScanner
+from courier.audit.store import AuditStore, StreamCounts
+from courier.settings import settings_env
 from courier.storage import Layout
+from courier.transport import AUDIT_CONSUMER, AUDIT_KV, EmbeddedNats, Transport
 
 WIDTH = 3600
 
@@ -35,7 +54,73 @@ def _cpu() -> float:
     return time.process_time()
 
 
-def run(args: argparse.Namespace) -> dict[str, object]:
+def _events(stored: tuple[StreamCounts, int | None]) -> int:
+    return sum(row[1] for row in stored[0].buckets.values())
+
+
+async def _wait_counted(
+    nats_url: str, last_seq: int, timeout_secs: float, proc: subprocess.Popen[bytes]
+) -> tuple[float, int]:
+    """(core-s of the auditor from its first fetch to its last ack, events counted meanwhile)."""
+    transport = await Transport.connect(nats_url)
+    store = AuditStore(await transport.key_value(AUDIT_KV))
+    started = time.monotonic()
+    cpu_start: dict[str, float] | None = None
+    counted_before = 0
+    try:
+        while time.monotonic() - started < timeout_secs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"courier auditor exited with code {proc.returncode}")
+            progress = await transport.progress(TYPE, AUDIT_CONSUMER)
+            if cpu_start is None and (progress.num_ack_pending or progress.ack_floor_seq):
+                cpu_start = cpu_snapshot(proc.pid)  # its first fetch: start-up is over
+                counted_before = _events(await store.stream_counts(TYPE))
+            if progress.ack_floor_seq >= last_seq and cpu_start is not None:
+                core = sum(cpu_between(cpu_start, cpu_snapshot(proc.pid)).values())
+                counted = _events(await store.stream_counts(TYPE))
+                return core, counted - counted_before
+            await asyncio.sleep(0.1 if cpu_start else 0.01)
+    finally:
+        await transport.close()
+    raise RuntimeError(f"the auditor did not count {last_seq} messages in {timeout_secs}s")
+
+
+def count(args: argparse.Namespace) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="courier-bench-auditor-") as tmp:
+        root = Path(tmp)
+        with EmbeddedNats(root / "nats", port=0) as server:
+            settings = bench_settings(root, server.url)
+            asyncio.run(provision(settings, root, 1))
+            events, last_seq, _ = asyncio.run(
+                fill(server.url, args.count_events, 600, args.events_per_message, 360)
+            )
+            env = {**os.environ, **settings_env(settings)}
+            with open(root / "auditor.log", "wb") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "courier.cli.main", "auditor"],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                core, counted = asyncio.run(_wait_counted(server.url, last_seq, 600, proc))
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    return {
+        "count_events": events,
+        "count_messages": last_seq,
+        "counted_events": counted,
+        "audit_count_core_s_per_m_events": round(core / counted * 1e6, 3) if counted else None,
+    }
+
+
+def check(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="courier-bench-auditor-") as tmp:
         root = Path(tmp)
         key, _, distinct = build_bucket(root / "data", args.rows, args.files, 0.01)
@@ -71,7 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--files", type=int, default=20, help="staging files of the bucket")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--rechecks", type=int, default=50, help="later checks per round")
-    emit("auditor: checking a closed bucket", run(p.parse_args(argv)))
+    p.add_argument("--count-events", type=int, default=1_000_000, help="0: no counting run")
+    p.add_argument("--events-per-message", type=int, default=100)
+    args = p.parse_args(argv)
+    out = count(args) if args.count_events else {}
+    emit("auditor: counting a stream, checking a closed bucket", {**out, **check(args)})
 
 
 if __name__ == "__main__":

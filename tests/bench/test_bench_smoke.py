@@ -61,6 +61,11 @@ def test_the_in_process_gateway_cpu_bench_runs():
 @pytest.mark.xdist_group("component-benches")
 @pytest.mark.timeout(120)
 def test_the_auditor_bench_reads_a_closed_bucket_right():
-    out = _last_json("bench.auditor", "--rows", "20000", "--rounds", "2", "--rechecks", "2")
+    out = _last_json(
+        "bench.auditor",
+        *("--rows", "20000", "--rounds", "2", "--rechecks", "2"),
+        *("--count-events", "20000"),
+    )
     assert out["rows"] == out["distinct_ids"] and out["rows"]
+    assert out["counted_events"] and out["audit_count_core_s_per_m_events"]
     assert float(out["audit_check_core_s_per_m_rows"]) > 0  # type: ignore[arg-type]
