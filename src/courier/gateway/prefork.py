@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from courier.errors import PortInUseError
 from courier.gateway.app import create_app
 from courier.gateway.metrics import share_across_workers
+from courier.service.runtime import settle_gc
 from courier.settings import Settings
 
 log = logging.getLogger("courier.gateway")
@@ -115,6 +116,7 @@ def _run_worker(settings: Settings, sock: socket.socket, metrics_dir: Path | Non
 
     app = create_app(settings, metrics_dir=metrics_dir)
     server = uvicorn.Server(uvicorn_config(settings, app))
+    settle_gc()
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(3)  # what uvicorn.run does: a failed start is not a clean exit

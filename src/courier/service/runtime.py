@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -29,6 +30,27 @@ def configure_logging(level: str) -> None:
     )
     # Per-request lines of HTTP clients are noise at INFO (and could leak URLs).
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+#: Tracked allocations (net) between two young-generation collections of a serving process.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def settle_gc() -> None:
+    """Tune the cyclic garbage collector for a long-running, allocation-heavy server.
+
+    Call once, after the imports and the app are built: what exists then (modules,
+    schemas, settings, metrics) is frozen out of every later collection, and the
+    young generation is collected every 20,000 net tracked allocations instead of
+    700. Reference counting still frees everything at once; only cycles wait a little
+    longer. Under load the gateway spent 10-13 % of its CPU in the collector (``perf``:
+    each 100-1,000-event request allocates a list per event, so a young collection ran
+    every request or two and promoted live requests into costly full collections);
+    after this it does not show in the profile (README "CPU per million events").
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
 
 
 def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
