@@ -396,15 +396,8 @@ class Transport:
         oldest: float | None = None
         if pending or ack_pending:
             try:
-                # Direct get: the stored message as is, its time in a header, instead of
-                # the body in base64 inside JSON (a ~200 KB message every check, per
-                # type and consumer, was 5 % of the auditor's CPU under load).
                 raw = await self.js.get_msg(
-                    stream,
-                    seq=floor + 1,
-                    subject=events_subject(event_type),
-                    next=True,
-                    direct=True,
+                    stream, seq=floor + 1, subject=events_subject(event_type), next=True
                 )
             except nats.js.errors.NotFoundError:
                 raw = None
