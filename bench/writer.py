@@ -90,6 +90,14 @@ class _Drain:
     #: Ack floor when the CPU count started, and the writer's core-seconds since.
     first_floor_seq: int = 0
     core_secs: float = 0.0
+    #: The part of ``core_secs`` spent in the kernel (the writer process's own stime).
+    sys_secs: float = 0.0
+
+
+def _sys_secs(pid: int) -> float:
+    """Kernel CPU seconds of process ``pid`` (its stime in ``/proc/<pid>/stat``)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return int(text[text.rindex(")") + 2 :].split()[12]) / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_drained(
@@ -99,6 +107,7 @@ async def wait_drained(
     started = time.monotonic()
     out = _Drain()
     cpu_start: dict[str, float] | None = None
+    sys_start = 0.0
     try:
         while time.monotonic() - started < timeout_secs:
             if proc.poll() is not None:
@@ -107,11 +116,13 @@ async def wait_drained(
             if cpu_start is None and (progress.num_ack_pending or progress.ack_floor_seq):
                 # Its first fetch arrived: start-up (imports, connect) is over.
                 cpu_start = cpu_snapshot(proc.pid)
+                sys_start = _sys_secs(proc.pid)
                 out.first_floor_seq = progress.ack_floor_seq
             if progress.ack_floor_seq >= last_seq:
                 out.secs = time.monotonic() - started
                 if cpu_start is not None:
                     out.core_secs = sum(cpu_between(cpu_start, cpu_snapshot(proc.pid)).values())
+                    out.sys_secs = _sys_secs(proc.pid) - sys_start
                 return out
             await asyncio.sleep(0.1 if cpu_start else 0.01)
     finally:
@@ -169,6 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "writer_core_s_per_m_rows": (
             round(drain.core_secs / counted_rows * 1e6, 3) if counted_rows else None
         ),
+        "writer_sys_share": round(drain.sys_secs / drain.core_secs, 3) if drain.core_secs else None,
         "cpu_counted_rows": counted_rows,
         "events": events,
         "fill_events_per_s": round(events / fill_secs, 1),
