@@ -9,7 +9,10 @@ import threading
 import pyarrow.parquet as pq
 
 import courier.writer.service as service
+from courier.model import BucketKey
+from courier.storage.layout import open_layout
 from courier.writer import Writer
+from staging_testing import close_staged, stage
 
 
 async def test_a_buffer_decodes_its_messages_in_one_call_and_stages_every_row_once(
@@ -84,3 +87,39 @@ async def test_a_flush_waits_for_a_decode_in_flight_and_never_acks_rows_it_lacks
         for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()
     ]
     assert sorted(staged) == sorted(ids)
+
+
+async def test_staging_files_carry_no_column_statistics_but_every_row(pipeline):
+    ids = [f"s{i}" for i in range(40)]
+    await pipeline.publish("PlaySong", [{"track_id": i, "ms_played": 1} for i in ids], ids)
+    pipeline.start_writer()
+    staging = pipeline.settings.data_dir / "_staging"
+    await pipeline.wait_until(lambda: any(staging.rglob("*.parquet")), 30)
+    for f in staging.rglob("*.parquet"):
+        meta = pq.read_metadata(f)
+        assert meta.num_rows
+        for rg in range(meta.num_row_groups):
+            for col in range(meta.num_columns):
+                assert not meta.row_group(rg).column(col).is_stats_set, (f, col)
+    staged = [
+        i for f in staging.rglob("*.parquet") for i in pq.read_table(f).column("id").to_pylist()
+    ]
+    assert sorted(staged) == sorted(ids)
+
+
+async def test_a_bucket_closes_from_old_staging_files_with_statistics_and_new_ones_without(
+    pipeline, tmp_path
+):
+    ids = [f"n{i}" for i in range(30)]
+    seq = await pipeline.publish("PlaySong", [{"track_id": i, "ms_played": 1} for i in ids], ids)
+    pipeline.start_writer()
+    staging = pipeline.settings.data_dir / "_staging"
+    await pipeline.wait_until(lambda: any(staging.rglob("*.parquet")), 30)
+    await pipeline.stop()
+    start = await pipeline.bucket_of("PlaySong", seq)
+    key = BucketKey("PlaySong", start)
+    layout = open_layout(pipeline.settings)
+    stage(layout, key, ["old-1", "old-2"], 1000, "old_writer")  # written with statistics
+    width = pipeline.settings.bucket_width_secs
+    result = await close_staged(layout, key, start + width + 5, tmp_path / "scratch")
+    assert result.manifest.events == 32

@@ -151,13 +151,21 @@ def write_parquet(
     *,
     compression: str = "zstd",
     row_group_rows: int = 128 * 1024,
+    statistics: bool = True,
 ) -> None:
     """``table`` as Parquet into ``f``, the way every staging and bucket file is written
-    (deterministic bytes for the same table and options; raises pa.ArrowException)."""
+    (deterministic bytes for the same table and options; raises pa.ArrowException).
+
+    ``statistics=False`` leaves out the column min/max statistics: cheaper to write,
+    for files nobody prunes by them (staging files)."""
     import pyarrow.parquet as pq
 
     pq.write_table(
-        table, f, compression=compression, row_group_size=row_group_rows, write_statistics=True
+        table,
+        f,
+        compression=compression,
+        row_group_size=row_group_rows,
+        write_statistics=statistics,
     )
 
 

@@ -448,7 +448,10 @@ class Writer:
     def _stage(self, skey: str, table: pa.Table) -> None:
         buf = io.BytesIO()
         try:
-            write_parquet(buf, table)
+            # No column statistics: nothing prunes staging files by them (the closer and
+            # the reader read every row), and leaving them out saves ~0.13 core-s per
+            # million rows at the same bytes (issue 13).
+            write_parquet(buf, table, statistics=False)
         except pa.ArrowException as exc:
             raise StorageError(f"could not encode staging file {skey}: {exc}") from exc
         self.store.put(skey, buf.getvalue())
