@@ -90,14 +90,17 @@ class _Drain:
     #: Ack floor when the CPU count started, and the writer's core-seconds since.
     first_floor_seq: int = 0
     core_secs: float = 0.0
-    #: The part of ``core_secs`` spent in the kernel (the writer process's own stime).
+    #: The part of ``core_secs`` spent in the kernel (the writer process's own stime),
+    #: and the writer's minor page faults meanwhile (fresh memory the kernel zeroes).
     sys_secs: float = 0.0
+    minor_faults: int = 0
 
 
-def _sys_secs(pid: int) -> float:
-    """Kernel CPU seconds of process ``pid`` (its stime in ``/proc/<pid>/stat``)."""
+def _kernel_stats(pid: int) -> tuple[float, int]:
+    """Kernel CPU seconds and minor page faults of process ``pid`` (``/proc/<pid>/stat``)."""
     text = Path(f"/proc/{pid}/stat").read_text()
-    return int(text[text.rindex(")") + 2 :].split()[12]) / os.sysconf("SC_CLK_TCK")
+    fields = text[text.rindex(")") + 2 :].split()  # fields[N - 3] is field N
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK"), int(fields[7])
 
 
 async def wait_drained(
@@ -107,7 +110,7 @@ async def wait_drained(
     started = time.monotonic()
     out = _Drain()
     cpu_start: dict[str, float] | None = None
-    sys_start = 0.0
+    kernel_start = (0.0, 0)
     try:
         while time.monotonic() - started < timeout_secs:
             if proc.poll() is not None:
@@ -116,13 +119,15 @@ async def wait_drained(
             if cpu_start is None and (progress.num_ack_pending or progress.ack_floor_seq):
                 # Its first fetch arrived: start-up (imports, connect) is over.
                 cpu_start = cpu_snapshot(proc.pid)
-                sys_start = _sys_secs(proc.pid)
+                kernel_start = _kernel_stats(proc.pid)
                 out.first_floor_seq = progress.ack_floor_seq
             if progress.ack_floor_seq >= last_seq:
                 out.secs = time.monotonic() - started
                 if cpu_start is not None:
                     out.core_secs = sum(cpu_between(cpu_start, cpu_snapshot(proc.pid)).values())
-                    out.sys_secs = _sys_secs(proc.pid) - sys_start
+                    sys_secs, faults = _kernel_stats(proc.pid)
+                    out.sys_secs = sys_secs - kernel_start[0]
+                    out.minor_faults = faults - kernel_start[1]
                 return out
             await asyncio.sleep(0.1 if cpu_start else 0.01)
     finally:
@@ -181,6 +186,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             round(drain.core_secs / counted_rows * 1e6, 3) if counted_rows else None
         ),
         "writer_sys_share": round(drain.sys_secs / drain.core_secs, 3) if drain.core_secs else None,
+        "writer_minor_faults_per_m_rows": (
+            round(drain.minor_faults / counted_rows * 1e6) if counted_rows else None
+        ),
         "cpu_counted_rows": counted_rows,
         "events": events,
         "fill_events_per_s": round(events / fill_secs, 1),
