@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from courier.closer.catalog import Catalog, CatalogEntry
-from courier.closer.dedup import BucketDedup, conform, exact_chunks
+from courier.closer.dedup import BucketDedup, StreamOrderError, conform, exact_chunks
 from courier.closer.horizon import ClosedIds, DedupHorizon, keys_query
 from courier.closer.transfer import TransferStats
 from courier.errors import ManifestError, ObjectExistsError, StorageError
@@ -437,18 +437,32 @@ def write_deduplicated(
         fresh = f"SELECT * FROM {keys} ANTI JOIN closed_ids USING (id)"
         too_old = horizon.older_than_horizon(dedup.con, f"({fresh})", key)
         t3 = time.perf_counter()
-        rows = dedup.rows(chunk, keys, any_closed=closed.ids > 0)
-        chunks = (stats.observe(conform(t, schema)) for t in exact_chunks(rows, chunk))
         before_writing()
         per_file = rows_per_file(cfg, sum(p.stat().st_size for p in inputs), input_events)
-        files: list[ManifestFile] = []
-        for i, part in enumerate(split_parts(chunks, per_file // chunk)):
-            info = write_parquet_chunks_atomic(part_path(i), schema, part)
-            if publish_part is not None:
-                publish_part(part_path(i))
-            files.append(
-                ManifestFile(name=info.name, bytes=info.bytes, rows=info.rows, sha256=info.sha256)
-            )
+
+        def write_parts(sort: bool) -> list[ManifestFile]:
+            rows = dedup.rows(chunk, keys, any_closed=closed.ids > 0, sort=sort)
+            chunks = (stats.observe(conform(t, schema)) for t in exact_chunks(rows, chunk))
+            files: list[ManifestFile] = []
+            for i, part in enumerate(split_parts(chunks, per_file // chunk)):
+                info = write_parquet_chunks_atomic(part_path(i), schema, part)
+                if publish_part is not None:
+                    publish_part(part_path(i))
+                files.append(
+                    ManifestFile(
+                        name=info.name, bytes=info.bytes, rows=info.rows, sha256=info.sha256
+                    )
+                )
+            return files
+
+        try:
+            files = write_parts(sort=False)
+        except StreamOrderError as exc:
+            # Never expected (the files were checked in order); the sorted rows rewrite
+            # every part from the first, so nothing of this attempt stays.
+            log.warning("%s: %s; closing it with the sort instead", key.label(), exc)
+            stats = BucketStats(key.start)
+            files = write_parts(sort=True)
         t4 = time.perf_counter()
         # Step 4b: the index of exactly the ids the parts hold, before the manifest.
         horizon.write_index(dedup.con, fresh, key)
