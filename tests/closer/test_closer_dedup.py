@@ -18,7 +18,7 @@ from courier.closer.dedup import (
     exact_chunks,
     in_stream_order,
 )
-from courier.closer.horizon import DedupHorizon, keys_query
+from courier.closer.horizon import DedupHorizon, id_keys
 from courier.closer.protocol import write_deduplicated
 from courier.model import BucketKey
 from courier.settings import CloserSettings
@@ -74,7 +74,7 @@ def _staging(path: Path, rows: list[tuple[int, int, str]]) -> Path:
 def _rows(tmp_path: Path, files: list[Path], closed: list[str], *, sort: bool) -> pa.Table:
     dedup = BucketDedup(files, memory_limit_bytes=64 << 20, spill_dir=tmp_path / "spill", threads=2)
     try:
-        keys = dedup.make_keys(keys_query)
+        keys = dedup.make_keys(id_keys)
         dedup.con.execute("INSERT INTO closed_ids SELECT unnest(?), 0", [closed]).fetchall()
         return pa.Table.from_batches(dedup.rows(4, keys, any_closed=bool(closed), sort=sort))
     finally:

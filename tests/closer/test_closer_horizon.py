@@ -223,3 +223,53 @@ async def test_the_index_costs_a_few_bytes_per_id(tmp_path):
     await s.close(START)
     size = DedupHorizon(s.layout, 7 * DAY).index_path(BucketKey(T, START)).stat().st_size
     assert size / len(ids) < 4
+
+
+def test_id_keys_are_keys_query_s_for_every_kind_of_id():
+    """The numpy reading of canonical UUIDv7 text and the SQL definition agree, and every
+    other id (the tailer's, malformed, non-ASCII, upper case, null) goes by the SQL one."""
+    import random
+
+    import duckdb
+
+    from courier.closer.horizon import id_keys, keys_query
+
+    rng = random.Random(7)
+    canonical = [str(uuid.UUID(int=(rng.getrandbits(128) & ~(0xF << 76)) | (0x7 << 76)))]
+    canonical += [v7(START + i * 977.3, rng.getrandbits(62)) for i in range(500)]
+    canonical += ["ffffffff-ffff-7fff-ffff-ffffffffffff", "00000000-0000-7000-0000-000000000000"]
+    odd = [
+        "tailer-1",
+        "",
+        "ABCDEF01-2345-7ABC-8DEF-0123456789AB",  # upper case: still hex, still v7
+        "0123456_-89ab-7cde-8f01-23456789abcd",  # DuckDB reads 0x..._ as hex: SQL decides
+        "01234567-89ab-7cde-8f01-23456789abc ",
+        "01234567x89ab-7cde-8f01-23456789abcd",
+        "01234567-89ab-6cde-8f01-23456789abcd",
+        "01234567-89abx7cdex8f01x23456789abcd",  # only - at 9 and 7 at 15 are required
+        "\u00e91234567-89ab-7cde-8f01-23456789abc",
+        "01234567-89ab-7cd\u00e9-8f01-23456789ab",
+        "01234567-89ab-7cde-8f01-23\u00e9456789ab",  # 36 bytes, 35 characters: not v7
+        "01234567-89ab-7cde-8f01-23456789abcdef",
+        "01234567-89ab-7cde-8f01-23456789abcg",
+        None,
+    ]
+    ids = pa.array(rng.sample(canonical + odd, len(canonical + odd)), pa.string())
+    con = duckdb.connect()
+    con.register("ids", pa.table({"id": ids}))
+    want = con.sql(keys_query("ids")).to_arrow_table()
+    for got in (
+        id_keys(ids),
+        id_keys(pa.chunked_array([ids.slice(0, 100), ids.slice(100)])),
+        id_keys(ids.slice(3)),
+    ):
+        offset = len(ids) - got.num_rows
+        assert got.column("id").to_pylist() == want.column("id").to_pylist()[offset:]
+        for col in ("p", "h"):
+            assert got.column(col).to_pylist() == want.column(col).to_pylist()[offset:]
+    # Only canonical ids: every one read with numpy (no DuckDB), same keys.
+    only = pa.array(canonical, pa.string())
+    con.register("only_v7", pa.table({"id": only}))
+    assert id_keys(only).column("h").to_pylist() == (
+        con.sql(keys_query("only_v7")).to_arrow_table().column("h").to_pylist()
+    )

@@ -120,6 +120,7 @@ class BucketDedup:
                 "preserve_insertion_order": True,
             }
         )
+        self.staging = staging
         #: The staging files as one relation (SQL).
         self.staged = f"read_parquet({sql_list(staging)}, union_by_name = true)"
         #: The files in an order that reads their rows in stream order, if there is one.
@@ -152,12 +153,24 @@ class BucketDedup:
         ).fetchall()
         return [SeqSpan(int(a), int(b)) for a, b in rows]
 
-    def make_keys(self, keys_query: Callable[[str], str]) -> str:
+    def make_keys(self, id_keys: Callable[[pa.Array], pa.Table]) -> str:
         """A temp table of the bucket's ids (one row per staged row) with their index
-        keys (``keys_query`` over a relation); its name."""
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE bucket_keys AS {keys_query(self.staged)}"
-        ).fetchall()
+        keys (``id_keys`` of an array of ids: a table ``id``, ``p``, ``h``); its name.
+        The ids are read straight from the files, a row group at a time."""
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for path in self.staging:
+                for b in pq.ParquetFile(path).iter_batches(batch_size=1 << 20, columns=["id"]):
+                    yield from id_keys(b.column(0)).to_batches()
+
+        schema = id_keys(pa.array([], pa.string())).schema
+        self.con.register("_id_keys", pa.RecordBatchReader.from_batches(schema, batches()))
+        try:
+            self.con.execute(
+                "CREATE OR REPLACE TEMP TABLE bucket_keys AS SELECT * FROM _id_keys"
+            ).fetchall()
+        finally:
+            self.con.unregister("_id_keys")
         return "bucket_keys"
 
     def rows(

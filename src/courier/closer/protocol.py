@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 
 from courier.closer.catalog import Catalog, CatalogEntry
 from courier.closer.dedup import BucketDedup, StreamOrderError, conform, exact_chunks
-from courier.closer.horizon import ClosedIds, DedupHorizon, keys_query
+from courier.closer.horizon import ClosedIds, DedupHorizon, id_keys
 from courier.closer.transfer import TransferStats
 from courier.errors import ManifestError, ObjectExistsError, StorageError
 from courier.model import BucketKey, iso_utc
@@ -431,7 +431,7 @@ def write_deduplicated(
         input_events = dedup.input_rows()
         spans = [SeqRange(first=sp.first, last=sp.last) for sp in dedup.seq_spans()]
         t1 = time.perf_counter()
-        keys = dedup.make_keys(keys_query)
+        keys = dedup.make_keys(id_keys)
         t2 = time.perf_counter()
         closed = horizon.find_closed(dedup.con, keys, key)
         fresh = f"SELECT * FROM {keys} ANTI JOIN closed_ids USING (id)"
