@@ -155,15 +155,22 @@ class BucketDedup:
 
     def make_keys(self, id_keys: Callable[[pa.Array], pa.Table]) -> str:
         """A temp table of the bucket's ids (one row per staged row) with their index
-        keys (``id_keys`` of an array of ids: a table ``id``, ``p``, ``h``); its name.
-        The ids are read straight from the files, a row group at a time."""
+        keys (``id_keys`` of an array of ids: a table ``id``, ``p``, ``h``) and ``pos``,
+        the row's position in the files read one after another (in :attr:`order`, when
+        there is one: then its position in the stream); its name. The ids are read
+        straight from the files, a row group at a time."""
+        files = self.order.paths if self.order is not None else self.staging
 
         def batches() -> Iterator[pa.RecordBatch]:
-            for path in self.staging:
+            at = 0
+            for path in files:
                 for b in pq.ParquetFile(path).iter_batches(batch_size=1 << 20, columns=["id"]):
-                    yield from id_keys(b.column(0)).to_batches()
+                    keys = id_keys(b.column(0))
+                    pos = pa.array(np.arange(at, at + keys.num_rows, dtype=np.int64))
+                    at += keys.num_rows
+                    yield from keys.append_column("pos", pos).to_batches()
 
-        schema = id_keys(pa.array([], pa.string())).schema
+        schema = id_keys(pa.array([], pa.string())).schema.append(pa.field("pos", pa.int64()))
         self.con.register("_id_keys", pa.RecordBatchReader.from_batches(schema, batches()))
         try:
             self.con.execute(
@@ -194,7 +201,7 @@ class BucketDedup:
             GROUP BY id HAVING count(*) > 1
             """
         ).fetchall()
-        dropped = None if sort or self.order is None else self._dropped(self.order, any_closed)
+        dropped = None if sort or self.order is None else self._dropped(keys, any_closed)
         if self.order is not None and dropped is not None:
             yield from self._rows_in_file_order(batch_rows, self.order, dropped)
             return
@@ -214,16 +221,13 @@ class BucketDedup:
         )
         yield from _arrow_reader(rel, batch_rows)
 
-    def _dropped(self, order: FileOrder, any_closed: bool) -> np.ndarray | None:
-        """Positions (in the stream order of ``order``'s files) of the rows to drop: all
-        but the earliest copy of a repeated id, every copy of an id in ``closed_ids``;
-        sorted. None when there are more than :data:`MAX_DROPPED_IN_MEMORY`."""
-        starts = np.concatenate([[0], np.cumsum(order.rows)[:-1]]).astype(np.int64)
-        src = f"read_parquet({sql_list(order.paths)}, union_by_name = true, file_row_number = true)"
-        offsets = f"CAST([{', '.join(map(str, starts.tolist()))}] AS BIGINT[])"
-        pos = f"{offsets}[CAST(s.file_index AS BIGINT) + 1] + s.file_row_number"
+    def _dropped(self, keys: str, any_closed: bool) -> np.ndarray | None:
+        """Positions in the stream (``pos`` of ``keys``, files in :attr:`order`) of the
+        rows to drop: all but the earliest copy of a repeated id, every copy of an id in
+        ``closed_ids``; sorted. None when there are more than
+        :data:`MAX_DROPPED_IN_MEMORY`."""
         closed = (
-            f"UNION SELECT {pos} FROM {src} s SEMI JOIN closed_ids c ON s.id = c.id"
+            f"UNION SELECT pos FROM {keys} k SEMI JOIN closed_ids c ON k.id = c.id"
             if any_closed
             else ""
         )
@@ -231,7 +235,7 @@ class BucketDedup:
             f"""
             CREATE OR REPLACE TEMP TABLE dropped_rows AS
             SELECT pos FROM (
-                SELECT s.id, {pos} AS pos FROM {src} s SEMI JOIN repeated_ids r ON s.id = r.id
+                SELECT k.id, k.pos FROM {keys} k SEMI JOIN repeated_ids r ON k.id = r.id
             ) QUALIFY row_number() OVER (PARTITION BY id ORDER BY pos) > 1
             {closed}
             """

@@ -434,7 +434,9 @@ def write_deduplicated(
         keys = dedup.make_keys(id_keys)
         t2 = time.perf_counter()
         closed = horizon.find_closed(dedup.con, keys, key)
-        fresh = f"SELECT * FROM {keys} ANTI JOIN closed_ids USING (id)"
+        # No id in a closed bucket (the usual case): every id is fresh, no join.
+        anti = " ANTI JOIN closed_ids USING (id)" if closed.ids > 0 else ""
+        fresh = f"SELECT * FROM {keys}{anti}"
         too_old = horizon.older_than_horizon(dedup.con, f"({fresh})", key)
         t3 = time.perf_counter()
         before_writing()
