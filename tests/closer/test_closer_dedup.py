@@ -184,3 +184,25 @@ def test_a_close_whose_fast_path_fails_closes_with_the_sort(tmp_path, monkeypatc
     monkeypatch.setattr(BucketDedup, "_rows_in_file_order", fail_midway)
     assert close("retried") == good
     assert sorted(p.name for p in (tmp_path / "retried").iterdir()) == [g[0] for g in good]
+
+
+def test_more_rows_to_drop_than_memory_holds_take_the_sort(tmp_path, monkeypatch):
+    import courier.closer.dedup as dedup_module
+
+    a = [(1, 0, "x"), (2, 0, "x"), (3, 0, "y"), (4, 0, "x")]
+    files = [_staging(tmp_path / "a.parquet", a)]
+    assert in_stream_order(files) is not None
+    monkeypatch.setattr(dedup_module, "MAX_DROPPED_IN_MEMORY", 1)  # two to drop
+    read_in_order = []
+    original = BucketDedup._rows_in_file_order
+
+    def spy(self, *args):
+        read_in_order.append(True)
+        return original(self, *args)
+
+    monkeypatch.setattr(BucketDedup, "_rows_in_file_order", spy)
+    got = _rows(tmp_path, files, [], sort=False)
+    assert got.column("n").to_pylist() == _expected([a], []) and not read_in_order
+    monkeypatch.setattr(dedup_module, "MAX_DROPPED_IN_MEMORY", 2)
+    got = _rows(tmp_path, files, [], sort=False)
+    assert got.column("n").to_pylist() == _expected([a], []) and read_in_order
