@@ -273,3 +273,26 @@ def test_id_keys_are_keys_query_s_for_every_kind_of_id():
     assert id_keys(only).column("h").to_pylist() == (
         con.sql(keys_query("only_v7")).to_arrow_table().column("h").to_pylist()
     )
+
+
+async def test_the_index_holds_each_key_of_the_bucket_s_ids_once(tmp_path):
+    """With no id closed already (keys counted at make_keys) and with some (the fresh ids)."""
+    import duckdb
+
+    from courier.closer.horizon import keys_query
+
+    s = Stack(tmp_path)
+    first = [v7(START + 1, i) for i in range(30)] + ["tailer-1", "tailer-2"]
+    s.stage(START, first + first[:5])  # repeated within the bucket
+    await s.close(START)
+    second = [v7(START + WIDTH + 1, 100 + i) for i in range(10)] + ["tailer-3"]
+    s.stage(START + WIDTH, second + first[:3])  # retries of closed ids: not in its index
+    m = await s.close(START + WIDTH)
+    assert m.duplicates_dropped_previous_bucket == 3
+    horizon = DedupHorizon(s.layout, 7 * DAY)
+    con = duckdb.connect()
+    for start, ids in ((START, first), (START + WIDTH, second)):
+        con.register("bucket_ids", pa.table({"id": ids}))
+        want = con.sql(f"SELECT DISTINCT p, h FROM ({keys_query('bucket_ids')}) ORDER BY p, h")
+        got = pq.read_table(horizon.index_path(BucketKey(T, start)))
+        assert got.select(["p", "h"]).to_pylist() == want.to_arrow_table().to_pylist()

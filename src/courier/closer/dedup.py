@@ -121,6 +121,8 @@ class BucketDedup:
             }
         )
         self.staging = staging
+        #: The temp table of :meth:`make_keys`'s distinct keys (``p``, ``h``) and their rows (``n``).
+        self.key_counts = "bucket_key_counts"
         #: The staging files as one relation (SQL).
         self.staged = f"read_parquet({sql_list(staging)}, union_by_name = true)"
         #: The files in an order that reads their rows in stream order, if there is one.
@@ -158,7 +160,7 @@ class BucketDedup:
         keys (``id_keys`` of an array of ids: a table ``id``, ``p``, ``h``) and ``pos``,
         the row's position in the files read one after another (in :attr:`order`, when
         there is one: then its position in the stream); its name. The ids are read
-        straight from the files, a row group at a time."""
+        straight from the files, a row group at a time. Also fills :attr:`key_counts`."""
         files = self.order.paths if self.order is not None else self.staging
 
         def batches() -> Iterator[pa.RecordBatch]:
@@ -178,6 +180,11 @@ class BucketDedup:
             ).fetchall()
         finally:
             self.con.unregister("_id_keys")
+        # Rows a key: the repeated-id search and (when no id is closed) the index read it.
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {self.key_counts} AS "
+            "SELECT p, h, count(*) AS n FROM bucket_keys GROUP BY p, h"
+        ).fetchall()
         return "bucket_keys"
 
     def rows(
@@ -197,7 +204,7 @@ class BucketDedup:
             f"""
             CREATE OR REPLACE TEMP TABLE repeated_ids AS
             SELECT id FROM {keys}
-            SEMI JOIN (SELECT p, h FROM {keys} GROUP BY p, h HAVING count(*) > 1) USING (p, h)
+            SEMI JOIN (SELECT p, h FROM {self.key_counts} WHERE n > 1) USING (p, h)
             GROUP BY id HAVING count(*) > 1
             """
         ).fetchall()

@@ -381,9 +381,13 @@ class DedupHorizon:
 
     # -- step 4b ------------------------------------------------------------------
 
-    def write_index(self, con: duckdb.DuckDBPyConnection, query: str, key: BucketKey) -> int:
-        """Write the index of ``key`` from ``query`` (columns ``p``, ``h``; a row per id)."""
-        table = con.sql(f"SELECT DISTINCT p, h FROM ({query}) ORDER BY p, h").to_arrow_table()
+    def write_index(
+        self, con: duckdb.DuckDBPyConnection, query: str, key: BucketKey, *, distinct: bool = False
+    ) -> int:
+        """Write the index of ``key`` from ``query`` (columns ``p``, ``h``; a row per id,
+        or with ``distinct``, already a row per key)."""
+        pick = "" if distinct else "DISTINCT "
+        table = con.sql(f"SELECT {pick}p, h FROM ({query}) ORDER BY p, h").to_arrow_table()
         self.store.put(self.index_key(key), index_bytes(table))
         return table.num_rows
 

@@ -467,7 +467,12 @@ def write_deduplicated(
             files = write_parts(sort=True)
         t4 = time.perf_counter()
         # Step 4b: the index of exactly the ids the parts hold, before the manifest.
-        horizon.write_index(dedup.con, fresh, key)
+        if closed.ids > 0:
+            horizon.write_index(dedup.con, fresh, key)
+        else:  # every id is fresh: the keys are those already counted, distinct
+            horizon.write_index(
+                dedup.con, f"SELECT p, h FROM {dedup.key_counts}", key, distinct=True
+            )
         log.debug(
             "%s: read %.2fs, keys %.2fs, horizon %.2fs, parts %.2fs, index %.2fs",
             key.label(),
