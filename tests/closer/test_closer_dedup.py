@@ -206,3 +206,23 @@ def test_more_rows_to_drop_than_memory_holds_take_the_sort(tmp_path, monkeypatch
     monkeypatch.setattr(dedup_module, "MAX_DROPPED_IN_MEMORY", 2)
     got = _rows(tmp_path, files, [], sort=False)
     assert got.column("n").to_pylist() == _expected([a], []) and read_in_order
+
+
+def test_a_closer_takes_arrow_buffers_from_jemalloc_unless_told_otherwise(monkeypatch):
+    from courier.closer.protocol import prefer_jemalloc
+
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pytest.skip("this pyarrow has no jemalloc")
+    before = pa.default_memory_pool()
+    try:
+        pa.set_memory_pool(pa.system_memory_pool())
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
+        prefer_jemalloc()
+        assert pa.default_memory_pool().backend_name == "system"
+        monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")
+        prefer_jemalloc()
+        assert pa.default_memory_pool().backend_name == "jemalloc"
+    finally:
+        pa.set_memory_pool(before)
