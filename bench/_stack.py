@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ import psutil
 
 from bench.loadgen.events import BatchFactory, write_clone_schemas
 from bench.loadgen.ledger import Ledger
+from courier.settings import Settings, settings_env
 from courier.transport import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "courier" / "examples" / "schemas"
@@ -97,6 +99,32 @@ def schema_dir(root: Path, types: int, grace_secs: int) -> Path:
         ]
         toml.write_text("\n".join([*lines, f"grace_secs = {grace_secs}", ""]))
     return out
+
+
+@contextlib.contextmanager
+def component_process(
+    component: str, settings: Settings, log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``courier <component>`` as a child process with ``settings`` (its output in
+    ``log_path``); stopped by PID (SIGTERM, then SIGKILL after 30 s) on exit."""
+    env = {**os.environ, **settings_env(settings)}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "courier.cli.main", component],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _courier(*args: str, env: dict[str, str], **kw: object) -> list[str]:

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,11 +37,11 @@ from pathlib import Path
 from bench._cpu import cpu_between, cpu_snapshot
 from bench._nats import bench_settings, provision
 from bench._report import emit
+from bench._stack import component_process
 from bench.closer import build_bucket, close_bucket
 from bench.writer import TYPE, fill
 from courier.audit.report import DeliveredScanner
 from courier.audit.store import AuditStore, StreamCounts
-from courier.settings import settings_env
 from courier.storage import Layout
 from courier.transport import AUDIT_CONSUMER, AUDIT_KV, EmbeddedNats, Transport
 
@@ -94,24 +92,8 @@ def count(args: argparse.Namespace) -> dict[str, object]:
             events, last_seq, _ = asyncio.run(
                 fill(server.url, args.count_events, 600, args.events_per_message, 360)
             )
-            env = {**os.environ, **settings_env(settings)}
-            with open(root / "auditor.log", "wb") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "courier.cli.main", "auditor"],
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            try:
+            with component_process("auditor", settings, root / "auditor.log") as proc:
                 core, counted = asyncio.run(_wait_counted(server.url, last_seq, 600, proc))
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
     return {
         "count_events": events,
         "count_messages": last_seq,

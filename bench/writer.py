@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,9 +33,8 @@ from bench._cpu import cpu_between, cpu_snapshot
 from bench._data import compiled_example, stored_bodies
 from bench._nats import bench_settings, provision
 from bench._report import emit
-from bench._stack import RssSampler
+from bench._stack import RssSampler, component_process
 from courier.gateway import EVENTS_HEADER, SCHEMA_VERSION_HEADER
-from courier.settings import settings_env
 from courier.transport import EmbeddedNats, Transport
 
 TYPE = "PlaySong"
@@ -150,25 +148,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     args.event_bytes,
                 )
             )
-            env = {**os.environ, **settings_env(settings)}
-            with open(root / "writer.log", "wb") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "courier.cli.main", "writer"],
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            try:
-                with RssSampler(proc.pid, 0.2) as rss:
-                    drain = asyncio.run(wait_drained(server.url, last_seq, 300, proc))
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            with (
+                component_process("writer", settings, root / "writer.log") as proc,
+                RssSampler(proc.pid, 0.2) as rss,
+            ):
+                drain = asyncio.run(wait_drained(server.url, last_seq, 300, proc))
         files = sorted((root / "data" / "_staging" / TYPE).rglob("*.parquet"))
         ids = [pq.read_table(f, columns=["id"]).column("id") for f in files]
         staged = sum(len(c) for c in ids)
