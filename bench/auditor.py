@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from bench._cpu import cpu_between, cpu_snapshot
-from bench._nats import bench_settings, provision
+from bench._nats import bench_settings, provision, watch_consumer
 from bench._report import emit
 from bench._stack import component_process
 from bench.closer import build_bucket, close_bucket
@@ -62,25 +62,22 @@ async def _wait_counted(
     """(core-s of the auditor from its first fetch to its last ack, events counted meanwhile)."""
     transport = await Transport.connect(nats_url)
     store = AuditStore(await transport.key_value(AUDIT_KV))
-    started = time.monotonic()
-    cpu_start: dict[str, float] | None = None
-    counted_before = 0
+    cpu_start: dict[str, float] = {}
+    counted_before = counted = 0
+    core = 0.0
     try:
-        while time.monotonic() - started < timeout_secs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"courier auditor exited with code {proc.returncode}")
-            progress = await transport.progress(TYPE, AUDIT_CONSUMER)
-            if cpu_start is None and (progress.num_ack_pending or progress.ack_floor_seq):
-                cpu_start = cpu_snapshot(proc.pid)  # its first fetch: start-up is over
+        async for phase, _, _ in watch_consumer(
+            transport, TYPE, AUDIT_CONSUMER, last_seq, timeout_secs, proc
+        ):
+            if phase == "started":
+                cpu_start = cpu_snapshot(proc.pid)
                 counted_before = _events(await store.stream_counts(TYPE))
-            if progress.ack_floor_seq >= last_seq and cpu_start is not None:
+            else:
                 core = sum(cpu_between(cpu_start, cpu_snapshot(proc.pid)).values())
                 counted = _events(await store.stream_counts(TYPE))
-                return core, counted - counted_before
-            await asyncio.sleep(0.1 if cpu_start else 0.01)
     finally:
         await transport.close()
-    raise RuntimeError(f"the auditor did not count {last_seq} messages in {timeout_secs}s")
+    return core, counted - counted_before
 
 
 def count(args: argparse.Namespace) -> dict[str, object]:

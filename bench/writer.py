@@ -31,11 +31,11 @@ import pyarrow.parquet as pq
 
 from bench._cpu import cpu_between, cpu_snapshot
 from bench._data import compiled_example, stored_bodies
-from bench._nats import bench_settings, provision
+from bench._nats import bench_settings, provision, watch_consumer
 from bench._report import emit
 from bench._stack import RssSampler, component_process
 from courier.gateway import EVENTS_HEADER, SCHEMA_VERSION_HEADER
-from courier.transport import EmbeddedNats, Transport
+from courier.transport import WRITER_CONSUMER, EmbeddedNats, Transport
 
 TYPE = "PlaySong"
 
@@ -105,32 +105,26 @@ async def wait_drained(
     nats_url: str, last_seq: int, timeout_secs: float, proc: subprocess.Popen[bytes]
 ) -> _Drain:
     transport = await Transport.connect(nats_url)
-    started = time.monotonic()
     out = _Drain()
-    cpu_start: dict[str, float] | None = None
+    cpu_start: dict[str, float] = {}
     kernel_start = (0.0, 0)
     try:
-        while time.monotonic() - started < timeout_secs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"courier writer exited with code {proc.returncode}")
-            progress = await transport.progress(TYPE)
-            if cpu_start is None and (progress.num_ack_pending or progress.ack_floor_seq):
-                # Its first fetch arrived: start-up (imports, connect) is over.
+        async for phase, progress, secs in watch_consumer(
+            transport, TYPE, WRITER_CONSUMER, last_seq, timeout_secs, proc
+        ):
+            if phase == "started":
                 cpu_start = cpu_snapshot(proc.pid)
                 kernel_start = _kernel_stats(proc.pid)
                 out.first_floor_seq = progress.ack_floor_seq
-            if progress.ack_floor_seq >= last_seq:
-                out.secs = time.monotonic() - started
-                if cpu_start is not None:
-                    out.core_secs = sum(cpu_between(cpu_start, cpu_snapshot(proc.pid)).values())
-                    sys_secs, faults = _kernel_stats(proc.pid)
-                    out.sys_secs = sys_secs - kernel_start[0]
-                    out.minor_faults = faults - kernel_start[1]
-                return out
-            await asyncio.sleep(0.1 if cpu_start else 0.01)
+            else:
+                out.secs = secs
+                out.core_secs = sum(cpu_between(cpu_start, cpu_snapshot(proc.pid)).values())
+                sys_secs, faults = _kernel_stats(proc.pid)
+                out.sys_secs = sys_secs - kernel_start[0]
+                out.minor_faults = faults - kernel_start[1]
     finally:
         await transport.close()
-    raise RuntimeError(f"the writer did not drain {last_seq} messages in {timeout_secs}s")
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
