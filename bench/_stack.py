@@ -103,10 +103,10 @@ def schema_dir(root: Path, types: int, grace_secs: int) -> Path:
 
 @contextlib.contextmanager
 def component_process(
-    component: str, settings: Settings, log_path: Path
+    component: str, settings: Settings, log_path: Path, *, stop_secs: float = 30.0
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``courier <component>`` as a child process with ``settings`` (its output in
-    ``log_path``); stopped by PID (SIGTERM, then SIGKILL after 30 s) on exit."""
+    ``log_path``); stopped by PID (SIGTERM, then SIGKILL after ``stop_secs``) on exit."""
     env = {**os.environ, **settings_env(settings)}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -121,7 +121,7 @@ def component_process(
     finally:
         proc.terminate()
         try:
-            proc.wait(30)
+            proc.wait(stop_secs)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

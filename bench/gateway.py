@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +27,9 @@ import numpy as np
 
 from bench._nats import bench_settings, provision
 from bench._report import emit
-from bench._stack import RssSampler
+from bench._stack import RssSampler, component_process
 from bench.loadgen import LoadConfig, id_key, read_ledger, run_load
 from bench.loadgen.ledger import KEY_DTYPE
-from courier.settings import settings_env
 from courier.transport import EmbeddedNats, Transport, free_port
 
 
@@ -81,17 +78,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         with EmbeddedNats(root / "nats", port=0) as server:
             settings = bench_settings(root, server.url, gateway={"port": free_port()})
             names = asyncio.run(provision(settings, root, args.types))
-            env = {**os.environ, **settings_env(settings)}
             url = f"http://127.0.0.1:{settings.gateway.port}"
-            with open(root / "gateway.log", "wb") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "courier.cli.main", "gateway"],
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            try:
+            with component_process("gateway", settings, root / "gateway.log", stop_secs=15) as proc:
                 _wait_ready(url, proc, root / "gateway.log")
                 time.sleep(0.5)  # the registry snapshot is loaded before ready
                 common = {
@@ -113,13 +101,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                             **common,  # type: ignore[arg-type]
                         )
                     )
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
             stored = asyncio.run(stored_keys(server.url, names))
         ledger = read_ledger(root / "ledger")
     distinct, counts = np.unique(stored, return_counts=True)
