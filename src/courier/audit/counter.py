@@ -188,11 +188,7 @@ class Auditor:
         while True:
             try:
                 if consumer is None:
-                    consumer = await self.transport.pull_consumer(
-                        event_type,
-                        AUDIT_CONSUMER,
-                        max_buffered_msgs=self.cfg.fetch_batch_messages * 2,
-                    )
+                    consumer = await self.transport.pull_consumer(event_type, AUDIT_CONSUMER)
                     log.info("auditing %s", event_type)
                 if counts is None:
                     counts, revision = await self.store.stream_counts(event_type)  # step 1

@@ -5,9 +5,9 @@ nats-py pitfalls owned here (DESIGN §5):
 * ``Msg.ack()`` is fire-and-forget. :meth:`Transport.ack` sends the acks and
   then flushes the connection (PING/PONG): the server processes a connection's
   messages in order, so once the PONG is back every ack has been applied.
-* An empty ``fetch()`` raises ``TimeoutError``: that means "idle", so
-  :meth:`PullConsumer.fetch` returns an empty list. A publish timeout instead
-  means "outcome unknown" and becomes :class:`PublishOutcomeUnknownError`.
+* An empty fetch means "idle": :meth:`PullConsumer.fetch` returns an empty
+  list. A publish timeout instead means "outcome unknown" and becomes
+  :class:`PublishOutcomeUnknownError`.
 * Reconnect attempts are finite by default; services connect with unlimited
   reconnects (``max_reconnect_attempts=-1``).
 * ``JetStreamContext.publish`` spends more Python per message than the
@@ -15,7 +15,9 @@ nats-py pitfalls owned here (DESIGN §5):
   :class:`courier.transport.publish.AckedPublisher` (one reply subscription,
   msgspec PubAck) and maps the same nats-py errors as before.
 * ``pull_subscribe`` silently creates or keeps a consumer with another
-  config; services bind with ``pull_subscribe_bind`` after verifying the live
+  config; services never use it. They fetch from the provisioned durable
+  consumer with :class:`courier.transport.pull.LeanPull` (the pull API, without
+  nats-py's per-message task and ``wait_for``) after verifying the live
   configuration (see :mod:`courier.transport.provision`).
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -53,6 +56,7 @@ from courier.transport.names import (
     stream_name,
 )
 from courier.transport.publish import AckedPublisher
+from courier.transport.pull import LeanPull, PullStatusError
 
 log = logging.getLogger("courier.transport")
 
@@ -119,13 +123,10 @@ class Delivery:
     __slots__ = ("_msg", "data", "headers", "num_delivered", "published_at", "seq")
 
     def __init__(self, msg: Msg) -> None:
-        md = msg.metadata
         self._msg = msg
         self.data: bytes = msg.data
         self.headers: dict[str, str] = msg.headers or {}
-        self.seq: int = md.sequence.stream
-        self.num_delivered: int = md.num_delivered
-        self.published_at: float = md.timestamp.timestamp()
+        self.seq, self.num_delivered, self.published_at = _ack_metadata(msg)
 
     async def nak(self, delay_secs: float | None = None) -> None:
         await self._msg.nak(delay=delay_secs)
@@ -137,33 +138,54 @@ class Delivery:
         await self._msg.in_progress()
 
 
-class PullConsumer:
-    """A bound pull subscription on one durable consumer."""
+def _ack_metadata(msg: Msg) -> tuple[int, int, float]:
+    """``(stream seq, times delivered, published_at)`` from a delivery's ack subject.
 
-    def __init__(self, transport: Transport, event_type: str, sub: Any) -> None:
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts ns>.<pending>``, or
+    the form with ``<domain>.<account hash>`` after ``$JS.ACK`` and a trailing token
+    (ADR-15). nats-py's ``Msg.metadata`` parses the same into objects and a datetime
+    at several times the cost per message; anything else is left to it.
+    """
+    tokens = msg.reply.split(".")
+    n = len(tokens)
+    if n == 9:
+        return int(tokens[5]), int(tokens[4]), _timestamp(tokens[7])
+    if n >= 11:
+        return int(tokens[7]), int(tokens[6]), _timestamp(tokens[9])
+    md = msg.metadata
+    return md.sequence.stream, md.num_delivered, md.timestamp.timestamp()
+
+
+def _timestamp(ns: str) -> float:
+    """Epoch seconds as nats-py gives them (a datetime, so rounded to the microsecond):
+    the writer and the auditor bucket by this value and must agree with every other
+    reader of it, to the last digit."""
+    return dt.datetime.fromtimestamp(int(ns) / 1_000_000_000.0, dt.UTC).timestamp()
+
+
+class PullConsumer:
+    """One durable pull consumer, fetched through :class:`courier.transport.pull.LeanPull`."""
+
+    def __init__(self, transport: Transport, event_type: str, pull: LeanPull) -> None:
         self.event_type = event_type
         self._transport = transport
-        self._sub = sub
+        self._pull = pull
 
     async def fetch(self, batch: int, wait_secs: float) -> list[Delivery]:
         """Up to ``batch`` messages; an empty list when none arrived within ``wait_secs``."""
         try:
-            msgs = await self._sub.fetch(batch=batch, timeout=wait_secs)
-        except TimeoutError:
-            # nats-py raises its own TimeoutError or the builtin one for an empty
-            # fetch, depending on the code path: both mean "idle".
-            return []
+            msgs = await self._pull.fetch(batch, wait_secs)
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
             raise TransportUnavailableError(
                 f"fetch from {self.event_type}: not connected to NATS; retrying after reconnect"
             ) from exc
-        except nats.js.errors.APIError as exc:
+        except (PullStatusError, nats.errors.Error) as exc:
             raise TransportError(f"fetch from {self.event_type} failed: {exc}") from exc
         return [Delivery(m) for m in msgs]
 
     async def unsubscribe(self) -> None:
         try:
-            await self._sub.unsubscribe()
+            await self._pull.close()
         except nats.errors.Error:
             pass
 
@@ -335,22 +357,15 @@ class Transport:
 
     # -- consuming --------------------------------------------------------------
 
-    async def pull_consumer(
-        self, event_type: str, durable: str = WRITER_CONSUMER, *, max_buffered_msgs: int = 4096
-    ) -> PullConsumer:
-        """Bind to an existing durable consumer (never creates or changes it)."""
-        try:
-            sub = await self.js.pull_subscribe_bind(
-                durable=durable,
-                stream=stream_name(event_type),
-                pending_msgs_limit=max_buffered_msgs,
-                pending_bytes_limit=-1,
-            )
-        except nats.errors.Error as exc:
-            raise TransportError(
-                f"cannot bind to consumer {durable} of {event_type}: {exc}"
-            ) from exc
-        return PullConsumer(self, event_type, sub)
+    async def pull_consumer(self, event_type: str, durable: str = WRITER_CONSUMER) -> PullConsumer:
+        """Fetch from an existing durable consumer (never creates or changes it).
+
+        Nothing is asked of the server until the first fetch; a consumer that does
+        not exist then fails that fetch with TransportError (the services verify
+        their consumers' configuration at start, :mod:`courier.transport.provision`).
+        """
+        stream = stream_name(event_type)
+        return PullConsumer(self, event_type, LeanPull(self.nc, stream, durable))
 
     async def flush(self) -> None:
         """Send everything buffered (in-progress signals, acks) to the server now."""

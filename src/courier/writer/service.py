@@ -197,9 +197,7 @@ class Writer:
         while True:
             try:
                 if consumer is None:
-                    consumer = await self.transport.pull_consumer(
-                        event_type, max_buffered_msgs=self.cfg.fetch_batch_messages * 2
-                    )
+                    consumer = await self.transport.pull_consumer(event_type)
                     log.info("consuming %s", event_type)
                 while self._buffered_bytes() >= self.cfg.max_buffer_bytes:
                     # Memory bound reached: stop fetching until flushes free it.
