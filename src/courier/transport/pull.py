@@ -26,8 +26,9 @@ one callback subscription:
 Statuses (ADR-13 of nats-io/nats-architecture-and-design): ``404`` no messages
 and ``408`` request expired end a request quietly. ``409`` means the request
 was refused or cut short (consumer deleted, leadership change, too many
-waiting requests, ...) and is raised as :class:`PullStatusError` with the
-server's words, so the caller logs it and retries after a pause.
+waiting requests, ...) and ``503`` that no consumer answered (it does not
+exist, or JetStream is down); both are raised as :class:`PullStatusError` with
+what the server said, so the caller logs it and retries after a pause.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ _STATUS = "Status"
 _DESCRIPTION = "Description"
 #: End a request and say nothing: no messages now (404), the request expired (408).
 _QUIET_END = frozenset({"404", "408"})
+#: No subscriber for the pull request's subject: no such consumer, or no JetStream.
+_NO_RESPONDERS = "503"
 #: Idle heartbeats are only sent when asked for; ignored if one ever comes.
 _HEARTBEAT = "100"
 #: How long past the request's own expiry a fetch waits for the server's 408, in
@@ -152,6 +155,12 @@ class LeanPull:
             return
         if status in _QUIET_END:
             _wake(woken, None)
+        elif status == _NO_RESPONDERS:
+            _wake(
+                woken,
+                f"no consumer answered the pull request (503) on {self._next_subject}: "
+                "it does not exist (run `courier provision`) or JetStream is unavailable",
+            )
         else:
             description = headers.get(_DESCRIPTION, "") if headers else ""
             _wake(woken, f"pull request refused: {status} {description}".strip())
