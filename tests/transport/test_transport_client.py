@@ -186,7 +186,11 @@ async def test_a_scan_yields_every_message_when_a_batch_is_lost_on_the_way(
 
         async def stall_the_loop() -> None:
             while True:
-                time.sleep(0.3)  # blocking on purpose: nothing reads the socket meanwhile
+                # Blocking on purpose: nothing reads the socket meanwhile. A second is
+                # long enough for the server to queue more than its 64 MB for this
+                # client whenever a fetch was sent just before (0.3 s was not, on an
+                # idle machine: the client drained in time and nothing was lost).
+                time.sleep(1.0)
                 await asyncio.sleep(0.05)
 
         stalls = asyncio.create_task(stall_the_loop())
