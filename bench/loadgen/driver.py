@@ -1,7 +1,7 @@
 """Drive the gateway: open loop at a target rate or closed loop at maximum, in P processes.
 
-Each process runs one asyncio loop (uvloop) with an aiohttp session of
-keep-alive connections. Per request:
+Each process runs one asyncio loop (uvloop) with a pool of keep-alive
+connections (:mod:`bench.loadgen.http`). Per request:
 
 1. build a batch (one type, chosen by weight) with fresh ids;
 2. POST it; on 429/503/connection errors, retry the same body (same ids)
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.loadgen.events import Batch, BatchFactory
+from bench.loadgen.http import HttpConnectionError, HttpPool
 from bench.loadgen.ledger import Ledger
 
 
@@ -126,8 +127,6 @@ class LoadResult:
 
 class _Client:
     def __init__(self, cfg: LoadConfig, index: int, result: LoadResult) -> None:
-        import aiohttp
-
         self.cfg = cfg
         self.last_rejected: set[int] = set()
         self.result = result
@@ -150,11 +149,11 @@ class _Client:
         self.url = cfg.url.rstrip("/") + "/v1/events"
         per_process = max(1, cfg.concurrency // cfg.processes)
         self.concurrency = per_process
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=per_process, limit_per_host=per_process),
-            timeout=aiohttp.ClientTimeout(total=cfg.request_timeout_secs),
-            headers={"content-type": "application/json"},
-            skip_auto_headers=("User-Agent",),
+        self.http = HttpPool(
+            self.url,
+            limit=per_process,
+            timeout_secs=cfg.request_timeout_secs,
+            content_type="application/json",
         )
         self.latencies: list[float] = []
         self.stopping = False
@@ -168,18 +167,14 @@ class _Client:
         After a 200, ``self.last_rejected`` holds the indexes the gateway rejected:
         those events were not accepted and must not enter the ledger as acked.
         """
-        import aiohttp
         import msgspec
 
         deadline = time.monotonic() + self.cfg.retry_budget_secs
         while True:
             retry_after = 0.2
             try:
-                async with self.session.post(self.url, data=batch.body) as resp:
-                    payload = await resp.read()
-                    status = resp.status
-                    header = resp.headers.get("Retry-After")
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                status, header, payload = await self.http.post(batch.body)
+            except (HttpConnectionError, TimeoutError) as exc:
                 self._error(type(exc).__name__)
             else:
                 if status == 200:
@@ -279,7 +274,7 @@ class _Client:
                 await self.closed_loop(end)
         finally:
             self.result.elapsed_secs = time.monotonic() - started
-            await self.session.close()
+            await self.http.close()
             if self.ledger is not None:
                 self.ledger.close()
             self.result.latencies_ms = np.asarray(self.latencies, dtype=np.float32)
