@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 import pytest
+from nats.js import JetStreamContext
 
 from courier.errors import (
     ConcurrentUpdateError,
@@ -181,23 +183,20 @@ async def test_a_scan_yields_every_message_when_a_batch_is_lost_on_the_way(
             )
         )
         # One fetch of every message (90 MB) is more than the server's 64 MB per client,
-        # and a client whose loop stalls now and then (a busy CPU) cannot drain it in time.
+        # and a client whose loop stalls right after asking (a busy CPU) cannot drain it
+        # in time: the server queues past its limit and drops the connection.
         monkeypatch.setattr(client, "SCAN_BATCH_BYTES", 1 << 40, raising=False)
+        fetch = JetStreamContext.PullSubscription.fetch
+        stalled: list[bool] = []
 
-        async def stall_the_loop() -> None:
-            while True:
-                # Blocking on purpose: nothing reads the socket meanwhile. A second is
-                # long enough for the server to queue more than its 64 MB for this
-                # client whenever a fetch was sent just before (0.3 s was not, on an
-                # idle machine: the client drained in time and nothing was lost).
-                time.sleep(1.0)
-                await asyncio.sleep(0.05)
+        async def fetch_then_stall(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not stalled:  # once: the first fetch's request goes out, then 3 s of nothing
+                stalled.append(True)
+                asyncio.get_running_loop().call_later(0.05, time.sleep, 3.0)
+            return await fetch(self, *args, **kwargs)
 
-        stalls = asyncio.create_task(stall_the_loop())
-        try:
-            seqs = [m.seq async for m in t.scan("PlaySong", 1, 600)]
-        finally:
-            stalls.cancel()
+        monkeypatch.setattr(JetStreamContext.PullSubscription, "fetch", fetch_then_stall)
+        seqs = [m.seq async for m in t.scan("PlaySong", 1, 600)]
         assert seqs == list(range(1, 601))
         assert "lost on the way" in caplog.text  # the loss happened and was made good
     finally:

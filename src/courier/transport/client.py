@@ -475,8 +475,10 @@ class Transport:
         Every message is yielded exactly once even when some are lost on the way: a
         consumer without acks never redelivers, so when the server says it delivered a
         sequence this scan has not seen (a batch larger than the connection could take,
-        a reconnect), the scan goes on from the first sequence it has not yielded with a
-        new consumer. A batch holds at most ``batch_messages`` messages and about
+        a reconnect), or its consumer's state cannot be read (a query lost in a
+        reconnect), the scan goes on from the first sequence it has not yielded with a
+        new consumer; three restarts in a row without progress raise TransportError. A
+        batch holds at most ``batch_messages`` messages and about
         :data:`SCAN_BATCH_BYTES` (from the stream's average message size).
         """
         next_seq = max(1, first_seq)
@@ -546,7 +548,15 @@ class Transport:
                 except (TimeoutError, nats.errors.TimeoutError):
                     # Nothing came within the wait: the end of the stream, a slow server,
                     # or messages lost on the way. Only the consumer's own state tells.
-                    delivered, pending = await self._scan_state(sub, stream)
+                    try:
+                        delivered, pending = await self._scan_state(sub, stream)
+                    except TransportError as exc:
+                        # A request in flight when the connection broke is never answered
+                        # (nats-py does not resend it after reconnecting): the state is
+                        # unknown, so read again from the first message not yielded.
+                        log.warning("%s; reading again with a new consumer", exc)
+                        yield None
+                        return
                     if delivered > received:
                         yield None
                         return
