@@ -192,7 +192,7 @@ async def test_a_scan_yields_every_message_when_a_batch_is_lost_on_the_way(
         async def fetch_then_stall(self: Any, *args: Any, **kwargs: Any) -> Any:
             if not stalled:  # once: the first fetch's request goes out, then 3 s of nothing
                 stalled.append(True)
-                asyncio.get_running_loop().call_later(0.05, time.sleep, 3.0)
+                asyncio.get_running_loop().call_later(0.005, time.sleep, 3.0)
             return await fetch(self, *args, **kwargs)
 
         monkeypatch.setattr(JetStreamContext.PullSubscription, "fetch", fetch_then_stall)
