@@ -48,7 +48,6 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self._parser = httptools.HttpResponseParser(self)
         self._answer = _Answer()
-        self._header = b""
         self._done: asyncio.Future[_Answer] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------
@@ -87,12 +86,12 @@ class _Connection(asyncio.Protocol):
 
     # -- use ------------------------------------------------------------------------
 
-    async def request(self, data: bytes) -> _Answer:
+    async def request(self, head: bytes, body: bytes) -> _Answer:
         if self.closed or self.transport is None:
             raise HttpConnectionError("connection closed")
         done: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
         self._done = done
-        self.transport.write(data)
+        self.transport.writelines((head, body))  # one vectored write, the body not copied
         return await done
 
     def close(self) -> None:
@@ -127,11 +126,11 @@ class HttpPool:
 
     async def post(self, body: bytes) -> tuple[int, str | None, bytes]:
         """``(status, Retry-After or None, body)`` of one POST of ``body``."""
-        data = b"%s%d\r\n\r\n%s" % (self._head, len(body), body)
+        head = b"%s%d\r\n\r\n" % (self._head, len(body))
         async with asyncio.timeout(self._timeout):
             conn = await self._connection()
             try:
-                answer = await conn.request(data)
+                answer = await conn.request(head, body)
             except BaseException:
                 conn.close()  # a request cut short leaves the connection unusable
                 raise

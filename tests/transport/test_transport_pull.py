@@ -12,7 +12,7 @@ from nats.aio.msg import Msg
 
 from courier.errors import TransportError
 from courier.transport import AUDIT_CONSUMER, WRITER_CONSUMER, Delivery, Transport, stream_name
-from courier_testing import provisioned_transport
+from courier_testing import eventually, provisioned_transport
 
 
 async def _publish(t: Transport, n: int, start: int = 0) -> None:
@@ -78,9 +78,13 @@ async def test_a_message_delivered_after_its_fetch_gave_up_comes_with_the_next_f
     try:
         consumer = await t.pull_consumer("PlaySong")
         waiting = asyncio.create_task(consumer.fetch(1, 30.0))
-        await asyncio.sleep(0)  # let it send its request ...
-        while (await t.js.consumer_info(stream_name("PlaySong"), WRITER_CONSUMER)).num_waiting == 0:
-            await asyncio.sleep(0.02)
+
+        async def waiting_on_the_server() -> int:
+            info = await t.js.consumer_info(stream_name("PlaySong"), WRITER_CONSUMER)
+            return int(info.num_waiting or 0)
+
+        # Let it send its request ...
+        await eventually(waiting_on_the_server, what="the fetch's request", interval_secs=0.02)
         waiting.cancel()  # ... and give up on it: the request still waits on the server
         await _publish(t, 1)
         got = await consumer.fetch(10, 5.0)

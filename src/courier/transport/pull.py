@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
     from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
 
 #: The header nats-py makes of an inline status line (``NATS/1.0 404 No Messages``).
 _STATUS = "Status"
@@ -65,11 +66,10 @@ class LeanPull:
     """Fetches batches from one durable pull consumer on one connection, one fetch at
     a time (the writer and the auditor each run one fetch loop per consumer)."""
 
-    def __init__(
-        self, nc: NatsClient, stream: str, durable: str, *, api_prefix: str = "$JS.API"
-    ) -> None:
+    def __init__(self, nc: NatsClient, stream: str, durable: str) -> None:
         self._nc = nc
-        self._next_subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        # The Transport uses no JetStream domain, so the API is under its default prefix.
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._prefix: str | None = None
         self._prefix_len = 0
         self._tokens = itertools.count(1)
@@ -80,7 +80,7 @@ class LeanPull:
         self._token = ""
         self._want = 0
         self._woken: asyncio.Future[str | None] | None = None
-        self._sub: object | None = None
+        self._sub: Subscription | None = None
 
     async def fetch(self, batch: int, wait_secs: float) -> list[Msg]:
         """Up to ``batch`` messages; an empty list when none arrived within ``wait_secs``."""
@@ -105,7 +105,7 @@ class LeanPull:
     async def close(self) -> None:
         sub, self._sub = self._sub, None
         if sub is not None:
-            await sub.unsubscribe()  # type: ignore[attr-defined]
+            await sub.unsubscribe()
 
     async def _start(self) -> None:
         prefix = self._nc.new_inbox() + "."
