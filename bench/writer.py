@@ -40,6 +40,18 @@ from courier.transport import WRITER_CONSUMER, EmbeddedNats, Transport
 TYPE = "PlaySong"
 
 
+def fresh_prefix(prefix: str, rnd: int) -> str:
+    """The id prefix of round ``rnd`` (>= 1) over the message templates: the 14 random bits
+    after the UUID variant XOR ``rnd``, so that no round repeats another's ids or round 0's.
+    (Writing ``rnd`` over those bits repeated round 0's ids whenever the random bits were
+    below the round count: then ``lost`` and ``duplicated`` both read 6,400 with nothing
+    wrong in the writer.)"""
+    if not 0 < rnd < 1 << 14:
+        raise ValueError(f"round {rnd} is out of 1..16383: fewer events or more templates")
+    group = int(prefix[19:23], 16)
+    return f"{prefix[:19]}{(group & 0xC000) | ((group ^ rnd) & 0x3FFF):04x}-"
+
+
 async def fill(
     nats_url: str, max_events: int, duration_secs: float, per_message: int, event_bytes: int
 ) -> tuple[int, int, float]:
@@ -64,8 +76,7 @@ async def fill(
                 rnd = n // len(bodies)
                 if rnd:  # fresh ids: a new id prefix per round over the templates
                     prefix = ids[0][:24]
-                    fresh = f"{prefix[:19]}{8 + ((rnd >> 12) & 3):x}{rnd & 0xFFF:03x}-"
-                    body = body.replace(prefix.encode(), fresh.encode())
+                    body = body.replace(prefix.encode(), fresh_prefix(prefix, rnd).encode())
                 res = await transport.publish_events(
                     TYPE,
                     body,
