@@ -89,6 +89,33 @@ async def test_a_flush_waits_for_a_decode_in_flight_and_never_acks_rows_it_lacks
     assert sorted(staged) == sorted(ids)
 
 
+async def test_a_decoded_message_keeps_no_body_while_it_waits_for_its_flush(pipeline):
+    # Issue 13: the bodies of decoded messages stayed in memory beside their rows until
+    # the flush, outside writer.max_buffer_bytes (the writer peaked at 1,041 MiB).
+    ids = [[f"b{m}-{i}" for i in range(20)] for m in range(3)]
+    for batch in ids:
+        await pipeline.publish("PlaySong", [{"track_id": i, "ms_played": 1} for i in batch], batch)
+    writer = Writer(pipeline.settings, pipeline.transport, pipeline.registry)
+    writer._compiled = await pipeline.registry.compiled()
+    consumer = await pipeline.transport.pull_consumer("PlaySong")
+    got = await consumer.fetch(10, 5.0)
+    assert len(got) == 3 and all(d.data for d in got)
+    await writer._accept("PlaySong", got)
+    (buf,) = writer._buffers.values()
+    await writer._decode_pending(buf)
+    assert buf.rows == 60 and not buf.pending
+    assert [d.data for d in buf.deliveries] == [b"", b"", b""]
+    assert buf.nbytes == sum(t.nbytes for t in buf.tables)
+    assert await writer._flush(buf)
+    assert (await pipeline.transport.progress("PlaySong")).ack_floor_seq == 3  # acked, applied
+    staged = [
+        i
+        for f in (pipeline.settings.data_dir / "_staging").rglob("*.parquet")
+        for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()
+    ]
+    assert sorted(staged) == sorted(i for batch in ids for i in batch)
+
+
 async def test_staging_files_carry_no_column_statistics_but_every_row(pipeline):
     ids = [f"s{i}" for i in range(40)]
     await pipeline.publish("PlaySong", [{"track_id": i, "ms_played": 1} for i in ids], ids)

@@ -128,6 +128,14 @@ class Delivery:
         self.headers: dict[str, str] = msg.headers or {}
         self.seq, self.num_delivered, self.published_at = _ack_metadata(msg)
 
+    def release_body(self) -> None:
+        """Drop the body once it is decoded; the delivery can still be acked, nacked,
+        terminated and reported on. A writer holds each delivery until the rows it
+        carried are durable: kept, the bodies of every buffered message stayed in
+        memory beside their decoded rows, outside the buffer bound (issue 13)."""
+        self.data = b""
+        self._msg.data = b""
+
     async def nak(self, delay_secs: float | None = None) -> None:
         await self._msg.nak(delay=delay_secs)
 

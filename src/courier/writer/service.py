@@ -308,6 +308,8 @@ class Writer:
                     await self._poison(compiled.name, d, str(exc))
             table = pa.concat_tables(tables) if tables else compiled.arrow_schema.empty_table()
         buf.add_decoded(table, poisoned)
+        for d in run:  # the rows are in ``table`` now; only the acks need the deliveries
+            d.release_body()
         self.metrics.rows_received.labels(compiled.name).inc(table.num_rows)
 
     async def _poison(self, event_type: str, d: Delivery, reason: str) -> None:
