@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import Any
@@ -201,3 +202,32 @@ async def test_a_scan_yields_every_message_when_a_batch_is_lost_on_the_way(
         assert "lost on the way" in caplog.text  # the loss happened and was made good
     finally:
         await t.close()
+
+
+async def test_close_ends_a_reconnect_loop_that_swallows_its_cancel(nats_server):
+    # On Python 3.11, asyncio.wait_for loses a cancellation that arrives as its connect
+    # fails (cpython gh-86296), and nats-py's reconnect loop connects under it: against a
+    # stopped server it could swallow close()'s cancel and retry for ever (a CI run hung
+    # 300 s at teardown). This loop swallows three cancels, as such a loop would.
+    transport = await Transport.connect(nats_server.url)
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if swallowed == 3:
+                    raise
+                swallowed += 1
+
+    loop_task = asyncio.create_task(stubborn())
+    transport.nc._reconnection_task = loop_task
+    try:
+        await asyncio.wait_for(transport.close(), 10)
+        assert loop_task.done() and swallowed == 3
+    finally:
+        while not loop_task.done():
+            loop_task.cancel()
+            await asyncio.sleep(0)

@@ -71,6 +71,8 @@ SCAN_BATCH_BYTES = 8 * 1024 * 1024
 #: store limit (10023 "insufficient resources") or the account's (10002), as measured
 #: against nats-server 2.15 (tests/transport/test_transport_store_limit.py).
 _STREAM_FULL_CODES = {10077, 10023, 10002}
+#: How many times :meth:`Transport.close` cancels a reconnect loop that will not stop.
+_RECONNECT_CANCELS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +295,27 @@ class Transport:
             # nats-py can raise while closing a connection that is reconnecting with
             # requests queued; the connection is gone either way.
             log.warning("closing the NATS connection: %s", exc)
+        await self._stop_reconnecting()
+
+    async def _stop_reconnecting(self) -> None:
+        """End nats-py's reconnect loop, which can outlive ``close()``.
+
+        Its connect runs under ``asyncio.wait_for``, which on Python 3.11 loses a
+        cancellation that arrives as the connect fails (cpython gh-86296). Against a
+        stopped server the connect is refused at once, so the loop can swallow the
+        cancel of ``close()`` and try again for ever: a CI run hung 300 s on it at
+        teardown. Cancel it again until it ends, a bounded number of times.
+        """
+        task: asyncio.Task[None] | None = getattr(self.nc, "_reconnection_task", None)
+        for _ in range(_RECONNECT_CANCELS):
+            if task is None or task.done():
+                return
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+        log.warning(
+            "the NATS client's reconnect task did not stop after %d cancels; it is left running",
+            _RECONNECT_CANCELS,
+        )
 
     # -- publishing -------------------------------------------------------------
 
