@@ -28,11 +28,11 @@ from courier.gateway.storeguard import StoreGuard
 from courier.model import INVALID_TYPE
 from courier.repair import NatsRepairTarget, RepairTarget
 from courier.schema import Registry
-from courier.service.pertype import cancel_and_wait
 from courier.settings import Settings
 from courier.transport.client import Transport
 from courier.transport.names import AUDIT_KV, SCHEMAS_KV
 from courier.transport.provision import provision_type
+from courier.transport.tasks import cancel_and_wait
 
 log = logging.getLogger("courier.gateway")
 

@@ -17,6 +17,7 @@ from typing import Any
 from courier.errors import ProvisioningError, TransportError
 from courier.settings import Settings
 from courier.transport import Transport, verify_type
+from courier.transport.tasks import cancel_and_wait
 
 
 class PerTypeTasks:
@@ -57,22 +58,3 @@ class PerTypeTasks:
     async def stop(self) -> None:
         await cancel_and_wait(self._tasks.values())
         self._tasks.clear()
-
-
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], *, every_secs: float = 1.0) -> None:
-    """Cancel ``tasks`` and return once all have ended, cancelling again while any runs.
-
-    One cancel is not always enough on Python 3.11: ``asyncio.wait_for`` (used inside
-    nats-py's fetch and request) drops a cancellation that arrives as its inner future
-    completes, and a task looping ``while True`` then runs on. A stop that waited on
-    one cancel hung the auditor's shutdown in a test run on a busy machine.
-    """
-    tasks = list(tasks)
-    pending = {t for t in tasks if not t.done()}
-    while pending:
-        for t in pending:
-            t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=every_secs)
-    for t in tasks:  # mark what they raised as seen: a stop does not re-raise it
-        if not t.cancelled():
-            t.exception()

@@ -57,6 +57,7 @@ from courier.transport.names import (
 )
 from courier.transport.publish import AckedPublisher
 from courier.transport.pull import LeanPull, PullStatusError
+from courier.transport.tasks import cancel_and_wait
 
 log = logging.getLogger("courier.transport")
 
@@ -71,8 +72,6 @@ SCAN_BATCH_BYTES = 8 * 1024 * 1024
 #: store limit (10023 "insufficient resources") or the account's (10002), as measured
 #: against nats-server 2.15 (tests/transport/test_transport_store_limit.py).
 _STREAM_FULL_CODES = {10077, 10023, 10002}
-#: How many times :meth:`Transport.close` cancels a reconnect loop that will not stop.
-_RECONNECT_CANCELS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,24 +297,14 @@ class Transport:
         await self._stop_reconnecting()
 
     async def _stop_reconnecting(self) -> None:
-        """End nats-py's reconnect loop, which can outlive ``close()``.
-
-        Its connect runs under ``asyncio.wait_for``, which on Python 3.11 loses a
-        cancellation that arrives as the connect fails (cpython gh-86296). Against a
-        stopped server the connect is refused at once, so the loop can swallow the
-        cancel of ``close()`` and try again for ever: a CI run hung 300 s on it at
-        teardown. Cancel it again until it ends, a bounded number of times.
+        """End nats-py's reconnect loop, which can outlive ``close()``: it connects under
+        ``asyncio.wait_for``, and against a stopped server the connect is refused at once,
+        so the loop can lose the cancel of ``close()`` and try again for ever (a CI run
+        hung 300 s on it at teardown). See :func:`~courier.transport.tasks.cancel_and_wait`.
         """
         task: asyncio.Task[None] | None = getattr(self.nc, "_reconnection_task", None)
-        for _ in range(_RECONNECT_CANCELS):
-            if task is None or task.done():
-                return
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.1)
-        log.warning(
-            "the NATS client's reconnect task did not stop after %d cancels; it is left running",
-            _RECONNECT_CANCELS,
-        )
+        if task is not None:
+            await cancel_and_wait([task], every_secs=0.1)
 
     # -- publishing -------------------------------------------------------------
 

@@ -54,12 +54,13 @@ from courier.schema.stored import (
     schema_version_of,
 )
 from courier.service.faults import FaultHooks
-from courier.service.pertype import PerTypeTasks, cancel_and_wait
+from courier.service.pertype import PerTypeTasks
 from courier.settings import Settings
 from courier.storage.atomic import write_parquet
 from courier.storage.layout import open_layout
 from courier.transport import Delivery, PullConsumer, Transport
 from courier.transport.sources import AcceptingDc
+from courier.transport.tasks import cancel_and_wait
 from courier.writer.metrics import WriterMetrics
 
 log = logging.getLogger("courier.writer")
