@@ -69,6 +69,26 @@ async def eventually(
         await asyncio.sleep(interval_secs)
 
 
+class CancelSwallower:
+    """A task looping ``while True`` that swallows its first ``times`` cancellations, as
+    a loop around Python 3.11's ``asyncio.wait_for`` can (cpython gh-86296); the next
+    one ends it. ``swallowed`` counts those it swallowed."""
+
+    def __init__(self, times: int, *, sleep_secs: float) -> None:
+        self.swallowed = 0
+        self._times = times
+        self.task = asyncio.create_task(self._run(sleep_secs))
+
+    async def _run(self, sleep_secs: float) -> None:
+        while True:
+            try:
+                await asyncio.sleep(sleep_secs)
+            except asyncio.CancelledError:
+                if self.swallowed == self._times:
+                    raise
+                self.swallowed += 1
+
+
 def metric_value(registry: Any, name: str, **labels: str) -> float:
     """One sample of a Prometheus registry (0 when it was never set): the public way to read it."""
     return float(registry.get_sample_value(name, labels or None) or 0.0)

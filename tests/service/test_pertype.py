@@ -5,25 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from courier.transport.tasks import cancel_and_wait
+from courier_testing import CancelSwallower
 
 
 async def test_a_task_that_swallows_its_first_cancellation_is_cancelled_again():
-    swallowed = 0
-
-    async def stubborn() -> None:
-        nonlocal swallowed
-        while True:
-            try:
-                await asyncio.sleep(10)
-            except asyncio.CancelledError:
-                if swallowed:
-                    raise
-                swallowed += 1  # as asyncio.wait_for on 3.11 can: the loop runs on
-
-    task = asyncio.create_task(stubborn())
+    stubborn = CancelSwallower(1, sleep_secs=10)
     await asyncio.sleep(0)
-    await asyncio.wait_for(cancel_and_wait([task], every_secs=0.05), 10)
-    assert task.cancelled() and swallowed == 1
+    await asyncio.wait_for(cancel_and_wait([stubborn.task], every_secs=0.05), 10)
+    assert stubborn.task.cancelled() and stubborn.swallowed == 1
 
 
 async def test_tasks_that_ended_or_failed_are_waited_for_without_raising():

@@ -23,7 +23,8 @@ from courier.transport import (
     provision_type,
     verify_type,
 )
-from courier_testing import provisioned_transport
+from courier.transport.tasks import cancel_and_wait
+from courier_testing import CancelSwallower, provisioned_transport
 
 
 async def test_provisioning_is_idempotent_and_verify_detects_a_changed_config(make_settings):
@@ -210,24 +211,10 @@ async def test_close_ends_a_reconnect_loop_that_swallows_its_cancel(nats_server)
     # stopped server it could swallow close()'s cancel and retry for ever (a CI run hung
     # 300 s at teardown). This loop swallows three cancels, as such a loop would.
     transport = await Transport.connect(nats_server.url)
-    swallowed = 0
-
-    async def stubborn() -> None:
-        nonlocal swallowed
-        while True:
-            try:
-                await asyncio.sleep(0.01)
-            except asyncio.CancelledError:
-                if swallowed == 3:
-                    raise
-                swallowed += 1
-
-    loop_task = asyncio.create_task(stubborn())
-    transport.nc._reconnection_task = loop_task
+    stubborn = CancelSwallower(3, sleep_secs=0.01)
+    transport.nc._reconnection_task = stubborn.task
     try:
         await asyncio.wait_for(transport.close(), 10)
-        assert loop_task.done() and swallowed == 3
+        assert stubborn.task.done() and stubborn.swallowed == 3
     finally:
-        while not loop_task.done():
-            loop_task.cancel()
-            await asyncio.sleep(0)
+        await cancel_and_wait([stubborn.task])
