@@ -77,9 +77,9 @@ class NatsSettings(_Section):
     leaf_remote_url: str | None = None
     #: Cores the embedded server (``courier up`` / ``courier nats``) runs Go code on at
     #: once: its ``GOMAXPROCS``. None = a ``GOMAXPROCS`` set in the environment, else
-    #: half of this machine's cores, at least one. The embedded server shares the
-    #: machine with the gateway, writer and closer, and Go's threads looking for work
-    #: on every core cost CPU they need (README "The embedded server's cores"; issue 13).
+    #: half of this machine's cores, at least one: the embedded server shares the
+    #: machine with the gateway, writer and closer (README "The embedded server's
+    #: cores"; issue 13).
     max_procs: int | None = Field(default=None, ge=1)
 
     @field_validator("domain")

@@ -184,11 +184,10 @@ def server_env(max_procs: int | None) -> dict[str, str]:
     ``max_procs``, else to the environment's own, else to half the usable cores (at
     least one).
 
-    The server shares the machine with Courier's processes, and Go keeps a thread per
-    core looking for work: on 2 cores under ``bench.e2e`` load, the kernel's
-    ``finish_task_switch`` was 23 % of nats-server's samples. ``GOMAXPROCS=1`` there
-    lowered nats-server's CPU per event in 6 of 7 interleaved pairs (median -9 %), with
-    no higher publish p99 (README "The embedded server's cores"; issue 13)."""
+    The server shares the machine with Courier's processes. On 2 cores under
+    ``bench.e2e`` load, ``GOMAXPROCS=1`` lowered nats-server's CPU per event in 6 of 7
+    interleaved pairs (median -9 %) with no higher publish p99; a small gain, not seen
+    in a single 10-minute run (README "The embedded server's cores"; issue 13)."""
     env = dict(os.environ)
     if max_procs is not None:
         env["GOMAXPROCS"] = str(max_procs)
