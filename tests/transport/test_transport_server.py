@@ -1,7 +1,7 @@
 """The embedded nats-server's environment: how many cores its Go code runs on at once.
 
 It shares the machine with the gateway, writer and closer, so by default it gets half
-of the cores (README "Performance"; issue 13)."""
+of the cores (README "The embedded server's cores"; issue 13)."""
 
 from __future__ import annotations
 
