@@ -4,14 +4,19 @@ still stages every row of every message it acks exactly once."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
+from functools import partial
 
 import pyarrow.parquet as pq
 
 import courier.writer.service as service
+from courier.gateway.publisher import message_id
 from courier.model import BucketKey
+from courier.schema.jsonread import BulkJsonReader
 from courier.storage.layout import open_layout
 from courier.writer import Writer
+from courier_testing import metric_value
 from staging_testing import close_staged, stage
 
 
@@ -21,9 +26,9 @@ async def test_a_buffer_decodes_its_messages_in_one_call_and_stages_every_row_on
     calls: list[int] = []
     real = service.decode_batch
 
-    def counting(compiled, deliveries, dc_of):  # type: ignore[no-untyped-def]
+    def counting(compiled, deliveries, dc_of, bulk=None):  # type: ignore[no-untyped-def]
         calls.append(len(deliveries))
-        return real(compiled, deliveries, dc_of)
+        return real(compiled, deliveries, dc_of, bulk)
 
     monkeypatch.setattr(service, "decode_batch", counting)
     ids = [[f"m{m}-{i}" for i in range(50)] for m in range(20)]
@@ -49,6 +54,49 @@ async def test_a_buffer_decodes_its_messages_in_one_call_and_stages_every_row_on
     assert sum(calls) == 20 and max(calls) > 1, calls
 
 
+async def test_gateway_built_messages_are_read_by_duckdb_and_others_by_pyarrow(
+    pipeline, monkeypatch
+):
+    """Against a real server: the writer's bulk reader reads the batches whose every
+    message the gateway's group commit built (``message_id``), pyarrow.json the rest,
+    and every row of both is staged once."""
+    monkeypatch.setattr(service, "BulkJsonReader", partial(BulkJsonReader, min_lines=1))
+    ct = pipeline.compiled["PlaySong"]
+    gateway_ids = [[f"g{m}-{i}" for i in range(50)] for m in range(10)]
+    for batch in gateway_ids:
+        events = [
+            ct.event_struct(id=i, data=ct.payload_struct(track_id=i, ms_played=1))  # type: ignore[call-arg]
+            for i in batch
+        ]
+        await pipeline.transport.publish_events(
+            "PlaySong",
+            ct.encode_stored(events, batch, None, dt.datetime.now(dt.UTC)),
+            msg_id=message_id("PlaySong", batch),
+            headers={"Courier-Schema-Version": str(ct.version)},
+            timeout_secs=5,
+        )
+    writer = pipeline.start_writer()
+    await pipeline.wait_until(lambda: _staged_rows(pipeline) >= 500, 30)
+    assert metric_value(writer.metrics.registry, "courier_writer_rows_bulk_decoded_total") == 500
+    other = [f"o{i}" for i in range(50)]  # published as a test (or a republish) would
+    await pipeline.publish("PlaySong", [{"track_id": i, "ms_played": 1} for i in other], other)
+    await pipeline.wait_until(lambda: _staged_rows(pipeline) >= 550, 30)
+    assert metric_value(writer.metrics.registry, "courier_writer_rows_bulk_decoded_total") == 500
+    staged = [
+        i
+        for f in (pipeline.settings.data_dir / "_staging").rglob("*.parquet")
+        for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()
+    ]
+    assert sorted(staged) == sorted([i for batch in gateway_ids for i in batch] + other)
+
+
+def _staged_rows(pipeline) -> int:  # type: ignore[no-untyped-def]
+    return sum(
+        pq.read_metadata(f).num_rows
+        for f in (pipeline.settings.data_dir / "_staging").rglob("*.parquet")
+    )
+
+
 async def test_a_flush_waits_for_a_decode_in_flight_and_never_acks_rows_it_lacks(
     pipeline, monkeypatch
 ):
@@ -56,10 +104,10 @@ async def test_a_flush_waits_for_a_decode_in_flight_and_never_acks_rows_it_lacks
     started = threading.Event()
     real = service.decode_batch
 
-    def slow(compiled, deliveries, dc_of):  # type: ignore[no-untyped-def]
+    def slow(compiled, deliveries, dc_of, bulk=None):  # type: ignore[no-untyped-def]
         started.set()
         release.wait(10)
-        return real(compiled, deliveries, dc_of)
+        return real(compiled, deliveries, dc_of, bulk)
 
     monkeypatch.setattr(service, "decode_batch", slow)
     monkeypatch.setattr(service, "_DECODE_BATCH_BYTES", 1)  # decode on arrival

@@ -35,7 +35,7 @@ import pyarrow.json as pj
 
 from courier.errors import SchemaError, StoredBodyError
 from courier.model import INVALID_TYPE
-from courier.schema import _arrow, _structs
+from courier.schema import _arrow, _structs, jsonread
 from courier.schema.avro import parse_schema
 from courier.schema.compat import assign_columns, renamed_columns
 
@@ -135,6 +135,7 @@ class CompiledType:
         self._parse_options = pj.ParseOptions(
             explicit_schema=self._read_schema, unexpected_field_behavior="ignore"
         )
+        self._bulk_structure = jsonread.structure_of(self._read_schema, self.record)
         self._payload_targets = [f.type for f in payload_fields]
         self._transform = _structs.stored_transform(self.record)
         self._struct_transform = _structs.stored_struct_transform(self.record)
@@ -179,24 +180,39 @@ class CompiledType:
         return self._encoder.encode_lines(lines)
 
     def decode_stored(
-        self, body: bytes, published_at: pa.Array, received_dc: pa.Array | None = None
+        self,
+        body: bytes,
+        published_at: pa.Array,
+        received_dc: pa.Array | None = None,
+        *,
+        bulk: jsonread.BulkJsonReader | None = None,
     ) -> pa.Table:
         """Bulk-decode stored NDJSON (possibly many bodies concatenated) into a table
         with exactly :attr:`arrow_schema`, in line order. ``published_at`` holds one
         ``timestamp[us, UTC]`` value per line, ``received_dc`` one string (or null) per
-        line; None: all null."""
+        line; None: all null.
+
+        ``bulk`` may read a large body instead of ``pyarrow.json``; pass it only for
+        bodies the gateway built from validated events (:mod:`courier.schema.jsonread`).
+        """
         if not body or body.isspace():  # not strip(): that copies a many-MB body
             if len(published_at):
                 raise ValueError(f"{len(published_at)} published_at values for an empty body")
             return self.arrow_schema.empty_table()
-        try:
-            table = pj.read_json(
-                pa.BufferReader(body), read_options=_READ_OPTIONS, parse_options=self._parse_options
-            )
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise StoredBodyError(
-                f"stored events of {self.name} v{self.version} do not decode: {exc}"
-            ) from exc
+        table = None
+        if bulk is not None and self._bulk_structure is not None:
+            table = bulk.read(body, len(published_at), self._bulk_structure, self._read_schema)
+        if table is None:
+            try:
+                table = pj.read_json(
+                    pa.BufferReader(body),
+                    read_options=_READ_OPTIONS,
+                    parse_options=self._parse_options,
+                )
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise StoredBodyError(
+                    f"stored events of {self.name} v{self.version} do not decode: {exc}"
+                ) from exc
         if table.num_rows != len(published_at):
             raise ValueError(
                 f"{table.num_rows} stored events but {len(published_at)} published_at values"

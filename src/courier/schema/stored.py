@@ -15,6 +15,7 @@ import zstandard
 
 from courier.errors import StoredBodyError, UndecodableError
 from courier.schema.codec import CompiledType
+from courier.schema.jsonread import BulkJsonReader, built_by_gateway
 from courier.transport import MessageLike
 
 __all__ = [
@@ -58,9 +59,15 @@ def _lines(body: bytes) -> int:
 
 
 def decode_batch(
-    compiled: CompiledType, deliveries: Sequence[MessageLike], dc_of: DcOf
+    compiled: CompiledType,
+    deliveries: Sequence[MessageLike],
+    dc_of: DcOf,
+    bulk: BulkJsonReader | None = None,
 ) -> pa.Table:
-    """Decode the bodies of ``deliveries`` (same type) in one pyarrow call.
+    """Decode the bodies of ``deliveries`` (same type) in one call.
+
+    ``bulk`` reads them when they are many and all built by the gateway
+    (:mod:`courier.schema.jsonread`), ``pyarrow.json`` otherwise.
 
     ``published_at`` comes from the transport's timestamp of each message and
     ``received_dc`` from ``dc_of`` of its headers (once per message, not per row);
@@ -83,7 +90,11 @@ def decode_batch(
     dcs = pa.array([dc_of(d.headers) for d in deliveries], type=pa.string())
     received_dc = dcs.take(pa.array(np.repeat(np.arange(len(bodies)), counts)))
     try:
-        table = compiled.decode_stored(b"".join(bodies), published, received_dc)
+        if bulk is not None and not all(
+            built_by_gateway(compiled.name, d.headers) for d in deliveries
+        ):
+            bulk = None
+        table = compiled.decode_stored(b"".join(bodies), published, received_dc, bulk=bulk)
     except (StoredBodyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError, KeyError) as exc:
         raise UndecodableError(str(exc)) from exc
     if table.num_rows != total:

@@ -15,6 +15,12 @@ class WriterMetrics:
             ["type"],
             registry=r,
         )
+        self.rows_bulk_decoded = Counter(
+            "courier_writer_rows_bulk_decoded_total",
+            "Rows of those DuckDB's JSON reader decoded (large gateway-built batches); "
+            "pyarrow.json decoded the rest",
+            registry=r,
+        )
         self.rows_flushed = Counter(
             "courier_writer_rows_flushed_total",
             "Rows written to staging files",

@@ -1,0 +1,207 @@
+"""Stored NDJSON into Arrow with DuckDB's JSON reader, for large bodies the gateway built.
+
+``pyarrow.json`` is the stored form's reference decoder and stays the only one
+for anything not known to be well-typed. On the writer's 8 MiB buffers it costs
+~1.5-2.2 µs of CPU a row on the development machine; DuckDB's ``yyjson``-based
+``json_transform_strict`` reads the same lines into the same Arrow table in
+~0.8-1.3 (issue 13). Two differences decide where it may be used:
+
+- **DuckDB converts a value of the wrong JSON type where a cast exists** (``"5"``
+  into a ``long``, ``1.5`` rounded into a ``long``, an object into a ``string``),
+  where ``pyarrow.json`` refuses the body and the message is quarantined (G6). So
+  DuckDB reads only bodies the gateway's group commit built from validated events
+  (:func:`built_by_gateway`); a republished or hand-published body goes through
+  ``pyarrow.json``.
+- **Each call costs ~1-2 ms** (planning, the result's conversion), so it pays only
+  from a few thousand lines (:data:`MIN_LINES`).
+
+Whatever DuckDB does not read (an error, a line count that differs, a type it is
+not used for) is read by ``pyarrow.json``, which then decides, with its own
+messages, whether the body is poison. A type is read by DuckDB only when every
+key of its read schema is in every line (strict mode refuses a missing key): so
+never for a type with a union (``{"<branch>": v}`` holds one key) or a renamed
+field (a line holds one of its names), and only for column types that convert
+exactly (``float`` is left out: ``DOUBLE`` then ``FLOAT`` could round twice).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from courier.schema.avro import Array, AvroType, Map, Nullable, Record, Union
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["MIN_LINES", "BulkJsonReader", "built_by_gateway", "structure_of"]
+
+log = logging.getLogger(__name__)
+
+#: Below this many lines a call's fixed cost (~1-2 ms) outweighs what DuckDB saves.
+MIN_LINES = 4096
+_MSG_ID_HEADER = "Nats-Msg-Id"
+#: The id the gateway's group commit gives a message: ``<type>:<32 hex digits>``
+#: (:func:`courier.gateway.publisher.message_id`); republishes use ``replay.…``.
+_GATEWAY_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*:[0-9a-f]{32}")
+
+_LEAVES: dict[pa.DataType, str] = {
+    pa.bool_(): "BOOLEAN",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.uint8(): "UTINYINT",
+    pa.float64(): "DOUBLE",
+    pa.string(): "VARCHAR",
+    pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
+}
+
+
+def built_by_gateway(event_type: str, headers: Any) -> bool:
+    """Whether the gateway's group commit built this message of ``event_type`` (from
+    validated events), by its ``Nats-Msg-Id``."""
+    msg_id = headers.get(_MSG_ID_HEADER)
+    return (
+        isinstance(msg_id, str)
+        and msg_id.startswith(event_type)
+        and msg_id[len(event_type) : len(event_type) + 1] == ":"
+        and _GATEWAY_ID.fullmatch(msg_id) is not None
+    )
+
+
+def structure_of(read_schema: pa.Schema, record: Record | None) -> str | None:
+    """The ``json_transform`` structure of ``read_schema`` (the JSON read form of a
+    type whose payload is ``record``), or None where DuckDB must not read it."""
+    if record is not None and not _every_key_present(record):
+        return None
+    fields = {}
+    for f in read_schema:
+        t = _structure(f.type)
+        if t is None:
+            return None
+        fields[f.name] = t
+    return json.dumps(fields)
+
+
+def _every_key_present(t: AvroType) -> bool:
+    if isinstance(t, Union):
+        return False
+    if isinstance(t, Nullable):
+        return _every_key_present(t.inner)
+    if isinstance(t, Array):
+        return _every_key_present(t.items)
+    if isinstance(t, Map):
+        return _every_key_present(t.values)
+    if isinstance(t, Record):
+        return all(len(f.stored_names) == 1 and _every_key_present(f.type) for f in t.fields)
+    return True
+
+
+def _quoted(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _structure(t: pa.DataType) -> Any:
+    if pa.types.is_struct(t):
+        children = {}
+        for i in range(t.num_fields):
+            child = _structure(t.field(i).type)
+            if child is None:
+                return None
+            children[t.field(i).name] = child
+        return children
+    if pa.types.is_list(t):
+        item = _structure(t.value_type)
+        return None if item is None else [item]
+    if pa.types.is_decimal128(t):
+        return f"DECIMAL({t.precision},{t.scale})"
+    return _LEAVES.get(t)
+
+
+class BulkJsonReader:
+    """Reads stored NDJSON into Arrow with one in-memory DuckDB database, one
+    connection per thread that uses it (the writer decodes in worker threads).
+
+    Owned by the service that decodes (:meth:`close` at its end); never shared
+    across processes.
+    """
+
+    def __init__(self, *, min_lines: int = MIN_LINES) -> None:
+        import duckdb  # heavy: loaded by the services that decode, not by importers
+
+        self._duckdb = duckdb
+        self.min_lines = min_lines
+        #: Lines read so far (by any thread).
+        self.rows = 0
+        # One thread per query: callers decode in worker threads already.
+        self._db: duckdb.DuckDBPyConnection | None = duckdb.connect(
+            ":memory:", config={"threads": 1}
+        )
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            for cursor in self._cursors:
+                cursor.close()
+            self._cursors.clear()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> BulkJsonReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection | None:
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cursor is not None:
+            return cursor
+        with self._lock:
+            if self._db is None:
+                return None  # closed
+            cursor = self._db.cursor()
+            cursor.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ comes out as tz=UTC
+            self._cursors.append(cursor)
+        self._local.cursor = cursor
+        return cursor
+
+    def read(self, body: bytes, lines: int, structure: str, schema: pa.Schema) -> pa.Table | None:
+        """``body``'s ``lines`` lines (each ending in ``\\n``) as a table of exactly
+        ``schema``; None when DuckDB did not read it (the caller reads it otherwise):
+        fewer than :attr:`min_lines` lines, or any error."""
+        if lines < self.min_lines:
+            return None
+        offsets = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
+        if len(offsets) != lines:
+            return None
+        starts = np.empty(lines + 1, dtype=np.int64)
+        starts[0] = 0
+        starts[1:] = offsets + 1
+        column = pa.LargeStringArray.from_buffers(lines, pa.py_buffer(starts), pa.py_buffer(body))
+        cursor = self._cursor()
+        if cursor is None:
+            return None
+        try:
+            result = (
+                cursor.from_arrow(pa.table({"line": column}))
+                .select(f"unnest(json_transform_strict(line, '{_quoted(structure)}'))")
+                .to_arrow_table()
+            )
+            if result.num_rows != lines:
+                return None
+            table = result.rename_columns(schema.names).cast(schema)
+        except (self._duckdb.Error, pa.ArrowException) as exc:
+            log.debug("DuckDB did not read %d stored lines (pyarrow.json will): %s", lines, exc)
+            return None
+        with self._lock:
+            self.rows += lines
+        return table
