@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,7 +19,7 @@ from test_schema_roundtrip import ITEM, RICH, full_payload, strategy
 from courier.errors import StoredBodyError, UndecodableError
 from courier.gateway.publisher import message_id
 from courier.schema import CompiledType, TypeSettings, compile_type
-from courier.schema.jsonread import BulkJsonReader, built_by_gateway
+from courier.schema.jsonread import BulkJsonReader, bound_malloc_retention, built_by_gateway
 from courier.schema.stored import decode_batch
 from courier.transport import StoredMessage
 
@@ -233,3 +234,29 @@ def test_a_closed_reader_leaves_every_body_to_pyarrow() -> None:
     reader.close()
     assert _BULK.decode_stored(body, published, bulk=reader).num_rows == 1
     assert reader.rows == 0
+
+
+def test_a_message_id_that_is_not_the_gateways_is_not_taken_for_one() -> None:
+    digest = message_id("Bulk", ["x"]).partition(":")[2]
+    assert built_by_gateway("Bulk", {"Nats-Msg-Id": f"Bulk:{digest}"})
+    assert not built_by_gateway("Bulk", {"Nats-Msg-Id": f"Bulk:{digest}0"})
+    assert not built_by_gateway("Bulk", {"Nats-Msg-Id": f"Bulk:{digest.upper()}"})
+    assert not built_by_gateway("Bulk", {"Nats-Msg-Id": f"XBulk:{digest}"})
+
+
+def test_an_operators_malloc_threshold_is_left_as_it_is(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "4096")
+    assert bound_malloc_retention() is False
+
+
+def _glibc() -> bool:
+    try:
+        return "glibc" in (os.confstr("CS_GNU_LIBC_VERSION") or "")
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+@pytest.mark.skipif(not _glibc(), reason="the bound is glibc's mallopt")
+def test_the_malloc_bound_is_set_on_glibc(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert bound_malloc_retention() is True

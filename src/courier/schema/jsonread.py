@@ -1,35 +1,40 @@
 """Stored NDJSON into Arrow with DuckDB's JSON reader, for large bodies the gateway built.
 
 ``pyarrow.json`` is the stored form's reference decoder and stays the only one
-for anything not known to be well-typed. On the writer's 8 MiB buffers it costs
-~1.5-2.2 µs of CPU a row on the development machine; DuckDB's ``yyjson``-based
-``json_transform_strict`` reads the same lines into the same Arrow table in
-~0.8-1.3 (issue 13). Two differences decide where it may be used:
+for anything not known to be well-typed. On the writer's 8 MiB buffers it cost
+~2.0-2.2 µs of CPU a row on the development machine, two thirds of the writer's
+CPU; DuckDB's ``yyjson``-based ``json_transform_strict`` reads the same lines into
+the same Arrow table in ~1.0-1.3 (issue 13). Three differences decide where it may
+be used:
 
 - **DuckDB converts a value of the wrong JSON type where a cast exists** (``"5"``
   into a ``long``, ``1.5`` rounded into a ``long``, an object into a ``string``),
   where ``pyarrow.json`` refuses the body and the message is quarantined (G6). So
-  DuckDB reads only bodies the gateway's group commit built from validated events
-  (:func:`built_by_gateway`); a republished or hand-published body goes through
-  ``pyarrow.json``.
+  DuckDB reads only batches whose every message the gateway's group commit built
+  from validated events (:func:`built_by_gateway`); a republished or hand-published
+  body goes through ``pyarrow.json``.
 - **Each call costs ~1-2 ms** (planning, the result's conversion), so it pays only
   from a few thousand lines (:data:`MIN_LINES`).
+- **Strict mode refuses a missing key**, so a type is read by DuckDB only when every
+  key of its read schema is in every line: never for a type with a union
+  (``{"<branch>": v}`` holds one key) or a renamed field (a line holds one of its
+  names), and only for column types that convert exactly (``float`` is left out:
+  ``DOUBLE`` then ``FLOAT`` could round twice; ``null`` has no DuckDB type).
 
 Whatever DuckDB does not read (an error, a line count that differs, a type it is
 not used for) is read by ``pyarrow.json``, which then decides, with its own
-messages, whether the body is poison. A type is read by DuckDB only when every
-key of its read schema is in every line (strict mode refuses a missing key): so
-never for a type with a union (``{"<branch>": v}`` holds one key) or a renamed
-field (a line holds one of its names), and only for column types that convert
-exactly (``float`` is left out: ``DOUBLE`` then ``FLOAT`` could round twice).
+messages, whether the body is poison.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import os
 import re
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,16 +45,25 @@ from courier.schema.avro import Array, AvroType, Map, Nullable, Record, Union
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["MIN_LINES", "BulkJsonReader", "built_by_gateway", "structure_of"]
+__all__ = [
+    "MIN_LINES",
+    "BulkJsonReader",
+    "bound_malloc_retention",
+    "built_by_gateway",
+    "structure_of",
+]
 
 log = logging.getLogger(__name__)
 
 #: Below this many lines a call's fixed cost (~1-2 ms) outweighs what DuckDB saves.
 MIN_LINES = 4096
 _MSG_ID_HEADER = "Nats-Msg-Id"
-#: The id the gateway's group commit gives a message: ``<type>:<32 hex digits>``
+#: The id the gateway's group commit gives a message is ``<type>:<32 hex digits>``
 #: (:func:`courier.gateway.publisher.message_id`); republishes use ``replay.…``.
-_GATEWAY_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*:[0-9a-f]{32}")
+_DIGEST = re.compile(r"[0-9a-f]{32}")
+#: ``mallopt``'s M_MMAP_THRESHOLD, and the value the reader sets (see _bound_retention).
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 1024 * 1024
 
 _LEAVES: dict[pa.DataType, str] = {
     pa.bool_(): "BOOLEAN",
@@ -62,16 +76,12 @@ _LEAVES: dict[pa.DataType, str] = {
 }
 
 
-def built_by_gateway(event_type: str, headers: Any) -> bool:
+def built_by_gateway(event_type: str, headers: Mapping[str, str]) -> bool:
     """Whether the gateway's group commit built this message of ``event_type`` (from
     validated events), by its ``Nats-Msg-Id``."""
-    msg_id = headers.get(_MSG_ID_HEADER)
-    return (
-        isinstance(msg_id, str)
-        and msg_id.startswith(event_type)
-        and msg_id[len(event_type) : len(event_type) + 1] == ":"
-        and _GATEWAY_ID.fullmatch(msg_id) is not None
-    )
+    msg_id = headers.get(_MSG_ID_HEADER, "")
+    start = len(event_type) + 1
+    return msg_id[:start] == f"{event_type}:" and _DIGEST.fullmatch(msg_id, start) is not None
 
 
 def structure_of(read_schema: pa.Schema, record: Record | None) -> str | None:
@@ -100,6 +110,28 @@ def _every_key_present(t: AvroType) -> bool:
     if isinstance(t, Record):
         return all(len(f.stored_names) == 1 and _every_key_present(f.type) for f in t.fields)
     return True
+
+
+def bound_malloc_retention() -> bool:
+    """Have the C library's ``malloc`` hand blocks of 1 MiB or more straight back to the
+    OS when freed. Returns whether it was set (glibc only; an operator's
+    ``MALLOC_MMAP_THRESHOLD_`` wins).
+
+    DuckDB allocates its results with ``malloc``. glibc raises its mmap threshold each
+    time a large block is freed, so later blocks come from the heap, where freed ones
+    stay resident between the buffers still held: the writer's RSS rose from ~560 to
+    ~810-930 MiB with DuckDB reading its buffers (``bench.e2e --duration 30``), and
+    fell back to ~575-640 with this (3 interleaved pairs; writer CPU +0.17 core-s per
+    million events, for the page faults of fresh blocks). A process-wide setting: the
+    reader sets it for the process that decodes.
+    """
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc: nothing to bound here
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
 
 
 def _quoted(text: str) -> str:
@@ -134,6 +166,7 @@ class BulkJsonReader:
     def __init__(self, *, min_lines: int = MIN_LINES) -> None:
         import duckdb  # heavy: loaded by the services that decode, not by importers
 
+        bound_malloc_retention()
         self._duckdb = duckdb
         self.min_lines = min_lines
         #: Lines read so far (by any thread).
@@ -145,6 +178,7 @@ class BulkJsonReader:
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
+        self._warned: set[str] = set()
 
     def close(self) -> None:
         with self._lock:
@@ -200,7 +234,16 @@ class BulkJsonReader:
                 return None
             table = result.rename_columns(schema.names).cast(schema)
         except (self._duckdb.Error, pa.ArrowException) as exc:
-            log.debug("DuckDB did not read %d stored lines (pyarrow.json will): %s", lines, exc)
+            # Not expected of a gateway-built body: say so once per type, as each such
+            # body now costs both decoders.
+            level = logging.DEBUG if structure in self._warned else logging.WARNING
+            self._warned.add(structure)
+            log.log(
+                level,
+                "DuckDB did not read %d stored lines; pyarrow.json reads them: %s",
+                lines,
+                exc,
+            )
             return None
         with self._lock:
             self.rows += lines
