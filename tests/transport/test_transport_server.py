@@ -5,12 +5,14 @@ of the cores (README "The embedded server's cores"; issue 13)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from courier.errors import ConfigError
 from courier.settings import load_settings
+from courier.transport import server
 from courier.transport.server import embedded_nats, server_env
 
 
@@ -59,3 +61,38 @@ def test_the_running_server_has_the_configured_gomaxprocs(tmp_path, monkeypatch)
 def test_a_max_procs_below_one_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"nats\.max_procs"):
         load_settings(data_dir=tmp_path / "data", nats={"max_procs": 0})
+
+
+def test_a_free_port_is_chosen_below_the_ports_outgoing_connections_get(monkeypatch):
+    """An outgoing connection (a leaf node's, a client's) cannot take it between the
+    check and the server's bind."""
+    monkeypatch.setattr(server, "_ephemeral_range", lambda: (32768, 60999))
+    ports = {server.free_port() for _ in range(20)}
+    assert all(10_000 <= p < 32768 for p in ports)
+    assert len(ports) > 1  # random, so parallel workers do not collide in step
+
+
+def test_a_free_port_comes_from_the_os_where_the_range_leaves_no_room(monkeypatch):
+    monkeypatch.setattr(server, "_ephemeral_range", lambda: (1024, 65535))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", server.free_port()))  # free, whatever range it is from
+    monkeypatch.setattr(server, "_ephemeral_range", lambda: None)
+    assert server.port_is_free("127.0.0.1", server.free_port())
+
+
+def test_a_port_in_use_is_never_chosen(monkeypatch):
+    monkeypatch.setattr(server, "_ephemeral_range", lambda: (32768, 60999))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", server.free_port()))
+        taken.listen()
+        in_use = taken.getsockname()[1]
+        tried: list[int] = []
+
+        class Picks:  # the taken port first, then the next one
+            def randrange(self, low: int, high: int) -> int:
+                tried.append(in_use + len(tried))
+                return tried[-1]
+
+        monkeypatch.setattr(server.random, "SystemRandom", Picks)
+        assert server.free_port() == in_use + 1
+        assert tried == [in_use, in_use + 1]

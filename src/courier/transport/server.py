@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -59,8 +60,38 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+#: Lowest port :func:`free_port` picks, above the well-known and registered services
+#: most often found listening.
+_LOWEST_PICKED_PORT = 10_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_range() -> tuple[int, int] | None:
+    """The ports the kernel gives outgoing connections (None: not known here)."""
+    try:
+        low, high = (int(x) for x in _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        return None
+    return low, high
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (for tests and ``--port 0``)."""
+    """A TCP port that is free right now (for tests and ``--port 0``).
+
+    Chosen below the kernel's ephemeral range where there is room: a port from that
+    range can be given to an outgoing connection between this check and the bind of
+    the server it is for. Seen in the suite: a leaf node's outgoing connection took
+    the port chosen for the next nats-server, which then exited with "address
+    already in use". Random (from the OS's entropy, not the seeded ``random``), so
+    parallel test workers do not try the same ports in the same order.
+    """
+    ephemeral = _ephemeral_range()
+    if ephemeral is not None and ephemeral[0] > _LOWEST_PICKED_PORT + 1_000:
+        pick = random.SystemRandom()
+        for _ in range(100):
+            port = pick.randrange(_LOWEST_PICKED_PORT, ephemeral[0])
+            if port_is_free(host, port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
