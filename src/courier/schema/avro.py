@@ -200,6 +200,22 @@ def parse_schema(avro: Any, *, builtin: bool = False) -> Record:
     return record
 
 
+def inner_types(t: AvroType) -> tuple[AvroType, ...]:
+    """The types directly inside ``t``: a nullable's type, an array's items, a map's
+    values, a union's branches, a record's fields; none for the rest."""
+    if isinstance(t, Nullable):
+        return (t.inner,)
+    if isinstance(t, Array):
+        return (t.items,)
+    if isinstance(t, Map):
+        return (t.values,)
+    if isinstance(t, Union):
+        return tuple(b.type for b in t.branches)
+    if isinstance(t, Record):
+        return tuple(f.type for f in t.fields)
+    return ()
+
+
 def describe(t: AvroType) -> str:
     """Short human-readable form of a type, for error messages."""
     if isinstance(t, Primitive):

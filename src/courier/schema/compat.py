@@ -44,6 +44,7 @@ from courier.schema.avro import (
     Record,
     Union,
     describe,
+    inner_types,
     parse_schema,
 )
 
@@ -199,15 +200,10 @@ def renamed_columns(record: Record, prefix: str = "", column_prefix: str = "") -
 
 
 def _records_in(t: AvroType) -> list[Record]:
-    if isinstance(t, Nullable):
-        return _records_in(t.inner)
-    if isinstance(t, Array):
-        return _records_in(t.items)
-    if isinstance(t, Map):
-        return _records_in(t.values)
-    if isinstance(t, Union):
-        return [r for b in t.branches for r in _records_in(b.type)]
-    return [t] if isinstance(t, Record) else []
+    """The outermost records in ``t`` (``t`` itself if it is one)."""
+    if isinstance(t, Record):
+        return [t]
+    return [r for inner in inner_types(t) for r in _records_in(inner)]
 
 
 def _resolve(w: AvroType, r: AvroType) -> AvroType:

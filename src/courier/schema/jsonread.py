@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from courier.schema.avro import Array, AvroType, Map, Nullable, Record, Union
+from courier.schema.avro import AvroType, Record, Union, inner_types
 
 if TYPE_CHECKING:
     import duckdb
@@ -99,17 +99,13 @@ def structure_of(read_schema: pa.Schema, record: Record | None) -> str | None:
 
 
 def _every_key_present(t: AvroType) -> bool:
+    """Whether every stored line has every key of ``t``'s read form: a union value holds
+    one branch's key, a renamed field one of its names."""
     if isinstance(t, Union):
         return False
-    if isinstance(t, Nullable):
-        return _every_key_present(t.inner)
-    if isinstance(t, Array):
-        return _every_key_present(t.items)
-    if isinstance(t, Map):
-        return _every_key_present(t.values)
-    if isinstance(t, Record):
-        return all(len(f.stored_names) == 1 and _every_key_present(f.type) for f in t.fields)
-    return True
+    if isinstance(t, Record) and any(len(f.stored_names) != 1 for f in t.fields):
+        return False
+    return all(_every_key_present(inner) for inner in inner_types(t))
 
 
 def bound_malloc_retention() -> bool:

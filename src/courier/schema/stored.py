@@ -1,8 +1,10 @@
-"""Decoding stored messages into Arrow in bulk, in C (pyarrow.json), never row by row.
+"""Decoding stored messages into Arrow in bulk, in C, never row by row.
 
 The writer decodes what it fetched from a consumer; a re-close decodes what it
 reads back from the stream. Both go through :func:`decode_batch`, and both
 isolate a message that raises :class:`UndecodableError` by decoding one at a time.
+``pyarrow.json`` decodes, or DuckDB for the writer's large batches of messages the
+gateway built (:mod:`courier.schema.jsonread`).
 """
 
 from __future__ import annotations
