@@ -58,7 +58,9 @@ def stored(t: CompiledType, payloads: list[dict[str, Any]]) -> tuple[bytes, pa.A
     return body, pa.array([PUBLISHED] * len(events), pa.timestamp("us", tz="UTC"))
 
 
-def both(t: CompiledType, body: bytes, published: pa.Array, reader: BulkJsonReader) -> pa.Table:
+def both(
+    t: CompiledType, body: bytes | list[bytes], published: pa.Array, reader: BulkJsonReader
+) -> pa.Table:
     """The table DuckDB read, after checking that DuckDB read it and that it is
     pyarrow.json's table, value for value and type for type."""
     before = reader.rows
@@ -124,8 +126,9 @@ def test_generated_payloads_decode_to_pyarrows_table(payloads: list[dict[str, An
 def test_many_messages_read_in_one_call_keep_their_line_order(reader: BulkJsonReader) -> None:
     bodies = [stored(_BULK, [{**bulk_payload(), "i": n}])[0] for n in range(50)]
     published = pa.array([PUBLISHED] * 50, pa.timestamp("us", tz="UTC"))
-    table = both(_BULK, b"".join(bodies), published, reader)
+    table = both(_BULK, bodies, published, reader)  # as the writer passes them: not joined
     assert table.column("i").to_pylist() == list(range(50))
+    assert table.equals(_BULK.decode_stored(b"".join(bodies), published))
 
 
 @pytest.mark.parametrize(
@@ -260,3 +263,20 @@ def _glibc() -> bool:
 def test_the_malloc_bound_is_set_on_glibc(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     assert bound_malloc_retention() is True
+
+
+def test_a_body_with_text_after_its_last_line_end_is_left_to_pyarrow(
+    reader: BulkJsonReader,
+) -> None:
+    body, published = stored(_BULK, [bulk_payload()])
+    before = reader.rows
+    with pytest.raises((StoredBodyError, ValueError)) as by_pyarrow:
+        _BULK.decode_stored([body, b'{"id":"x"}'], published)
+    with pytest.raises(by_pyarrow.type, match=re.escape(str(by_pyarrow.value))):
+        _BULK.decode_stored([body, b'{"id":"x"}'], published, bulk=reader)
+    assert reader.rows == before
+
+
+def test_a_body_of_spaces_adds_no_line(reader: BulkJsonReader) -> None:
+    body, published = stored(_BULK, [bulk_payload()])
+    both(_BULK, [body, b"   ", b""], published, reader)

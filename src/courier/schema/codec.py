@@ -181,31 +181,33 @@ class CompiledType:
 
     def decode_stored(
         self,
-        body: bytes,
+        body: bytes | Sequence[bytes],
         published_at: pa.Array,
         received_dc: pa.Array | None = None,
         *,
         bulk: jsonread.BulkJsonReader | None = None,
     ) -> pa.Table:
-        """Bulk-decode stored NDJSON (possibly many bodies concatenated) into a table
-        with exactly :attr:`arrow_schema`, in line order. ``published_at`` holds one
-        ``timestamp[us, UTC]`` value per line, ``received_dc`` one string (or null) per
-        line; None: all null.
+        """Bulk-decode stored NDJSON into a table with exactly :attr:`arrow_schema`, in
+        line order: one body, or the bodies of several messages (each ending in
+        ``\\n``), read as one. ``published_at`` holds one ``timestamp[us, UTC]`` value
+        per line, ``received_dc`` one string (or null) per line; None: all null.
 
-        ``bulk`` may read a large body instead of ``pyarrow.json``; pass it only for
-        bodies the gateway built from validated events (:mod:`courier.schema.jsonread`).
+        ``bulk`` may read them instead of ``pyarrow.json``, without joining them; pass
+        it only for bodies the gateway built from validated events
+        (:mod:`courier.schema.jsonread`).
         """
-        if not body or body.isspace():  # not strip(): that copies a many-MB body
+        bodies = [body] if isinstance(body, bytes) else body
+        if all(not b or b.isspace() for b in bodies):  # not strip(): copies a many-MB body
             if len(published_at):
                 raise ValueError(f"{len(published_at)} published_at values for an empty body")
             return self.arrow_schema.empty_table()
         table = None
         if bulk is not None and self._bulk_structure is not None:
-            table = bulk.read(body, len(published_at), self._bulk_structure, self._read_schema)
+            table = bulk.read(bodies, len(published_at), self._bulk_structure, self._read_schema)
         if table is None:
             try:
                 table = pj.read_json(
-                    pa.BufferReader(body),
+                    pa.BufferReader(b"".join(bodies)),  # one body: itself, not a copy
                     read_options=_READ_OPTIONS,
                     parse_options=self._parse_options,
                 )

@@ -34,7 +34,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -204,19 +204,38 @@ class BulkJsonReader:
         self._local.cursor = cursor
         return cursor
 
-    def read(self, body: bytes, lines: int, structure: str, schema: pa.Schema) -> pa.Table | None:
-        """``body``'s ``lines`` lines (each ending in ``\\n``) as a table of exactly
-        ``schema``; None when DuckDB did not read it (the caller reads it otherwise):
-        fewer than :attr:`min_lines` lines, or any error."""
+    def read(
+        self, bodies: Sequence[bytes], lines: int, structure: str, schema: pa.Schema
+    ) -> pa.Table | None:
+        """The ``lines`` lines of ``bodies`` (each body ending in ``\\n``) as a table of
+        exactly ``schema``; None when DuckDB did not read them (the caller reads them
+        otherwise): fewer than :attr:`min_lines` lines, or any error.
+
+        Each body is a chunk of the input column, so they are never joined (copying
+        8 MiB, page by page into fresh memory, was 7 % of the writer's profile).
+        """
         if lines < self.min_lines:
             return None
-        offsets = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
-        if len(offsets) != lines:
+        chunks = []
+        for body in bodies:
+            ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
+            if not len(ends):
+                if body and not body.isspace():
+                    return None  # text without a line end
+                continue
+            if ends[-1] != len(body) - 1:
+                return None  # text after the last line end
+            starts = np.empty(len(ends) + 1, dtype=np.int64)
+            starts[0] = 0
+            starts[1:] = ends + 1
+            chunks.append(
+                pa.LargeStringArray.from_buffers(
+                    len(ends), pa.py_buffer(starts), pa.py_buffer(body)
+                )
+            )
+        if sum(len(c) for c in chunks) != lines:
             return None
-        starts = np.empty(lines + 1, dtype=np.int64)
-        starts[0] = 0
-        starts[1:] = offsets + 1
-        column = pa.LargeStringArray.from_buffers(lines, pa.py_buffer(starts), pa.py_buffer(body))
+        column = pa.chunked_array(chunks, type=pa.large_string())
         cursor = self._cursor()
         if cursor is None:
             return None

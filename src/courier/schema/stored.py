@@ -96,7 +96,7 @@ def decode_batch(
             built_by_gateway(compiled.name, d.headers) for d in deliveries
         ):
             bulk = None
-        table = compiled.decode_stored(b"".join(bodies), published, received_dc, bulk=bulk)
+        table = compiled.decode_stored(bodies, published, received_dc, bulk=bulk)
     except (StoredBodyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError, KeyError) as exc:
         raise UndecodableError(str(exc)) from exc
     if table.num_rows != total:
