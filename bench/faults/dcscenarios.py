@@ -148,7 +148,12 @@ def _events(batch: Batch) -> list[bytes]:
 
 def _answers_lost_in_dca(h: DcHarness, f: Faults) -> tuple[list[Batch], float]:
     """Batches dcA's gateway stores while their answers are lost (the client never sees
-    them; nothing enters the ledger yet); and when."""
+    them; nothing enters the ledger yet); and when central has stored them.
+
+    Central's duplicate window runs from its own store of dcA's copy, not dcA's: timed
+    from dcA's, a retry could reach central inside the window while sourcing lagged
+    (two CPU burners), be dropped there by its ``Nats-Msg-Id``, and leave the retrying
+    DC's sequence missing at central (seen once: 0 lost, but a DC sequence missing)."""
     factory = BatchFactory(types=h.types, batch_events=20)
     batches = [factory.next() for _ in range(3)]
     for b in batches:
@@ -160,6 +165,13 @@ def _answers_lost_in_dca(h: DcHarness, f: Faults) -> tuple[list[Batch], float]:
         )
         if r.status_code != 200:
             f.problems.append(f"{CUT_DC}'s gateway did not store a batch: {r.status_code}")
+    last = h.dc_last_seqs()
+    if last is None:
+        f.problems.append(f"cannot read {CUT_DC}'s streams after it stored the batches")
+    else:
+        targets = {k: seq for k, seq in last.items() if k[1] == CUT_DC}
+        if wait_for(lambda: h.central_has(targets), RECOVERY_TIMEOUT_SECS, 0.05) is None:
+            f.problems.append(f"central did not store {CUT_DC}'s batches whose answers were lost")
     return batches, time.monotonic()
 
 
