@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-import msgspec
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_schema_roundtrip import ITEM, RICH, full_payload, strategy
+from test_schema_roundtrip import ITEM, PUBLISHED, RICH, full_payload, stored_body, strategy
 
 from courier.errors import StoredBodyError, UndecodableError
 from courier.gateway.publisher import message_id
@@ -22,10 +20,6 @@ from courier.schema import CompiledType, TypeSettings, compile_type
 from courier.schema.jsonread import BulkJsonReader, bound_malloc_retention, built_by_gateway
 from courier.schema.stored import decode_batch
 from courier.transport import StoredMessage
-
-SENT = dt.datetime(2026, 11, 26, 10, 15, 2, 120000, tzinfo=dt.UTC)
-RECEIVED = dt.datetime(2026, 11, 26, 10, 15, 2, 500000, tzinfo=dt.UTC)
-PUBLISHED = dt.datetime(2026, 11, 26, 10, 15, 3, tzinfo=dt.UTC)
 
 #: Every type the bulk reader is used for: the round-trip suite's, but ``float``
 #: (left to pyarrow.json), with decimals and the logical types' numbers added.
@@ -49,13 +43,6 @@ _BULK = compile_type("Bulk", BULK, 3, TypeSettings())
 def reader() -> Iterator[BulkJsonReader]:
     with BulkJsonReader(min_lines=1) as r:
         yield r
-
-
-def stored(t: CompiledType, payloads: list[dict[str, Any]]) -> tuple[bytes, pa.Array]:
-    events_json = [{"type": t.name, "id": f"e{n}", "data": p} for n, p in enumerate(payloads)]
-    events = msgspec.json.decode(msgspec.json.encode(events_json), type=list[t.event_struct])  # type: ignore[name-defined]
-    body = t.encode_stored(events, [f"id-{n}" for n in range(len(events))], SENT, RECEIVED)
-    return body, pa.array([PUBLISHED] * len(events), pa.timestamp("us", tz="UTC"))
 
 
 def both(
@@ -89,7 +76,7 @@ def bulk_payload() -> dict[str, Any]:
 def test_every_type_it_reads_decodes_to_pyarrows_table(reader: BulkJsonReader) -> None:
     payload = bulk_payload()
     nulls = {**payload, "ns": None, "one": None, "big": None, "maybe_day": None}
-    body, published = stored(_BULK, [payload, nulls, payload])
+    body, published = stored_body(_BULK, [payload, nulls, payload])
     table = both(_BULK, body, published, reader)
     assert table.column("amount")[0].as_py() == Decimal("-12345678901234.5678")
     assert table.column("l")[0].as_py() == 2**63 - 1
@@ -119,12 +106,12 @@ _PAYLOADS = st.lists(
 @given(_PAYLOADS)
 def test_generated_payloads_decode_to_pyarrows_table(payloads: list[dict[str, Any]]) -> None:
     with BulkJsonReader(min_lines=1) as reader:  # hypothesis takes no module fixture
-        body, published = stored(_BULK, payloads)
+        body, published = stored_body(_BULK, payloads)
         both(_BULK, body, published, reader)
 
 
 def test_many_messages_read_in_one_call_keep_their_line_order(reader: BulkJsonReader) -> None:
-    bodies = [stored(_BULK, [{**bulk_payload(), "i": n}])[0] for n in range(50)]
+    bodies = [stored_body(_BULK, [{**bulk_payload(), "i": n}])[0] for n in range(50)]
     published = pa.array([PUBLISHED] * 50, pa.timestamp("us", tz="UTC"))
     table = both(_BULK, bodies, published, reader)  # as the writer passes them: not joined
     assert table.column("i").to_pylist() == list(range(50))
@@ -144,7 +131,7 @@ def test_many_messages_read_in_one_call_keep_their_line_order(reader: BulkJsonRe
 def test_a_body_pyarrow_refuses_is_refused_with_pyarrows_error(
     reader: BulkJsonReader, why: str, line: bytes
 ) -> None:
-    good, _ = stored(_BULK, [bulk_payload()])
+    good, _ = stored_body(_BULK, [bulk_payload()])
     body = good + line + b"\n" + good
     published = pa.array([PUBLISHED] * 3, pa.timestamp("us", tz="UTC"))
     with pytest.raises((StoredBodyError, ValueError)) as by_pyarrow:
@@ -185,7 +172,7 @@ def test_a_renamed_field_is_left_to_pyarrow() -> None:
 
 
 def test_fewer_lines_than_its_minimum_are_left_to_pyarrow() -> None:
-    body, published = stored(_BULK, [bulk_payload()] * 3)
+    body, published = stored_body(_BULK, [bulk_payload()] * 3)
     with BulkJsonReader(min_lines=4) as reader:
         _BULK.decode_stored(body, published, bulk=reader)
         assert reader.rows == 0
@@ -211,7 +198,7 @@ def _message(seq: int, body: bytes, msg_id: str | None) -> StoredMessage:
 
 
 def test_a_batch_is_read_by_duckdb_only_when_the_gateway_built_every_message() -> None:
-    body, _ = stored(_BULK, [bulk_payload()] * 2)
+    body, _ = stored_body(_BULK, [bulk_payload()] * 2)
     gateway = [_message(n, body, message_id("Bulk", [f"id{n}"])) for n in range(1, 4)]
     with BulkJsonReader(min_lines=1) as reader:
         table = decode_batch(_BULK, gateway, lambda _h: None, reader)
@@ -224,7 +211,7 @@ def test_a_batch_is_read_by_duckdb_only_when_the_gateway_built_every_message() -
 def test_a_value_of_the_wrong_json_type_is_poison_when_republished() -> None:
     """DuckDB would read ``"5"`` into a long; pyarrow.json refuses it, and only
     pyarrow.json reads a message the gateway did not build."""
-    good, _ = stored(_BULK, [bulk_payload()])
+    good, _ = stored_body(_BULK, [bulk_payload()])
     bad = good.replace(b'"i":-2147483648', b'"i":"5"')
     assert bad != good
     with BulkJsonReader(min_lines=1) as reader, pytest.raises(UndecodableError):
@@ -232,7 +219,7 @@ def test_a_value_of_the_wrong_json_type_is_poison_when_republished() -> None:
 
 
 def test_a_closed_reader_leaves_every_body_to_pyarrow() -> None:
-    body, published = stored(_BULK, [bulk_payload()])
+    body, published = stored_body(_BULK, [bulk_payload()])
     reader = BulkJsonReader(min_lines=1)
     reader.close()
     assert _BULK.decode_stored(body, published, bulk=reader).num_rows == 1
@@ -268,7 +255,7 @@ def test_the_malloc_bound_is_set_on_glibc(monkeypatch) -> None:  # type: ignore[
 def test_a_body_with_text_after_its_last_line_end_is_left_to_pyarrow(
     reader: BulkJsonReader,
 ) -> None:
-    body, published = stored(_BULK, [bulk_payload()])
+    body, published = stored_body(_BULK, [bulk_payload()])
     before = reader.rows
     with pytest.raises((StoredBodyError, ValueError)) as by_pyarrow:
         _BULK.decode_stored([body, b'{"id":"x"}'], published)
@@ -278,5 +265,5 @@ def test_a_body_with_text_after_its_last_line_end_is_left_to_pyarrow(
 
 
 def test_a_body_of_spaces_adds_no_line(reader: BulkJsonReader) -> None:
-    body, published = stored(_BULK, [bulk_payload()])
+    body, published = stored_body(_BULK, [bulk_payload()])
     both(_BULK, [body, b"   ", b""], published, reader)

@@ -69,13 +69,19 @@ def rich() -> CompiledType:
     return compile_type("Rich", RICH, 7, TypeSettings())
 
 
-def roundtrip(t: CompiledType, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def stored_body(t: CompiledType, payloads: list[dict[str, Any]]) -> tuple[bytes, pa.Array]:
+    """The stored body of events with these payloads (ids ``id-0``...), as the gateway
+    writes it, and one ``published_at`` per line."""
     events_json = [{"type": t.name, "id": f"e{n}", "data": p} for n, p in enumerate(payloads)]
     events = msgspec.json.decode(msgspec.json.encode(events_json), type=list[t.event_struct])  # type: ignore[name-defined]
     ids = [f"id-{n}" for n in range(len(events))]
     body = t.encode_stored(events, ids, SENT, RECEIVED)
-    assert body.count(b"\n") == len(events) and body.endswith(b"\n")
-    published = pa.array([PUBLISHED] * len(events), pa.timestamp("us", tz="UTC"))
+    return body, pa.array([PUBLISHED] * len(events), pa.timestamp("us", tz="UTC"))
+
+
+def roundtrip(t: CompiledType, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    body, published = stored_body(t, payloads)
+    assert body.count(b"\n") == len(payloads) and body.endswith(b"\n")
     table = t.decode_stored(body, published)
     assert table.schema == t.arrow_schema
     return table.to_pylist()
