@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 import httpx
 
 from bench._stack import schema_dir
-from bench.faults.harness import Child, Harness, apply_schemas
+from bench.faults.harness import Child, Harness, apply_schemas, wait_for
 from bench.topology import CENTRAL, Topology
 from courier.errors import CourierError
 from courier.settings import Settings, load_settings
@@ -192,6 +193,24 @@ class DcHarness(Harness):
             return False
         stored = {(t, r.domain): r.stored_seq for t, rows in p.items() for r in rows}
         return all(stored.get(k, 0) >= v for k, v in targets.items())
+
+    def wait_central_holds_now(
+        self, timeout_secs: float, poll_secs: float, dcs: Collection[str] | None = None
+    ) -> bool:
+        """Wait until central holds every message the DCs (or only ``dcs``) hold now: their
+        last sequences, read once every DC answers, then central's progress. False if
+        either does not come within ``timeout_secs``."""
+        targets: dict[tuple[str, str], int] = {}
+
+        def read_targets() -> bool:
+            last = self.dc_last_seqs()
+            if last is not None:
+                targets.update((k, s) for k, s in last.items() if dcs is None or k[1] in dcs)
+            return last is not None
+
+        if wait_for(read_targets, timeout_secs, poll_secs) is None:
+            return False
+        return wait_for(lambda: self.central_has(targets), timeout_secs, poll_secs) is not None
 
     def caught_up(self) -> bool:
         """Every DC answers and central holds all it has, for every type."""

@@ -57,19 +57,8 @@ CUT_DC = "dcA"
 
 def _resumed(h: DcHarness, what: str, f: Faults, t0: float) -> None:
     """Wait until central holds every DC message that existed once the fault ended."""
-    targets_box: list[dict[tuple[str, str], int]] = []
-
-    def have_targets() -> bool:
-        t = h.dc_last_seqs()
-        if t is not None:
-            targets_box.append(t)
-        return t is not None
-
-    if wait_for(have_targets, RECOVERY_TIMEOUT_SECS, 0.2) is None:
-        f.recovered(None, what)
-        return
-    up = wait_for(lambda: h.central_has(targets_box[0]), RECOVERY_TIMEOUT_SECS, 0.2)
-    f.recovered(None if up is None else time.monotonic() - t0, what)
+    up = h.wait_central_holds_now(RECOVERY_TIMEOUT_SECS, 0.2)
+    f.recovered(time.monotonic() - t0 if up else None, what)
 
 
 # -- a. the link to a DC cut -----------------------------------------------------------
@@ -165,13 +154,8 @@ def _answers_lost_in_dca(h: DcHarness, f: Faults) -> tuple[list[Batch], float]:
         )
         if r.status_code != 200:
             f.problems.append(f"{CUT_DC}'s gateway did not store a batch: {r.status_code}")
-    last = h.dc_last_seqs()
-    if last is None:
-        f.problems.append(f"cannot read {CUT_DC}'s streams after it stored the batches")
-    else:
-        targets = {k: seq for k, seq in last.items() if k[1] == CUT_DC}
-        if wait_for(lambda: h.central_has(targets), RECOVERY_TIMEOUT_SECS, 0.05) is None:
-            f.problems.append(f"central did not store {CUT_DC}'s batches whose answers were lost")
+    if not h.wait_central_holds_now(RECOVERY_TIMEOUT_SECS, 0.05, dcs={CUT_DC}):
+        f.problems.append(f"central did not store {CUT_DC}'s batches whose answers were lost")
     return batches, time.monotonic()
 
 
