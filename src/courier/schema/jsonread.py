@@ -61,7 +61,8 @@ _MSG_ID_HEADER = "Nats-Msg-Id"
 #: The id the gateway's group commit gives a message is ``<type>:<32 hex digits>``
 #: (:func:`courier.gateway.publisher.message_id`); republishes use ``replay.…``.
 _DIGEST = re.compile(r"[0-9a-f]{32}")
-#: ``mallopt``'s M_MMAP_THRESHOLD, and the value the reader sets (see _bound_retention).
+#: ``mallopt``'s M_MMAP_THRESHOLD, and the value the reader sets (see
+#: :func:`bound_malloc_retention`).
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD_BYTES = 1024 * 1024
 
@@ -249,8 +250,8 @@ class BulkJsonReader:
                 return None
             table = result.rename_columns(schema.names).cast(schema)
         except (self._duckdb.Error, pa.ArrowException) as exc:
-            # Not expected of a gateway-built body: say so once per type, as each such
-            # body now costs both decoders.
+            # Not expected of a gateway-built body: say so once per read schema (types of
+            # the same shape share one), as each such body now costs both decoders.
             level = logging.DEBUG if structure in self._warned else logging.WARNING
             self._warned.add(structure)
             log.log(
